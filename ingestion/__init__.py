@@ -1,0 +1,1 @@
+"""Streaming ingestion: event contracts, the payments simulator, and the Kafka -> lake sink."""

@@ -1,0 +1,46 @@
+"""The ``skewless`` command: one sub-command group per stage, each a thin layer over a library."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="skewless",
+    help="Skewless: Kafka -> Parquet lake -> Spark features in Feast -> training and serving, one definition.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# (module, group name); a group whose module is absent is simply not offered.
+_GROUPS = [
+    ("skewless.cli.config", "config"),
+    ("skewless.cli.services", "services"),
+    ("skewless.cli.ingest", "ingest"),
+    ("skewless.cli.etl", "etl"),
+    ("skewless.cli.features", "features"),
+    ("skewless.cli.train", "train"),
+    ("skewless.cli.serve", "serve"),
+    ("skewless.cli.check", "check"),
+    ("skewless.cli.monitor", "monitor"),
+    ("skewless.cli.bench", "bench"),
+]
+
+for _module, _name in _GROUPS:
+    try:
+        _mod = importlib.import_module(_module)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+        continue
+    app.add_typer(_mod.app, name=_name)
+
+from skewless.cli.demo import demo  # noqa: E402
+
+app.command("demo")(demo)
+
+
+def main() -> None:
+    app()
