@@ -1,0 +1,124 @@
+"""One Kafka partition's open batch: decoded rows by event-time hour, and dead letters.
+
+A batch closes by record count, message bytes, or the number of event-time hours it
+spans, never by wall-clock, so replaying the same offsets closes it at the same offset.
+(``flush`` on shutdown, idle or rebalance closes it early; that batch is committed, so
+it is never replayed.)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingestion.contracts import Contract, InvalidEvent
+from ingestion.lake_files import TMP_PREFIX, BatchRange, LakeLayout, fsync_file
+
+DEAD_LETTER_SCHEMA = pa.schema([
+    pa.field("topic", pa.string(), nullable=False),
+    pa.field("partition", pa.int32(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("key", pa.binary()),
+    pa.field("value", pa.binary()),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("kafka_timestamp_ms", pa.int64()),
+    pa.field("_ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+])
+
+
+class PartitionBatch:
+    def __init__(self, topic: str, partition: int, contract: Contract, limits: Any):
+        self.topic = topic
+        self.partition = partition
+        self.contract = contract
+        self.limits = limits
+        self._time_field = contract.time_field
+        self.reset()
+
+    def reset(self) -> None:
+        self.first: int | None = None
+        self.last: int | None = None
+        self.count = 0
+        self.nbytes = 0
+        self.hours: dict[tuple[int, int, int, int], list[dict]] = {}
+        self.dead: list[tuple] = []
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> bool:
+        """Add one message; True when the batch is full and must be flushed now."""
+        if self.first is None:
+            self.first = offset
+        self.last = offset
+        self.count += 1
+        self.nbytes += len(value) if value else 0
+        try:
+            if not value:
+                raise InvalidEvent("empty message (no value)")
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidEvent(f"not valid JSON: {exc}") from None
+            row = self.contract.validate(event)
+        except InvalidEvent as exc:
+            self.dead.append((offset, key, value, str(exc), timestamp_ms))
+        else:
+            ts: datetime = row[self._time_field]
+            row["_kafka_partition"] = self.partition
+            row["_kafka_offset"] = offset
+            bucket = (ts.year, ts.month, ts.day, ts.hour)
+            rows = self.hours.get(bucket)
+            if rows is None:
+                self.hours[bucket] = rows = []
+            rows.append(row)
+        lim = self.limits
+        return (
+            self.count >= lim.flush_records
+            or self.nbytes >= lim.flush_bytes
+            or len(self.hours) >= lim.max_hours_per_batch
+        )
+
+    def write_temp_files(self, layout: LakeLayout) -> tuple[BatchRange, list[tuple[Path, Path]], dict]:
+        """Step 1 of the commit protocol: every file under a fsynced temp name."""
+        assert self.first is not None and self.last is not None
+        batch = BatchRange(self.topic, self.partition, self.first, self.last)
+        now = datetime.now(timezone.utc)
+        moves: list[tuple[Path, Path]] = []
+        valid = 0
+        for (y, m, d, h), rows in sorted(self.hours.items()):
+            present = set().union(*(r.keys() for r in rows)) if self.contract.fields else set()
+            schema = self.contract.arrow_schema(present)
+            for r in rows:
+                r["_ingested_at"] = now
+            table = pa.Table.from_pylist(rows, schema=schema)
+            final = layout.hour_dir(self.topic, f"{y:04d}-{m:02d}-{d:02d}", h) / f"{batch.stem}.parquet"
+            moves.append((self._write(table, final), final))
+            valid += len(rows)
+        if self.dead:
+            offsets, keys, values, reasons, tss = zip(*self.dead)
+            n = len(offsets)
+            table = pa.Table.from_arrays([
+                pa.array([self.topic] * n), pa.array([self.partition] * n, pa.int32()),
+                pa.array(offsets, pa.int64()), pa.array(keys, pa.binary()), pa.array(values, pa.binary()),
+                pa.array(reasons), pa.array(tss, pa.int64()), pa.array([now] * n, DEAD_LETTER_SCHEMA.field("_ingested_at").type),
+            ], schema=DEAD_LETTER_SCHEMA)
+            final = layout.dead_letter_dir(self.topic) / f"{batch.stem}.parquet"
+            moves.append((self._write(table, final), final))
+        counts = {"records": self.count, "valid": valid, "dead_lettered": len(self.dead)}
+        return batch, moves, counts
+
+    def _write(self, table: pa.Table, final: Path) -> Path:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(TMP_PREFIX + final.name)
+        pq.write_table(
+            table, tmp, compression=self.limits.compression,
+            row_group_size=self.limits.row_group_records, write_statistics=True,
+        )
+        fsync_file(tmp)
+        return tmp

@@ -1,0 +1,223 @@
+"""A seeded simulator of payments traffic with fraud, chargeback labels and bad messages.
+
+Users have habits: a home country and currency, one or two devices, a handful of
+favourite merchants, a typical amount, a daily rhythm. Legitimate traffic sometimes
+travels, changes device, or spends big, so no single field separates fraud from it.
+
+Fraud (about 1.5% of transactions) comes in *bursts*: a compromised card is used several
+times within minutes to an hour, at merchants the user never visited, from a foreign
+country, on a new device, for amounts well above the user's habit. Windowed features
+(count in the last hour, distinct merchants in 24h, amount against the 7-day mean) see
+it; a single transaction's fields mostly do not.
+
+Chargebacks arrive 1-30 days after the transaction (most within two weeks); about 80% of fraud is ever
+labelled, and a label that would arrive after the simulated horizon (start + days) has
+not arrived yet and is not produced. A few legitimate disputes produce
+``is_fraud=False`` labels.
+
+The same seed and start give the same events, byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+import numpy as np
+
+from ingestion.contracts import LABELS, TRANSACTIONS
+
+COUNTRIES = ["US", "GB", "DE", "FR", "NL", "ES", "IT", "PL", "SE", "BR", "IN", "NG"]
+COUNTRY_WEIGHTS = np.array([30, 14, 12, 10, 6, 6, 6, 4, 3, 4, 3, 2], dtype=float)
+CURRENCY = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "NL": "EUR", "ES": "EUR",
+            "IT": "EUR", "PL": "PLN", "SE": "SEK", "BR": "BRL", "IN": "INR", "NG": "NGN"}
+CHANNELS = ["pos", "web", "app"]
+MCCS = ["5411", "5812", "5999", "4111", "5732", "7995", "5944", "4814"]
+# Share of transactions in each UTC hour of the day (busy midday and evening, quiet night).
+HOURLY = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 3.5, 4, 4.2, 4.6,
+                   5.2, 5, 4.5, 4.3, 4.6, 5.4, 6, 6.2, 5.5, 4.2, 2.8, 1.7])
+HOURLY = HOURLY / HOURLY.sum()
+FRAUD_SHARE = 0.015
+LABEL_RATE = 0.8
+DISPUTE_RATE = 0.002
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Valid events, sorted by their own time, ready to serialise."""
+
+    transactions: list[dict]
+    labels: list[dict]
+    fraud_transactions: int
+
+
+def default_start(days: int) -> datetime:
+    """Midnight UTC ``days`` days ago: the simulated traffic ends today."""
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days)
+
+
+def _iso(ts: np.ndarray) -> list[str]:
+    # numpy datetime64[us] -> "2026-01-01T12:34:56.123456Z"
+    return [s + "Z" for s in np.datetime_as_string(ts, unit="us")]
+
+
+def simulate(events: int, seed: int, start: datetime, days: int = 7, schema_version: int = 2) -> Simulation:
+    """Generate ``events`` transactions over ``days`` days from ``start``, and their labels."""
+    if events < 1:
+        raise ValueError("events must be at least 1")
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    rng = np.random.default_rng(seed)
+    start = start.astimezone(timezone.utc)
+    start64 = np.datetime64(start.replace(tzinfo=None), "us")
+    horizon_us = days * 86_400_000_000
+
+    n_users = max(20, events // 40)
+    n_merchants = max(10, events // 150)
+    n_fraud = int(round(events * FRAUD_SHARE))
+    n_legit = events - n_fraud
+
+    # --- the population and its habits
+    home = rng.choice(len(COUNTRIES), size=n_users, p=COUNTRY_WEIGHTS / COUNTRY_WEIGHTS.sum())
+    typical = rng.lognormal(3.3, 0.7, size=n_users)  # typical amount per user
+    activity = rng.gamma(1.5, 1.0, size=n_users)
+    channel_pref = rng.integers(0, len(CHANNELS), size=n_users)
+    popularity = 1.0 / np.arange(1, n_merchants + 1) ** 0.9
+    popularity /= popularity.sum()
+    favourites = rng.choice(n_merchants, size=(n_users, 8), p=popularity)
+    merchant_country = rng.choice(len(COUNTRIES), size=n_merchants, p=COUNTRY_WEIGHTS / COUNTRY_WEIGHTS.sum())
+    merchant_mcc = rng.integers(0, len(MCCS), size=n_merchants)
+
+    # --- legitimate traffic
+    users = rng.choice(n_users, size=n_legit, p=activity / activity.sum())
+    day = rng.integers(0, days, size=n_legit)
+    hour = rng.choice(24, size=n_legit, p=HOURLY)
+    micros = (day * 86_400 + hour * 3600) * 1_000_000 + rng.integers(0, 3_600_000_000, size=n_legit)
+    fav = rng.random(n_legit) < 0.9
+    merchants = np.where(fav, favourites[users, rng.integers(0, 8, size=n_legit)],
+                         rng.choice(n_merchants, size=n_legit, p=popularity))
+    amounts = typical[users] * rng.lognormal(0.0, 0.5, size=n_legit)
+    big = rng.random(n_legit) < 0.01  # legit big-ticket purchases
+    amounts[big] *= rng.uniform(3, 10, size=big.sum())
+    travel = rng.random(n_legit) < 0.03
+    country = np.where(travel, rng.integers(0, len(COUNTRIES), size=n_legit), home[users])
+    device_slot = np.where(rng.random(n_legit) < 0.8, 0, 1)
+    new_device = rng.random(n_legit) < 0.01
+    channel = np.where(rng.random(n_legit) < 0.8, channel_pref[users], rng.integers(0, 3, size=n_legit))
+
+    # --- fraud bursts on compromised cards
+    burst_sizes = []
+    remaining = n_fraud
+    while remaining > 0:
+        k = int(min(remaining, rng.integers(3, 9)))
+        burst_sizes.append(k)
+        remaining -= k
+    f_users, f_micros, f_merchants, f_amounts, f_country, f_device = [], [], [], [], [], []
+    risky = rng.choice(n_merchants, size=max(3, n_merchants // 20), replace=False)
+    for b, k in enumerate(burst_sizes):
+        u = int(rng.integers(0, n_users))
+        t0 = int(rng.integers(0, horizon_us - 3_600_000_000))
+        span = int(rng.integers(5, 61)) * 60_000_000
+        f_users += [u] * k
+        f_micros += sorted((t0 + rng.integers(0, span, size=k)).tolist())
+        f_merchants += rng.choice(risky, size=k).tolist()
+        f_amounts += (typical[u] * rng.uniform(2.5, 12, size=k)).tolist()
+        foreign = [c for c in range(len(COUNTRIES)) if c != home[u]]
+        f_country += [int(rng.choice(foreign))] * k
+        f_device += [f"fd{seed}-{b}"] * k
+
+    n = n_legit + n_fraud
+    all_users = np.concatenate([users, np.array(f_users, dtype=np.int64)])
+    all_micros = np.concatenate([micros, np.array(f_micros, dtype=np.int64)])
+    all_merchants = np.concatenate([merchants, np.array(f_merchants, dtype=np.int64)])
+    all_amounts = np.round(np.concatenate([amounts, np.array(f_amounts)]), 2)
+    all_country = np.concatenate([country, np.array(f_country, dtype=np.int64)])
+    all_channel = np.concatenate([channel, rng.integers(1, 3, size=n_fraud)])
+    is_fraud = np.concatenate([np.zeros(n_legit, bool), np.ones(n_fraud, bool)])
+    order = np.lexsort((np.arange(n), all_micros))
+    times = start64 + all_micros[order].astype("timedelta64[us]")
+    iso_times = _iso(times)
+
+    transactions: list[dict] = []
+    devices_legit = [f"d{seed}-{u}-{s}" for u, s in zip(users.tolist(), device_slot.tolist())]
+    for i, j in enumerate(order.tolist()):
+        u = int(all_users[j])
+        if j < n_legit:
+            device = f"nd{seed}-{j}" if new_device[j] else devices_legit[j]
+        else:
+            device = f_device[j - n_legit]
+        m = int(all_merchants[j])
+        c = COUNTRIES[int(all_country[j])]
+        tx = {
+            "schema_version": schema_version,
+            "transaction_id": f"tx{seed}-{i:09d}",
+            "user_id": f"u{u:06d}",
+            "merchant_id": f"m{m:05d}",
+            "amount": float(all_amounts[j]),
+            "currency": CURRENCY[c],
+            "country": c,
+            "channel": CHANNELS[int(all_channel[j])],
+            "device_id": device,
+            "event_time": iso_times[i],
+        }
+        if schema_version >= 2:
+            tx["mcc"] = MCCS[int(merchant_mcc[m])]
+        transactions.append(tx)
+
+    # --- chargebacks (and a few legitimate disputes), as they arrive
+    fraud_sorted = is_fraud[order]
+    draw = rng.random(n)
+    labelled = np.where(fraud_sorted, draw < LABEL_RATE, draw < DISPUTE_RATE)
+    # Most chargebacks come within a week or two; none later than 30 days.
+    delay_days = 1.0 + np.minimum(29.0, rng.exponential(6.0, size=n))
+    delay_us = (delay_days * 86_400_000_000).astype(np.int64)
+    label_micros = all_micros[order] + delay_us
+    keep = labelled & (label_micros < horizon_us)
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(label_micros[idx], kind="stable")]
+    label_times = _iso(start64 + label_micros[idx].astype("timedelta64[us]"))
+    labels = [
+        {"schema_version": 1, "transaction_id": transactions[i]["transaction_id"],
+         "is_fraud": bool(fraud_sorted[i]), "label_time": lt}
+        for i, lt in zip(idx.tolist(), label_times)
+    ]
+    return Simulation(transactions, labels, int(n_fraud))
+
+
+def bad_messages(count: int, seed: int, contract_name: str = "transactions") -> Iterator[tuple[str, bytes]]:
+    """Malformed messages of every kind the consumer must dead-letter: (kind, bytes)."""
+    import orjson
+
+    rng = np.random.default_rng(seed + 7919)
+    good_tx = {"schema_version": 2, "transaction_id": "txbad", "user_id": "u000001", "merchant_id": "m00001",
+               "amount": 12.5, "currency": "EUR", "country": "DE", "channel": "web", "device_id": "dbad",
+               "event_time": "2026-01-01T00:00:00Z"}
+    good_label = {"schema_version": 1, "transaction_id": "txbad", "is_fraud": True,
+                  "label_time": "2026-01-02T00:00:00Z"}
+    base = good_tx if contract_name == TRANSACTIONS.name else good_label
+    required = [f.name for f in (TRANSACTIONS if contract_name == TRANSACTIONS.name else LABELS).fields if f.required]
+    kinds = ["not_json", "missing_field", "wrong_type", "absurd_value", "not_an_object"]
+    for i in range(count):
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        ev = dict(base, transaction_id=f"bad{seed}-{i}")
+        if kind == "not_json":
+            yield kind, b"{this is not json" + str(i).encode()
+            continue
+        if kind == "not_an_object":
+            yield kind, b"[1, 2, 3]"
+            continue
+        if kind == "missing_field":
+            ev.pop(required[int(rng.integers(0, len(required)))])
+        elif kind == "wrong_type":
+            if "amount" in ev:
+                ev["amount"] = "12.50"
+            else:
+                ev["is_fraud"] = "yes"
+        elif kind == "absurd_value":
+            if "amount" in ev:
+                ev["amount"] = -5.0 if i % 2 else 1e12
+            else:
+                ev["label_time"] = "1970-01-01T00:00:00Z"
+        yield kind, orjson.dumps(ev)

@@ -1,0 +1,35 @@
+"""Create the project's Kafka topics (idempotently) with the configured partitions."""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from skewless.errors import ServiceError
+from skewless.settings import Settings
+
+
+def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created."""
+    try:
+        admin = KafkaAdminClient(**settings.kafka.client_config(), request_timeout_ms=15000)
+    except KafkaError as exc:
+        raise ServiceError(
+            f"no Kafka broker answers at {','.join(settings.kafka.bootstrap_servers)}",
+            "start one with: skewless services up",
+        ) from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            new = [NewTopic(t, settings.kafka.partitions, settings.kafka.replication_factor) for t in missing]
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    except KafkaError as exc:
+        raise ServiceError(f"could not create Kafka topics {topics}: {exc}") from exc
+    finally:
+        admin.close()
