@@ -19,11 +19,12 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from skewless.errors import ConfigError
 
@@ -35,7 +36,8 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: list[str] = ["localhost:9092"]
+    # A comma-separated string is accepted too (handy in SKEWLESS_KAFKA__BOOTSTRAP_SERVERS).
+    bootstrap_servers: Annotated[list[str], NoDecode] = ["localhost:9092"]
     partitions: int = Field(4, ge=1, description="partitions for topics the project creates")
     replication_factor: int = Field(1, ge=1)
     consumer_group: str = "skewless-ingest"
@@ -225,6 +227,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(path or "settings"))) from exc
+    except SettingsError as exc:
+        raise ConfigError(f"invalid SKEWLESS_* environment variable: {exc}") from exc
     if overrides:
         merged = settings.model_dump()
         for k, v in overrides.items():

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything Skewless needs on a fresh Debian machine with Python 3.11+:
+# system packages (Java 17, Maven, redis-server) when missing, then the project itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 3
+  fi
+fi
+
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+"$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'

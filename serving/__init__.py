@@ -1,0 +1,1 @@
+"""Serving stage (see ../shared/DESIGN.md); built by a later issue."""

@@ -1,0 +1,1 @@
+"""Training stage (see ../shared/DESIGN.md); built by a later issue."""
