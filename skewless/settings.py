@@ -93,6 +93,22 @@ class IngestSettings(_Section):
     compression: str = "zstd"
 
 
+class TrainingSettings(_Section):
+    """Model training, evaluation and tracking."""
+
+    feature_service: str = "fraud_model_v1"
+    model_name: str = "skewless-fraud"
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///<state_dir>/mlflow.db"
+    )
+    review_cost: float = Field(5.0, ge=0, description="cost of reviewing one false alarm")
+    target_precision: float = Field(0.8, gt=0, lt=1, description="for recall at fixed precision")
+    label_maturity_days: float = Field(
+        0.0, ge=0, description="drop transactions younger than this at the cutoff (labels not settled)"
+    )
+    seed: int = 0
+
+
 class ServicesSettings(_Section):
     """The local development services started by ``skewless services up``."""
 
@@ -132,6 +148,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
+    training: TrainingSettings = TrainingSettings()
     services: ServicesSettings = ServicesSettings()
 
     # Where the values came from (not a setting): the file, or None for defaults only.
@@ -159,6 +176,9 @@ class Settings(BaseSettings):
         if not is_uri(self.lake_path) and not Path(self.lake_path).is_absolute():
             updates["lake_path"] = str((base / self.lake_path).resolve())
         return self.model_copy(update=updates)
+
+    def mlflow_tracking_uri(self) -> str:
+        return self.training.tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
 
     def public_dict(self) -> dict[str, Any]:
         """JSON-ready settings with secrets masked."""
