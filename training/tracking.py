@@ -1,0 +1,71 @@
+"""Experiment tracking with MLflow: parameters, metrics, the data window, plots, the model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skewless.model_artifact import ModelArtifact
+from skewless.registry import ensure_experiment, mlflow_client
+from skewless.settings import Settings
+
+EXPERIMENT = "skewless-fraud"
+
+
+def pr_curve_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Precision-recall curves of every candidate on the test split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, (y, s) in curves.items():
+        p, r, _ = precision_recall_curve(y, s)
+        ax.plot(r, p, label=name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall on the test split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def importance_plot(names: list[str], importances: np.ndarray, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(importances)
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.2))
+    ax.barh([names[i] for i in order], importances[order])
+    ax.set_xlabel("permutation importance (drop in PR-AUC)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def log_run(settings: Settings, params: dict[str, Any], metrics: dict[str, float], artifact: ModelArtifact,
+            plots: dict[str, Path], tags: dict[str, str]) -> str:
+    """One MLflow run holding everything about this training; returns the run id."""
+    import mlflow
+
+    mlflow_client(settings)
+    experiment_id = ensure_experiment(settings, EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        for p in plots.values():
+            mlflow.log_artifact(str(p), artifact_path="plots")
+        with tempfile.TemporaryDirectory() as tmp:
+            artifact.save(Path(tmp) / "model")
+            mlflow.log_artifacts(str(Path(tmp) / "model"), artifact_path="model")
+        return run.info.run_id

@@ -1,0 +1,143 @@
+"""``skewless train``: Feast training set -> candidate models -> cost-based evaluation -> MLflow.
+
+1. the rows: every transaction in the window, labelled by what was known at the cutoff
+   (``training.labels``);
+2. the features: Feast's point-in-time join (``get_historical_features``) for the
+   FeatureService the model will be served with — the same definitions serving reads;
+3. a time-ordered split (train < validation < test), time-series cross-validation on
+   train, each candidate fitted on train, its threshold chosen by cost on validation,
+   everything reported on test;
+4. MLflow: parameters, metrics, data window, Feast project and FeatureService, feature
+   list, plots; the best candidate is saved as a model artifact and registered (and
+   promoted to champion on request).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from skewless.errors import DataError
+from skewless.model_artifact import ModelArtifact
+from skewless.registry import promote, register
+from skewless.settings import Settings
+from training.evaluation import best_threshold, evaluate
+from training.labels import label_frame
+from training.models import candidates, matrix, time_cv_pr_auc, time_split
+from training.tracking import importance_plot, log_run, pr_curve_plot
+
+# Request-time inputs the caller sends with each prediction (also model inputs).
+REQUEST_FEATURES = ["amount"]
+
+
+def feature_names(store: Any, service_name: str) -> list[str]:
+    """The FeatureService's features in order, with Feast's full names ``view__feature``."""
+    service = store.get_feature_service(service_name)
+    names = []
+    for projection in service.feature_view_projections:
+        for f in projection.features:
+            names.append(f"{projection.name_to_use()}__{f.name}")
+    return names
+
+
+def training_set(store: Any, service_name: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Feast's point-in-time join of the service's features onto ``rows``."""
+    service = store.get_feature_service(service_name)
+    job = store.get_historical_features(entity_df=rows, features=service, full_feature_names=True)
+    return job.to_df()
+
+
+def train(
+    settings: Settings,
+    store: Any,
+    feature_service: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    cutoff: datetime | None = None,
+    promote_champion: bool = False,
+    on_step: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    cfg = settings.training
+    service_name = feature_service or cfg.feature_service
+    t0 = time.perf_counter()
+    on_step("reading labelled transactions from the lake")
+    rows = label_frame(settings, start, end, cutoff)
+    if rows.empty or rows["label"].sum() < 10:
+        raise DataError(
+            f"not enough labelled data to train: {len(rows)} transactions, "
+            f"{int(rows['label'].sum()) if len(rows) else 0} known frauds",
+            "ingest more events (skewless ingest produce --events 50000 --days 30) or widen --start/--end",
+        )
+    on_step(f"building the training set through Feast ({len(rows):,} rows, service {service_name})")
+    t1 = time.perf_counter()
+    data = training_set(store, service_name, rows)
+    build_s = time.perf_counter() - t1
+    features = feature_names(store, service_name) + REQUEST_FEATURES
+    train_df, val_df, test_df = time_split(data, "event_timestamp")
+    for name, part in (("train", train_df), ("validation", val_df), ("test", test_df)):
+        if part["label"].sum() < 2:
+            raise DataError(f"the {name} split has fewer than 2 frauds; ingest more days of data")
+
+    results: dict[str, dict[str, Any]] = {}
+    fitted: dict[str, Any] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for cand in candidates(features, REQUEST_FEATURES, seed=cfg.seed):
+        on_step(f"fitting {cand.name}: {cand.description}")
+        Xtr, ytr = matrix(train_df, cand.features), train_df["label"].to_numpy()
+        cv = time_cv_pr_auc(cand.pipeline, Xtr, ytr)
+        model = cand.pipeline.fit(Xtr, ytr)
+        s_val = model.predict_proba(matrix(val_df, cand.features))[:, 1]
+        chosen = best_threshold(val_df["label"].to_numpy(), s_val, val_df["amount"].to_numpy(), cfg.review_cost)
+        s_test = model.predict_proba(matrix(test_df, cand.features))[:, 1]
+        metrics = evaluate(test_df["label"].to_numpy(), s_test, test_df["amount"].to_numpy(), chosen.threshold,
+                           cfg.review_cost, cfg.target_precision)
+        metrics["cv_pr_auc_mean"] = float(np.mean(cv)) if cv else float("nan")
+        metrics["threshold"] = chosen.threshold
+        results[cand.name] = {"description": cand.description, "features": len(cand.features), **metrics}
+        fitted[cand.name] = (cand, model)
+        curves[cand.name] = (test_df["label"].to_numpy(), s_test)
+
+    best_name = max(("hgb", "logreg"), key=lambda n: results[n]["pr_auc"])
+    cand, model = fitted[best_name]
+    version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    window = {"start": str(rows["event_timestamp"].min()), "end": str(rows["event_timestamp"].max()),
+              "cutoff": str(cutoff or end or datetime.now(timezone.utc))}
+    artifact = ModelArtifact(
+        pipeline=model, model_name=cfg.model_name, version=version, feature_service=service_name,
+        feast_project=store.project, features=cand.features, threshold=results[best_name]["threshold"],
+        trained_at=datetime.now(timezone.utc).isoformat(), data_window=window,
+        metrics={k: v for k, v in results[best_name].items() if isinstance(v, (int, float))}, candidate=best_name,
+    )
+
+    on_step("tracking the run in MLflow")
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = {"pr_curve": pr_curve_plot(curves, Path(tmp) / "pr_curve.png")}
+        if best_name == "hgb":
+            from sklearn.inspection import permutation_importance
+
+            imp = permutation_importance(model, matrix(val_df, cand.features), val_df["label"].to_numpy(),
+                                         scoring="average_precision", n_repeats=3, random_state=cfg.seed)
+            plots["importance"] = importance_plot(cand.features, imp.importances_mean, Path(tmp) / "importance.png")
+        flat = {f"{m}.{k}": v for m, r in results.items() for k, v in r.items() if isinstance(v, (int, float))}
+        params = {"feature_service": service_name, "feast_project": store.project, "features": ",".join(features),
+                  "rows": len(data), "train_rows": len(train_df), "val_rows": len(val_df), "test_rows": len(test_df),
+                  "review_cost": cfg.review_cost, "chosen_model": best_name, "model_version": version, **window}
+        run_id = log_run(settings, params, flat, artifact, plots,
+                         tags={"feature_service": service_name, "feast_project": store.project})
+    registered = register(settings, run_id)
+    promoted = promote(settings, registered) if promote_champion else None
+    return {
+        "run_id": run_id, "model": cfg.model_name, "registered_version": registered,
+        "promoted": promoted is not None, "model_version": version, "chosen": best_name,
+        "feature_service": service_name, "features": features, "rows": len(data),
+        "frauds": int(data["label"].sum()), "training_set_seconds": round(build_s, 2),
+        "training_set_rows_per_s": round(len(data) / build_s, 1) if build_s else None,
+        "results": results, "seconds": round(time.perf_counter() - t0, 2),
+    }
