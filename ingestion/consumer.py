@@ -41,25 +41,39 @@ class LakeSink:
         self.batches: dict[TopicPartition, PartitionBatch] = {}
         self.pending_commits: dict[TopicPartition, int] = {}
         self.stats: dict[str, dict[str, int]] = {}
+        self.assigned_at = time.monotonic()  # the idle clock starts again at each assignment
 
     # --- partition lifecycle
 
     def assign(self, tp: TopicPartition) -> None:
-        """Recover the partition's files and resume right after what already landed."""
+        """Recover the partition's files and resume right after what already landed.
+
+        Runs inside the rebalance callback, which (in kafka-python 3) must not block on
+        the network: ``seek`` only sets the position, and the commit of the landed offset
+        (if the group's offset lags behind the lake) is left to the main loop.
+        """
         info = recover_partition(self.layout, tp.topic, tp.partition)
         contract = contract_for_topic(tp.topic, self.topics_by_contract)
         self.batches[tp] = PartitionBatch(tp.topic, tp.partition, contract, self.settings.ingest)
+        self.assigned_at = time.monotonic()
         landed = info["landed_end"]
         if landed is not None:
-            committed = self.consumer.committed(tp)
-            if committed is None or committed <= landed:
-                self.consumer.seek(tp, landed + 1)
+            # Offsets are committed only after landing, so the committed offset is never
+            # past landed + 1: resuming there skips exactly what is already in the lake.
+            self.consumer.seek(tp, landed + 1)
+            self.pending_commits[tp] = landed + 1
         log.info("assigned %s: %s", tp, info)
 
     def revoke(self, tp: TopicPartition) -> None:
+        """Land the open batch before the partition moves (no commit here: see ``assign``)."""
         self.flush(tp)
-        self.commit()
         self.batches.pop(tp, None)
+        self.pending_commits.pop(tp, None)
+
+    def lose(self, tp: TopicPartition) -> None:
+        """The group evicted us: another member may own it already, so land nothing."""
+        self.batches.pop(tp, None)
+        self.pending_commits.pop(tp, None)
 
     # --- the hot path
 
@@ -126,6 +140,10 @@ class _Listener(ConsumerRebalanceListener):
         for tp in assigned:
             self.sink.assign(tp)
 
+    def on_partitions_lost(self, lost):
+        for tp in lost:
+            self.sink.lose(tp)
+
 
 def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     cfg = dict(
@@ -137,7 +155,7 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         max_poll_interval_ms=600_000,
-        session_timeout_ms=30_000,
+        session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
         isolation_level="read_committed",
     )
@@ -183,6 +201,7 @@ def consume(
                 time.sleep(0.5)
                 continue
             now = time.monotonic()
+            last_message = max(last_message, sink.assigned_at)
             if records:
                 last_message = now
                 idle_flushed = False

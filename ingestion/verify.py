@@ -89,11 +89,14 @@ def verify(settings: Settings, topics: list[str] | None = None, check_kafka: boo
                 "first": int(uniq[0]) if len(uniq) else None, "last": int(uniq[-1]) if len(uniq) else None,
                 "duplicates": int(len(allo) - len(uniq)), "gaps": gaps,
                 "committed": k.get("committed"), "end_offset": k.get("end"),
+                # Messages in Kafka not landed yet (not an error: the consumer may be behind).
+                "lag": (k["end"] - (k.get("committed") or k.get("begin") or 0)) if k.get("end") is not None else None,
             }
             entry["ok"] = entry["duplicates"] == 0 and not gaps
             report["ok"] &= entry["ok"]
             parts[str(p)] = entry
         totals = {key: sum(e[key] for e in parts.values()) for key in ("valid", "dead_lettered", "landed", "duplicates")}
+        totals["lag"] = sum(e["lag"] or 0 for e in parts.values())
         totals["gaps"] = sum(len(e["gaps"]) for e in parts.values())
         report["topics"][topic] = {"partitions": parts, **totals}
     return report

@@ -93,10 +93,10 @@ def verify(config: ConfigOpt = None, json_out: JsonOpt = False, verbose: Verbose
     report = run(settings_from(config))
 
     def human() -> None:
-        t = Table("topic", "partition", "valid", "dead-lettered", "committed", "duplicates", "gaps", "ok")
+        t = Table("topic", "partition", "valid", "dead-lettered", "committed", "lag", "duplicates", "gaps", "ok")
         for topic, tr in report["topics"].items():
             for p, e in tr["partitions"].items():
-                t.add_row(topic, p, str(e["valid"]), str(e["dead_lettered"]), str(e["committed"]),
+                t.add_row(topic, p, str(e["valid"]), str(e["dead_lettered"]), str(e["committed"]), str(e["lag"]),
                           str(e["duplicates"]), str(e["gaps"] or ""), "yes" if e["ok"] else "[red]NO[/red]")
         console.print(t)
 

@@ -1,0 +1,68 @@
+"""``skewless train``: training set through Feast, models, evaluation, MLflow; ``train promote``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from skewless.cli.ingest import _parse_start as parse_time
+
+app = typer.Typer(help="Train, evaluate, track and promote the fraud model.", invoke_without_command=True)
+
+METRICS = ["pr_auc", "roc_auc", "cv_pr_auc_mean", "threshold", "cost", "cost_no_model", "savings", "flagged", "caught_fraud", "false_alarms"]
+
+
+def results_table(results: dict) -> Table:
+    recall_key = next((k for k in next(iter(results.values())) if k.startswith("recall_at_p")), None)
+    cols = METRICS[:3] + ([recall_key] if recall_key else []) + METRICS[3:]
+    table = Table("model (test split)", *cols)
+    for name, r in results.items():
+        table.add_row(name, *(f"{r[c]:,.3f}" if isinstance(r[c], float) else f"{r[c]:,}" for c in cols))
+    return table
+
+
+@app.callback()
+@handle_errors
+def train(
+    ctx: typer.Context,
+    feature_service: Annotated[Optional[str], typer.Option("--feature-service", help="default: training.feature_service")] = None,
+    start: Annotated[Optional[str], typer.Option(help="first transaction time (ISO)")] = None,
+    end: Annotated[Optional[str], typer.Option(help="end of the window (ISO, exclusive)")] = None,
+    cutoff: Annotated[Optional[str], typer.Option(help="labels known at this time count (default: --end or now)")] = None,
+    promote: Annotated[bool, typer.Option("--promote", help="make the new version the champion")] = False,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Build the training set through Feast, fit the candidates, evaluate by cost, track, register."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from skewless.features.store import feature_store
+    from training.trainer import train as run
+
+    settings = settings_from(config)
+    with console.status("training ...") as status:
+        summary = run(settings, feature_store(settings), feature_service, parse_time(start), parse_time(end),
+                      parse_time(cutoff), promote_champion=promote, on_step=lambda s: status.update(s))
+
+    def human() -> None:
+        console.print(results_table(summary["results"]))
+        console.print(f"chosen: {summary['chosen']} -> {summary['model']} version {summary['registered_version']}"
+                      f"{' (champion)' if summary['promoted'] else ''}; training set {summary['rows']:,} rows "
+                      f"in {summary['training_set_seconds']}s")
+
+    emit(summary, json_out, human)
+
+
+@app.command("promote")
+@handle_errors
+def promote_cmd(
+    version: Annotated[Optional[str], typer.Argument(help="registered version (default: the newest)")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Make a registered model version the champion that serving loads."""
+    from skewless.registry import promote as run
+
+    result = run(settings_from(config), version)
+    emit(result, json_out, lambda: console.print(f"{result['model']} version {result['version']} is now the champion"))
