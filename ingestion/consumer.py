@@ -175,8 +175,10 @@ def consume(
     topics: list[str] | None = None,
     on_progress: Callable[[dict], None] | None = None,
     max_seconds: float | None = None,
+    max_messages: int | None = None,
 ) -> dict[str, Any]:
-    """Land Kafka topics into the lake until SIGTERM/SIGINT, or ``until_idle`` seconds of silence."""
+    """Land Kafka topics into the lake until SIGTERM/SIGINT, ``until_idle`` seconds of
+    silence, ``max_seconds`` or ``max_messages`` (then: flush, commit, return)."""
     topics = topics or list(settings.topics.by_contract().values())
     consumer = make_consumer(settings)
     sink = LakeSink(settings, consumer)
@@ -192,6 +194,7 @@ def consume(
     t0 = time.perf_counter()
     last_message = time.monotonic()
     idle_flushed = True
+    received = 0
     try:
         while not stopping["flag"]:
             try:
@@ -207,6 +210,7 @@ def consume(
                 idle_flushed = False
                 for tp, messages in records.items():
                     sink.handle(tp, messages)
+                    received += len(messages)
                 if on_progress:
                     on_progress(sink.stats)
             else:
@@ -220,6 +224,8 @@ def consume(
                 if until_idle is not None and now - last_message >= until_idle and consumer.assignment():
                     break
             if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+                break
+            if max_messages is not None and received >= max_messages:
                 break
         sink.flush_all()
         sink.commit()

@@ -25,7 +25,6 @@ _GROUPS = [
     ("skewless.cli.serve", "serve"),
     ("skewless.cli.check", "check"),
     ("skewless.cli.monitor", "monitor"),
-    ("skewless.cli.bench", "bench"),
 ]
 
 for _module, _name in _GROUPS:
@@ -37,8 +36,10 @@ for _module, _name in _GROUPS:
         continue
     app.add_typer(_mod.app, name=_name)
 
+from skewless.cli.bench import bench  # noqa: E402
 from skewless.cli.demo import demo  # noqa: E402
 
+app.command("bench")(bench)
 app.command("demo")(demo)
 
 

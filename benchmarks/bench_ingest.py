@@ -1,0 +1,160 @@
+"""Ingestion: raw kafka-python consumption vs the full Kafka -> lake sink, same broker, same run.
+
+(a) baseline: a bare kafka-python consumer group polls all N messages and decodes each
+    JSON value (orjson) — nothing else;
+(b) the sink: ``ingestion.consumer.consume`` lands the same N messages in a fresh lake
+    (validation, Parquet files, fsync, manifests, renames, offset commits).
+
+Both run in a fresh child process (so the parent's memory does not count), both timings
+include joining the consumer group, and the two alternate ``repeats`` times; medians are
+reported. The child's peak RSS is the sink's memory; with ``size`` >= 200k a second
+sink run at ``size // 10`` shows whether memory stays flat as the backlog grows.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from skewless.settings import Settings
+
+START = datetime(2026, 2, 1, tzinfo=timezone.utc)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: reset at exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _isolated(settings: Settings, topic: str, lake: str) -> Settings:
+    return settings.model_copy(update={
+        "lake_path": lake,
+        "topics": settings.topics.model_copy(update={"transactions": topic}),
+        "kafka": settings.kafka.model_copy(update={"consumer_group": f"bench-{uuid.uuid4().hex[:8]}"}),
+    })
+
+
+def _fill_topic(settings: Settings, topic: str, n: int) -> int:
+    import orjson
+
+    from ingestion.producer import make_producer
+    from ingestion.simulator import simulate
+    from ingestion.topics import ensure_topics
+
+    ensure_topics(settings, [topic])
+    # A day of event time: a backlog of N events spans hours, not weeks, of traffic.
+    sim = simulate(min(n, 100_000), seed=1, start=START, days=1)
+    msgs = [(tx["user_id"].encode(), orjson.dumps(tx)) for tx in sim.transactions]
+    producer = make_producer(settings)
+    nbytes = 0
+    for i in range(n):
+        key, value = msgs[i % len(msgs)]
+        nbytes += len(value)
+        producer.send(topic, key=key, value=value)
+    producer.flush(timeout=300)
+    producer.close()
+    return nbytes
+
+
+def _raw_child(settings: Settings, topic: str, n: int, out: Any) -> None:
+    import orjson
+    from kafka import KafkaConsumer
+
+    t0 = time.perf_counter()
+    c = KafkaConsumer(topic, **settings.kafka.client_config(), group_id=settings.kafka.consumer_group,
+                      enable_auto_commit=False, auto_offset_reset="earliest",
+                      max_poll_records=settings.ingest.max_poll_records, fetch_max_bytes=64 * 1024 * 1024,
+                      max_partition_fetch_bytes=8 * 1024 * 1024)
+    seen = 0
+    loads = orjson.loads
+    while seen < n:
+        for msgs in c.poll(timeout_ms=500).values():
+            for m in msgs:
+                loads(m.value)
+            seen += len(msgs)
+    elapsed = time.perf_counter() - t0
+    c.close()
+    out.put({"seconds": elapsed, "messages": seen, "peak_rss_mb": _peak_rss_mb()})
+
+
+def _sink_child(settings: Settings, topic: str, n: int, out: Any) -> None:
+    from ingestion.consumer import consume
+
+    t0 = time.perf_counter()
+    summary = consume(settings, topics=[topic], max_messages=n)
+    elapsed = time.perf_counter() - t0
+    out.put({"seconds": elapsed, "messages": summary["consumed"], "valid": summary["valid"],
+             "files": sum(s["files"] for s in summary["topics"].values()),
+             "peak_rss_mb": _peak_rss_mb()})
+
+
+def _in_child(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result = q.get(timeout=1800)
+    p.join(timeout=60)
+    return result
+
+
+def _sink_run(settings: Settings, topic: str, n: int) -> dict:
+    lake = tempfile.mkdtemp(prefix="skewless-bench-lake-")
+    try:
+        return _in_child(_sink_child, _isolated(settings, topic, lake), topic, n)
+    finally:
+        shutil.rmtree(lake, ignore_errors=True)
+
+
+def run(settings: Settings, size: int = 100_000, repeats: int = 3, **_: Any) -> dict[str, Any]:
+    from kafka import KafkaAdminClient
+
+    topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    small_topic = None
+    try:
+        nbytes = _fill_topic(settings, topic, size)
+        raw, sink = [], []
+        for _ in range(repeats):
+            raw.append(_in_child(_raw_child, _isolated(settings, topic, "/nonexistent"), topic, size))
+            sink.append(_sink_run(settings, topic, size))
+        assert all(r["messages"] >= size for r in raw) and all(s["messages"] >= size for s in sink)
+        raw_eps = statistics.median(size / r["seconds"] for r in raw)
+        sink_eps = statistics.median(size / s["seconds"] for s in sink)
+        result: dict[str, Any] = {
+            "benchmark": "ingest", "size": size, "repeats": repeats, "message_bytes_avg": round(nbytes / size, 1),
+            "baseline": "raw kafka-python poll + orjson decode",
+            "baseline_events_per_s": round(raw_eps),
+            "landing_events_per_s": round(sink_eps),
+            "ratio": round(sink_eps / raw_eps, 3),
+            "baseline_runs_s": [round(r["seconds"], 2) for r in raw],
+            "landing_runs_s": [round(s["seconds"], 2) for s in sink],
+            "landing_peak_rss_mb": round(max(s["peak_rss_mb"] for s in sink), 1),
+            "baseline_peak_rss_mb": round(max(r["peak_rss_mb"] for r in raw), 1),
+            "files_per_run": sink[0]["files"],
+        }
+        if size >= 200_000:
+            small = size // 10
+            small_topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+            _fill_topic(settings, small_topic, small)
+            s = _sink_run(settings, small_topic, small)
+            result["landing_peak_rss_mb_at_size_div_10"] = round(s["peak_rss_mb"], 1)
+            result["memory_growth_ratio"] = round(result["landing_peak_rss_mb"] / s["peak_rss_mb"], 3)
+        return result
+    finally:
+        admin = KafkaAdminClient(**settings.kafka.client_config())
+        try:
+            admin.delete_topics([t for t in (topic, small_topic) if t])
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
+        admin.close()
