@@ -1,0 +1,93 @@
+"""The fraud domain's features, declared once. Spark (offline and streaming), Feast and
+serving all derive from these objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from skewless.features.dsl import Aggregation as A
+from skewless.features.dsl import Entity, EventSource, FeatureServiceSpec, RequestTransform, WindowedView
+
+user = Entity("user", "user_id", "a card holder")
+merchant = Entity("merchant", "merchant_id", "a merchant accepting payments")
+
+transactions = EventSource("transactions", contract="transactions", time_column="event_time")
+# Chargebacks count from the moment they are known (label time), at the transaction's merchant.
+chargebacks = EventSource(
+    "chargebacks", contract="labels", time_column="label_time",
+    enrich=("transactions", "transaction_id", ("merchant_id",)), where="is_fraud",
+)
+
+user_spend = WindowedView(
+    "user_spend", (user,), transactions, hop="1m",
+    description="a user's transaction count and amounts over the last hour, day and week",
+    aggregations=tuple(
+        agg for w in ("1h", "24h", "7d") for agg in (
+            A("count", w), A("sum", w, "amount"), A("mean", w, "amount"), A("max", w, "amount"))
+    ),
+)
+
+user_diversity = WindowedView(
+    "user_diversity", (user,), transactions, hop="1m",
+    description="how many merchants and countries a user paid at in the last day, and recency",
+    aggregations=(
+        A("distinct_count", "24h", "merchant_id", name="distinct_merchants_24h"),
+        A("distinct_count", "24h", "country", name="distinct_countries_24h"),
+        A("distinct_count", "24h", "device_id", name="distinct_devices_24h"),
+        A("time_since_last", "30d", name="seconds_since_last_tx"),
+    ),
+)
+
+user_merchant = WindowedView(
+    "user_merchant", (user, merchant), transactions, hop="1m",
+    description="a user's transactions at one merchant over 30 days",
+    aggregations=(A("count", "30d", name="tx_count_30d"),),
+)
+
+merchant_activity = WindowedView(
+    "merchant_activity", (merchant,), transactions, hop="5m",
+    description="a merchant's transaction counts",
+    aggregations=(A("count", "1h"), A("count", "24h"), A("count", "30d")),
+)
+
+merchant_chargebacks = WindowedView(
+    "merchant_chargebacks", (merchant,), chargebacks, hop="1h",
+    description="chargebacks at a merchant over 30 days, counted by label time",
+    aggregations=(A("count", "30d", name="chargebacks_30d"),),
+)
+
+
+def _request_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Request-time features: pure pandas, the same function offline and online."""
+    mean_7d = df["user_spend__mean_amount_7d"].astype("float64")
+    tx_30d = df["merchant_activity__count_30d"].astype("float64").fillna(0.0)
+    out = pd.DataFrame(index=df.index)
+    out["amount_vs_user_mean_7d"] = (df["amount"].astype("float64") / mean_7d).replace([np.inf, -np.inf], np.nan)
+    out["first_tx_at_merchant"] = (df["user_merchant__tx_count_30d"].fillna(0) == 0).astype("int64")
+    out["merchant_chargeback_rate_30d"] = (
+        df["merchant_chargebacks__chargebacks_30d"].astype("float64").fillna(0.0) / tx_30d.where(tx_30d > 0)
+    ).fillna(0.0)
+    return out
+
+
+request_features = RequestTransform(
+    "request_features",
+    request_fields={"amount": "float64"},
+    inputs=(("user_spend", "mean_amount_7d"), ("user_merchant", "tx_count_30d"),
+            ("merchant_activity", "count_30d"), ("merchant_chargebacks", "chargebacks_30d")),
+    outputs={"amount_vs_user_mean_7d": "float64", "first_tx_at_merchant": "int64",
+             "merchant_chargeback_rate_30d": "float64"},
+    function=_request_features,
+    description="amount against the user's 7-day mean; first time at this merchant; merchant chargeback rate",
+)
+
+VIEWS = (user_spend, user_diversity, user_merchant, merchant_activity, merchant_chargebacks)
+ENTITIES = (user, merchant)
+
+fraud_model_v1 = FeatureServiceSpec(
+    "fraud_model_v1", views=VIEWS, transforms=(request_features,),
+    description="every feature of the fraud model",
+)
+
+SERVICES = (fraud_model_v1,)

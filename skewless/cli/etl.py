@@ -1,0 +1,54 @@
+"""``skewless etl run``: Spark batch feature job (backfill or incremental)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
+from skewless.errors import ConfigError
+
+app = typer.Typer(help="Spark feature jobs: lake -> offline feature tables.", no_args_is_help=True)
+
+
+def _date(text: str | None, flag: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        raise ConfigError(f"{flag} must be a date (YYYY-MM-DD), got {text!r}") from None
+
+
+@app.command("run")
+@handle_errors
+def run(
+    start: Annotated[Optional[str], typer.Option(help="first output date (default: incremental since the last run)")] = None,
+    end: Annotated[Optional[str], typer.Option(help="end output date, exclusive (default: end of data + longest window)")] = None,
+    master: Annotated[Optional[str], typer.Option(help="Spark master URL (default: settings.spark_master)")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Compute every feature view from the raw lake and write the offline tables."""
+    from etl.batch import run_batch
+
+    settings = settings_from(config)
+    with progress() as bar:
+        task = bar.add_task("feature views", total=None)
+        summary = run_batch(settings, _date(start, "--start"), _date(end, "--end"), master,
+                            on_view=lambda name, done, total: bar.update(task, completed=done, total=total))
+
+    def human() -> None:
+        t = Table("view", "rows", "path")
+        for name, v in summary["views"].items():
+            t.add_row(name, f"{v['rows']:,}", v["path"])
+        console.print(t)
+        if summary.get("skipped"):
+            console.print(summary["skipped"])
+        else:
+            console.print(f"dates {summary['start']} .. {summary['end']}: {summary['events_read']:,} events in "
+                          f"{summary['seconds']}s on {summary['master']}")
+
+    emit(summary, json_out, human)

@@ -1,0 +1,163 @@
+"""Declarative, typed feature definitions.
+
+Semantics (the contract both offline and online paths implement)
+-----------------------------------------------------------------
+A windowed feature of entity ``e`` with window ``w`` on a view with hop ``h`` has, at
+time ``t``, the value of its aggregate over ``e``'s events whose time ``τ`` satisfies::
+
+    b - w <= τ < b,     where b = floor(t / h) * h   (t's hop boundary)
+
+— strictly before the boundary, so an event never sees itself (a transaction at ``t``
+is at or after ``b``). ``w`` must be a multiple of ``h``.
+
+The offline table holds one row ``(e, b, values...)`` at every hop boundary ``b`` where
+some aggregate of the view changes: the first boundary after an event (it enters the
+windows) and the first boundary after ``τ + w`` for each window (it leaves). So values
+decay — a user quiet for two hours has a 1h count of 0 — and Feast's point-in-time join
+(the latest row at or before ``t``) returns exactly the value defined above. Counts and
+sums over an empty window are 0; mean, min, max and last value are null; "time since
+last" is ``b - (time of the latest event before b)`` in seconds, null if none within the
+view's longest window. Before an entity's first event there is no row (null / "not
+found" online).
+
+Event time is UTC throughout; the time column decides when a fact is *known*: events by
+``event_time``, chargebacks by ``label_time``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Callable, Literal
+
+import pandas as pd
+
+AggFunction = Literal["count", "sum", "mean", "min", "max", "distinct_count", "last", "time_since_last"]
+DType = Literal["int64", "float64", "string", "bool"]
+
+# Output type of each aggregate (given the input column's type for "last").
+_OUTPUT_TYPE: dict[str, DType] = {
+    "count": "int64", "sum": "float64", "mean": "float64", "min": "float64", "max": "float64",
+    "distinct_count": "int64", "time_since_last": "float64",
+}
+
+
+def parse_duration(text: str | timedelta) -> timedelta:
+    """'90s', '5m', '1h', '24h', '7d' -> timedelta."""
+    if isinstance(text, timedelta):
+        return text
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    try:
+        return timedelta(**{units[text[-1]]: int(text[:-1])})
+    except (KeyError, ValueError):
+        raise ValueError(f"not a duration like '1h' or '7d': {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    join_key: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """Events of one lake topic (by contract name), timed by ``time_column``.
+
+    ``enrich`` attaches columns from another contract's events by a key, e.g. a
+    chargeback label gets its transaction's ``merchant_id``: (contract, key, columns).
+    ``where`` keeps only rows where that boolean column is true.
+    """
+
+    name: str
+    contract: str
+    time_column: str
+    enrich: tuple[str, str, tuple[str, ...]] | None = None
+    where: str | None = None
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    function: AggFunction
+    window: str
+    column: str | None = None  # None for count and time_since_last
+    name: str | None = None
+    dtype: DType | None = None  # for "last": the column's type
+
+    @property
+    def window_td(self) -> timedelta:
+        return parse_duration(self.window)
+
+    @property
+    def feature_name(self) -> str:
+        if self.name:
+            return self.name
+        parts = [self.function] + ([self.column] if self.column else []) + [self.window]
+        return "_".join(parts)
+
+    @property
+    def output_type(self) -> DType:
+        return self.dtype or _OUTPUT_TYPE.get(self.function, "float64")
+
+
+@dataclass(frozen=True)
+class WindowedView:
+    """A Feast FeatureView of windowed aggregates of one entity (or entity pair)."""
+
+    name: str
+    entities: tuple[Entity, ...]
+    source: EventSource
+    aggregations: tuple[Aggregation, ...]
+    hop: str = "1m"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        hop = parse_duration(self.hop)
+        names = [a.feature_name for a in self.aggregations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"view {self.name}: duplicate feature names {names}")
+        for a in self.aggregations:
+            if a.window_td % hop:
+                raise ValueError(f"view {self.name}: window {a.window} of {a.feature_name} is not a multiple of hop {self.hop}")
+            if a.function not in ("count", "time_since_last") and not a.column:
+                raise ValueError(f"view {self.name}: {a.function} needs a column")
+
+    @property
+    def hop_td(self) -> timedelta:
+        return parse_duration(self.hop)
+
+    @property
+    def join_keys(self) -> list[str]:
+        return [e.join_key for e in self.entities]
+
+    @property
+    def max_window(self) -> timedelta:
+        return max(a.window_td for a in self.aggregations)
+
+    @property
+    def features(self) -> list[str]:
+        return [a.feature_name for a in self.aggregations]
+
+
+@dataclass(frozen=True)
+class RequestTransform:
+    """A request-time transform (a Feast on-demand feature view), written once as a pure
+    function of a pandas DataFrame holding its inputs: request fields and features
+    (named ``view__feature``). Returns a DataFrame with exactly ``outputs``."""
+
+    name: str
+    request_fields: dict[str, DType]
+    inputs: tuple[tuple[str, str], ...]  # (view name, feature)
+    outputs: dict[str, DType]
+    function: Callable[[pd.DataFrame], pd.DataFrame]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureServiceSpec:
+    """The features one model uses (and serving reads): views and request transforms."""
+
+    name: str
+    views: tuple[WindowedView, ...]
+    transforms: tuple[RequestTransform, ...] = field(default_factory=tuple)
+    description: str = ""
