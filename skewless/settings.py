@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     feature_repo_path: Path = Field(default_factory=_default_feature_repo)
     redis_url: str = "redis://localhost:6379/0"
     redis_password: SecretStr | None = None
+    online_store: Literal["redis", "sqlite"] = Field(
+        "redis", description="Feast online store: Redis at redis_url, or Feast's embedded SQLite"
+    )
     spark_master: str = "local[*]"
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()

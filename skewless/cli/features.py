@@ -1,0 +1,73 @@
+"""``skewless features apply|materialize|get``: the Feast registry and the online store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from skewless.cli.ingest import _parse_start as parse_time
+from skewless.errors import ConfigError
+
+app = typer.Typer(help="Feast: register features, materialize them online, look them up.", no_args_is_help=True)
+
+
+@app.command("apply")
+@handle_errors
+def apply(config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Register the DSL's entities, views, on-demand views and services in Feast."""
+    from skewless.features.store import apply as run
+
+    summary = run(settings_from(config))
+    emit(summary, json_out, lambda: console.print(f"applied to project {summary['project']}: {', '.join(summary['applied'])}"))
+
+
+@app.command("materialize")
+@handle_errors
+def materialize(
+    end: Annotated[Optional[str], typer.Option(help="materialize rows up to this time (ISO; default now)")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Load the offline tables' latest rows into the online store (incremental)."""
+    from skewless.features.store import materialize as run
+
+    with console.status("materializing ..."):
+        summary = run(settings_from(config), parse_time(end))
+    emit(summary, json_out, lambda: console.print(f"materialized up to {summary['end']} into {summary['online_store']} in {summary['seconds']}s"))
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str | float]:
+    out: dict[str, str | float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = float(value) if flag == "--request" else value
+        except ValueError:
+            raise ConfigError(f"{flag} {key} must be a number, got {value!r}") from None
+    return out
+
+
+@app.command("get")
+@handle_errors
+def get(
+    entity: Annotated[list[str], typer.Option("--entity", "-e", help="join key, e.g. user_id=u000001 (repeatable)")],
+    request: Annotated[Optional[list[str]], typer.Option("--request", "-r", help="request field, e.g. amount=120.5")] = None,
+    feature_service: Annotated[Optional[str], typer.Option("--feature-service", help="read this whole FeatureService")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Online feature values for one entity."""
+    from skewless.features.store import get_online
+
+    values = get_online(settings_from(config), _pairs(entity, "--entity"), _pairs(request or [], "--request"), feature_service)
+
+    def human() -> None:
+        t = Table("feature", "value")
+        for k, v in sorted(values.items()):
+            t.add_row(k, str(v))
+        console.print(t)
+
+    emit(values, json_out, human)
