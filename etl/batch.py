@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -58,12 +59,23 @@ def _raw_dates(settings: Settings, contract: str, newer_than: float | None = Non
 def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None) -> DataFrame:
     """Raw events of a contract, pruned to the date partitions in ``[start, end)``."""
     root = _raw_dir(settings, contract)
+    if not root.is_dir():  # nothing landed for this contract yet: an empty frame of its schema
+        from skewless.contracts import CONTRACTS
+
+        schema = CONTRACTS[contract].arrow_schema().append(pa.field("date", pa.date32()))
+        return spark.createDataFrame([], schema=_spark_schema(schema))
     df = spark.read.option("mergeSchema", "true").option("basePath", str(root)).parquet(str(root))
     if start is not None:
         df = df.where(F.col("date") >= F.lit(start.isoformat()).cast("date"))
     if end is not None:
         df = df.where(F.col("date") < F.lit(end.isoformat()).cast("date"))
     return df
+
+
+def _spark_schema(schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
 
 
 def _state(settings: Settings) -> dict:

@@ -82,8 +82,13 @@ def windowed_features(view: WindowedView, events: DataFrame) -> DataFrame:
     partials = bucket_partials(view, events)
     boundaries = change_points(view, partials)
     longest = _hops(view, view.max_window)
-    joined = boundaries.join(partials, on=keys).where(
-        (F.col("_bucket") < F.col("_b")) & (F.col("_bucket") >= F.col("_b") - F.lit(longest)))
+    # A left join: a boundary where the last event leaves has no bucket left in any
+    # window, and still needs its row (the values decay to 0 there).
+    p = partials.alias("p")
+    b = boundaries.alias("b")
+    on = [F.col(f"b.{k}") == F.col(f"p.{k}") for k in keys] + [
+        F.col("p._bucket") < F.col("b._b"), F.col("p._bucket") >= F.col("b._b") - F.lit(longest)]
+    joined = b.join(p, on=on, how="left").select("b.*", *[F.col(f"p.{c}") for c in partials.columns if c not in keys])
     outs = []
     for a in view.aggregations:
         inside = _within(view, a.window_td)
@@ -103,10 +108,8 @@ def windowed_features(view: WindowedView, events: DataFrame) -> DataFrame:
             col = F.size(F.array_distinct(F.flatten(F.collect_list(F.when(inside, F.col(f"_set_{c}")))))).cast("long")
         elif a.function == "last":
             col = F.max(F.when(inside, F.struct(F.col("_last_ts"), F.col(f"_last_{c}"))))[f"_last_{c}"]
-        elif a.function == "time_since_last":
-            # "_b" is a grouping column, so it may appear beside the aggregate.
-            last_us = F.max(F.when(inside, F.unix_micros(F.col("_last_ts"))))
-            col = (F.col("_b") * F.lit(_hop_us(view)) - last_us) / F.lit(1e6)
+        elif a.function == "last_time":
+            col = F.max(F.when(inside, F.unix_micros(F.col("_last_ts")))) / F.lit(1e6)
         else:
             raise ValueError(f"unknown aggregation {a.function}")
         outs.append(col.alias(a.feature_name))

@@ -35,7 +35,7 @@ user_diversity = WindowedView(
         A("distinct_count", "24h", "merchant_id", name="distinct_merchants_24h"),
         A("distinct_count", "24h", "country", name="distinct_countries_24h"),
         A("distinct_count", "24h", "device_id", name="distinct_devices_24h"),
-        A("time_since_last", "30d", name="seconds_since_last_tx"),
+        A("last_time", "30d", name="last_tx_time"),
     ),
 )
 
@@ -63,6 +63,8 @@ def _request_features(df: pd.DataFrame) -> pd.DataFrame:
     mean_7d = df["user_spend__mean_amount_7d"].astype("float64")
     tx_30d = df["merchant_activity__count_30d"].astype("float64").fillna(0.0)
     out = pd.DataFrame(index=df.index)
+    last = df["user_diversity__last_tx_time"].astype("float64")
+    out["seconds_since_last_tx"] = df["event_epoch"].astype("float64") - last
     out["amount_vs_user_mean_7d"] = (df["amount"].astype("float64") / mean_7d).replace([np.inf, -np.inf], np.nan)
     out["first_tx_at_merchant"] = (df["user_merchant__tx_count_30d"].fillna(0) == 0).astype("int64")
     out["merchant_chargeback_rate_30d"] = (
@@ -73,13 +75,15 @@ def _request_features(df: pd.DataFrame) -> pd.DataFrame:
 
 request_features = RequestTransform(
     "request_features",
-    request_fields={"amount": "float64"},
-    inputs=(("user_spend", "mean_amount_7d"), ("user_merchant", "tx_count_30d"),
+    # event_epoch: the transaction's time in unix seconds (the request's own clock).
+    request_fields={"amount": "float64", "event_epoch": "float64"},
+    inputs=(("user_spend", "mean_amount_7d"), ("user_diversity", "last_tx_time"), ("user_merchant", "tx_count_30d"),
             ("merchant_activity", "count_30d"), ("merchant_chargebacks", "chargebacks_30d")),
-    outputs={"amount_vs_user_mean_7d": "float64", "first_tx_at_merchant": "int64",
+    outputs={"seconds_since_last_tx": "float64", "amount_vs_user_mean_7d": "float64", "first_tx_at_merchant": "int64",
              "merchant_chargeback_rate_30d": "float64"},
     function=_request_features,
-    description="amount against the user's 7-day mean; first time at this merchant; merchant chargeback rate",
+    description="seconds since the user's previous transaction; amount against the user's 7-day mean; "
+                "first time at this merchant; merchant chargeback rate",
 )
 
 VIEWS = (user_spend, user_diversity, user_merchant, merchant_activity, merchant_chargebacks)

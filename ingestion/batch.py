@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.contracts import Contract, InvalidEvent
+from skewless.contracts import Contract, InvalidEvent
 from ingestion.lake_files import TMP_PREFIX, BatchRange, LakeLayout, fsync_file
 
 DEAD_LETTER_SCHEMA = pa.schema([

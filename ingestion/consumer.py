@@ -21,7 +21,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from ingestion.batch import PartitionBatch
-from ingestion.contracts import contract_for_topic
+from skewless.contracts import contract_for_topic
 from ingestion.faults import crash_point
 from ingestion.lake_files import LakeLayout, recover_partition, roll_forward, write_manifest
 from skewless.errors import ServiceError

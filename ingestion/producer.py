@@ -11,7 +11,7 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from ingestion.contracts import LABELS, TRANSACTIONS
+from skewless.contracts import LABELS, TRANSACTIONS
 from ingestion.simulator import bad_messages, default_start, simulate
 from ingestion.topics import ensure_topics
 from skewless.errors import ServiceError

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ingestion.contracts import LABELS, TRANSACTIONS
+from skewless.contracts import LABELS, TRANSACTIONS
 
 COUNTRIES = ["US", "GB", "DE", "FR", "NL", "ES", "IT", "PL", "SE", "BR", "IN", "NG"]
 COUNTRY_WEIGHTS = np.array([30, 14, 12, 10, 6, 6, 6, 4, 3, 4, 3, 2], dtype=float)

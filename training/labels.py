@@ -40,4 +40,6 @@ def label_frame(settings: Settings, start: datetime | None, end: datetime | None
     maturity = timedelta(days=settings.training.label_maturity_days)
     tx = tx[tx["event_time"] <= pd.Timestamp(cutoff - maturity)]
     tx = tx.rename(columns={"event_time": "event_timestamp"}).drop(columns=["is_fraud"])
+    # Request-time input of the on-demand features: the transaction's own clock.
+    tx["event_epoch"] = (tx["event_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     return tx.sort_values("event_timestamp", kind="stable").reset_index(drop=True)

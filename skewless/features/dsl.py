@@ -15,10 +15,11 @@ some aggregate of the view changes: the first boundary after an event (it enters
 windows) and the first boundary after ``τ + w`` for each window (it leaves). So values
 decay — a user quiet for two hours has a 1h count of 0 — and Feast's point-in-time join
 (the latest row at or before ``t``) returns exactly the value defined above. Counts and
-sums over an empty window are 0; mean, min, max and last value are null; "time since
-last" is ``b - (time of the latest event before b)`` in seconds, null if none within the
-view's longest window. Before an entity's first event there is no row (null / "not
-found" online).
+sums over an empty window are 0; mean, min, max and last value are null. ``last_time``
+is the time (unix seconds) of the latest event in the window; "time since the last
+event" changes every instant, so it is a request-time transform
+(``request time - last_time``), exact at any ``t``. Before an entity's first event there
+is no row (null / "not found" online).
 
 Event time is UTC throughout; the time column decides when a fact is *known*: events by
 ``event_time``, chargebacks by ``label_time``.
@@ -32,13 +33,13 @@ from typing import Callable, Literal
 
 import pandas as pd
 
-AggFunction = Literal["count", "sum", "mean", "min", "max", "distinct_count", "last", "time_since_last"]
+AggFunction = Literal["count", "sum", "mean", "min", "max", "distinct_count", "last", "last_time"]
 DType = Literal["int64", "float64", "string", "bool"]
 
 # Output type of each aggregate (given the input column's type for "last").
 _OUTPUT_TYPE: dict[str, DType] = {
     "count": "int64", "sum": "float64", "mean": "float64", "min": "float64", "max": "float64",
-    "distinct_count": "int64", "time_since_last": "float64",
+    "distinct_count": "int64", "last_time": "float64",
 }
 
 
@@ -80,7 +81,7 @@ class EventSource:
 class Aggregation:
     function: AggFunction
     window: str
-    column: str | None = None  # None for count and time_since_last
+    column: str | None = None  # None for count and last_time
     name: str | None = None
     dtype: DType | None = None  # for "last": the column's type
 
@@ -119,7 +120,7 @@ class WindowedView:
         for a in self.aggregations:
             if a.window_td % hop:
                 raise ValueError(f"view {self.name}: window {a.window} of {a.feature_name} is not a multiple of hop {self.hop}")
-            if a.function not in ("count", "time_since_last") and not a.column:
+            if a.function not in ("count", "last_time") and not a.column:
                 raise ValueError(f"view {self.name}: {a.function} needs a column")
 
     @property

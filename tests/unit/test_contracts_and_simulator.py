@@ -5,7 +5,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from ingestion.contracts import LABELS, TRANSACTIONS, InvalidEvent
+from skewless.contracts import LABELS, TRANSACTIONS, InvalidEvent
 from ingestion.simulator import bad_messages, simulate
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
