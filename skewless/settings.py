@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     feature_repo_path: Path = Field(default_factory=_default_feature_repo)
     redis_url: str = "redis://localhost:6379/0"
     redis_password: SecretStr | None = None
+    feast_project: str = Field("skewless", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name")
     online_store: Literal["redis", "sqlite"] = Field(
         "redis", description="Feast online store: Redis at redis_url, or Feast's embedded SQLite"
     )

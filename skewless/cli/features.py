@@ -28,13 +28,14 @@ def apply(config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseO
 @handle_errors
 def materialize(
     end: Annotated[Optional[str], typer.Option(help="materialize rows up to this time (ISO; default now)")] = None,
+    full: Annotated[bool, typer.Option("--full", help="clear the online store and rebuild it (after a view's features change)")] = False,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
-    """Load the offline tables' latest rows into the online store (incremental)."""
+    """Load the offline tables' latest rows into the online store (incremental by default)."""
     from skewless.features.store import materialize as run
 
     with console.status("materializing ..."):
-        summary = run(settings_from(config), parse_time(end))
+        summary = run(settings_from(config), parse_time(end), full=full)
     emit(summary, json_out, lambda: console.print(f"materialized up to {summary['end']} into {summary['online_store']} in {summary['seconds']}s"))
 
 

@@ -43,6 +43,7 @@ def repo_config(settings: Settings):
               if settings.online_store == "redis"
               else {"type": "sqlite", "path": str(settings.state_dir / "feast" / "online.db")})
     data = config.model_dump(by_alias=True, exclude_none=True) if hasattr(config, "model_dump") else config.dict()
+    data["project"] = settings.feast_project
     data["registry"] = {"registry_type": "file", "path": str(registry_path)}
     data["online_store"] = online
     data["offline_store"] = {"type": "duckdb"}
@@ -88,15 +89,22 @@ def _check_online(settings: Settings) -> None:
                            "start it with: skewless services up (or set online_store: sqlite)") from exc
 
 
-def materialize(settings: Settings, end: datetime | None = None, store=None) -> dict[str, Any]:
-    """Incremental materialization of every feature view up to ``end`` (default: now)."""
+def materialize(settings: Settings, end: datetime | None = None, store=None, full: bool = False) -> dict[str, Any]:
+    """Materialize every feature view up to ``end`` (default: now): incrementally, or with
+    ``full`` from scratch — needed after a view's features change, because the online
+    store keeps a row whose timestamp is not older than the incoming one."""
     _check_online(settings)
     store = store or feature_store(settings)
     end = end or datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    store.materialize_incremental(end_date=end)
+    if full:
+        views = store.list_feature_views()
+        store._get_provider().teardown_infra(store.project, tables=views, entities=store.list_entities())
+        store.materialize(start_date=datetime(1970, 1, 2, tzinfo=timezone.utc), end_date=end)
+    else:
+        store.materialize_incremental(end_date=end)
     elapsed = time.perf_counter() - t0
-    return {"end": end.isoformat(), "seconds": round(elapsed, 2), "online_store": settings.online_store}
+    return {"end": end.isoformat(), "seconds": round(elapsed, 2), "online_store": settings.online_store, "full": full}
 
 
 def get_online(settings: Settings, entity: dict[str, Any], request: dict[str, Any] | None = None,

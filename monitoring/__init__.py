@@ -1,0 +1,1 @@
+"""Monitoring: the online/offline consistency check (and later drift and data quality)."""
