@@ -42,10 +42,16 @@ def ensure_experiment(settings: Settings, name: str) -> str:
 
 def register(settings: Settings, run_id: str, artifact_path: str = "model") -> str:
     """Register the run's model artifact as a new version of ``training.model_name``."""
-    import mlflow
+    from mlflow.exceptions import MlflowException
 
-    mlflow_client(settings)
-    mv = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", settings.training.model_name)
+    client = mlflow_client(settings)
+    name = settings.training.model_name
+    try:
+        client.create_registered_model(name)
+    except MlflowException:
+        pass  # already registered
+    run = client.get_run(run_id)
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id)
     return str(mv.version)
 
 

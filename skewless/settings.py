@@ -104,7 +104,9 @@ class TrainingSettings(_Section):
     review_cost: float = Field(5.0, ge=0, description="cost of reviewing one false alarm")
     target_precision: float = Field(0.8, gt=0, lt=1, description="for recall at fixed precision")
     label_maturity_days: float = Field(
-        0.0, ge=0, description="drop transactions younger than this at the cutoff (labels not settled)"
+        10.0, ge=0,
+        description="train only on transactions at least this old at the cutoff: younger ones have not had "
+        "time to be charged back, and would teach the model that their fraud is legitimate",
     )
     seed: int = 0
 
