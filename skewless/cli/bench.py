@@ -1,34 +1,66 @@
-"""``skewless bench NAME [--size N]``: a benchmark and its baseline, measured in the same run."""
+"""``skewless bench NAME [--size N] [--repeats R] [--json]``: a benchmark and its baseline,
+measured in the same run.
+
+Benchmarks are discovered, not listed here: every module ``benchmarks/bench_<name>.py``
+with ``run(settings, size, **kw) -> dict`` is benchmark ``<name>``. The figures are printed
+as a table (stderr) and, with or without ``--json``, one JSON line ends stdout.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.errors import ConfigError
 
-def available() -> list[str]:
-    import benchmarks
 
-    return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
+def available() -> list[str]:
+    """Names of the benchmarks in the ``benchmarks`` package (without importing them)."""
+    try:
+        import benchmarks
+    except ModuleNotFoundError:  # installed without the benchmarks package
+        return []
+    return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules(benchmarks.__path__)
+                  if m.name.startswith("bench_"))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) or abs(value) >= 1000 else f"{value:g}"
+
+
+def _table(name: str, result: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table("figure", "value", title=f"benchmark {name}")
+    for k, v in result.items():
+        table.add_row(k, _fmt(v))
+    return table
+
+
+_NAMES = ", ".join(available()) or "(none found)"
 
 
 @handle_errors
 def bench(
-    name: Annotated[Optional[str], typer.Argument(help="benchmark name; omit to list them")] = None,
+    name: Annotated[Optional[str], typer.Argument(help=f"benchmark to run, one of: {_NAMES}; omit to list them")] = None,
     size: Annotated[int, typer.Option("--size", min=1, help="problem size (events, rows, ...)")] = 100_000,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="alternating repetitions; medians reported")] = 3,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
-    """Run benchmark NAME and print its figures, the baseline's, and their ratio."""
+    """Run benchmark NAME and print its figures, the baseline's, and their ratio.
+
+    The table goes to stderr; the last line of stdout is always one JSON object.
+    """
     names = available()
     if name is None:
-        console.print("benchmarks: " + ", ".join(names))
+        console.print("benchmarks: " + (", ".join(names) or "(none found)"))
+        emit({"benchmarks": names}, True)
         return
     if name not in names:
         raise ConfigError(f"unknown benchmark '{name}'", f"choose one of: {', '.join(names)}")
@@ -36,12 +68,5 @@ def bench(
     settings = settings_from(config)
     with console.status(f"running benchmark {name} (size {size:,}) ..."):
         result = module.run(settings, size=size, repeats=repeats)
-
-    def human() -> None:
-        table = Table("figure", "value")
-        for k, v in result.items():
-            table.add_row(k, f"{v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
-        console.print(table)
-
     # The JSON line always ends a benchmark's output (machines read it; people read the table).
-    emit(result, True, human)
+    emit(result, True, lambda: console.print(_table(name, result)))
