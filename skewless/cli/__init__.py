@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import typer
+
+# Third-party deprecation chatter (ibis, MLflow, kafka-python) is not for our users.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", message=".*[Ee]xperimental.*")
 
 app = typer.Typer(
     name="skewless",

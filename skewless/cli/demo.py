@@ -90,7 +90,49 @@ def run_demo(settings: Settings, events: int, days: int, fresh: bool) -> dict[st
         raise DataError("the lake audit found duplicates or gaps; see `skewless ingest verify`")
     summary["verify"] = {"ok": report["ok"], **{t: {k: v for k, v in r.items() if k != "partitions"}
                                                 for t, r in report["topics"].items()}}
+    _features(settings, summary)
+    _train(settings, summary)
     return summary
+
+
+def _features(settings: Settings, summary: dict[str, Any]) -> None:
+    from etl.batch import run_batch
+    from monitoring.consistency import check, sample_entities
+    from skewless.features import store as feast_store
+
+    etl = _step("5. etl: Spark computes every feature view from the lake (incremental)",
+                lambda: run_batch(settings), summary, "etl")
+    for name, v in etl.get("views", {}).items():
+        console.print(f"  {name}: {v['rows']:,} rows")
+    store = feast_store.feature_store(settings)
+    _step("6. features apply: register the DSL's objects in Feast", lambda: feast_store.apply(settings, store),
+          summary, "apply")
+    _step("7. features materialize: offline tables -> Redis", lambda: feast_store.materialize(settings, store=store, full=True),
+          summary, "materialize")
+    sample = sample_entities(settings, 3, seed=DEMO_SEED)
+    table = Table("user_id", "merchant_id", "tx 1h", "tx 24h", "mean amount 7d", "merchants 24h", "merchant tx 24h")
+    for user_id, merchant_id in zip(sample.user_id, sample.merchant_id):
+        v = feast_store.get_online(settings, {"user_id": user_id, "merchant_id": merchant_id}, store=store)
+        table.add_row(user_id, merchant_id, str(v["user_spend__count_1h"]), str(v["user_spend__count_24h"]),
+                      f"{v['user_spend__mean_amount_7d'] or 0:.2f}", str(v["user_diversity__distinct_merchants_24h"]),
+                      str(v["merchant_activity__count_24h"]))
+    console.print(table)
+    report = _step("8. consistency: online values == offline point-in-time values",
+                   lambda: check(settings, store, sample_entities(settings, 300)), summary, "consistency")
+    console.print(f"{report['mismatches']} mismatches in {report['values_compared']:,} values "
+                  f"({report['entities']} entities x {report['features']} features)")
+
+
+def _train(settings: Settings, summary: dict[str, Any]) -> None:
+    from skewless.cli.train import results_table
+    from skewless.features.store import feature_store
+    from training.trainer import train
+
+    result = _step("9. train: Feast training set -> models -> cost-based evaluation -> MLflow champion",
+                   lambda: train(settings, feature_store(settings), promote_champion=True), summary, "train")
+    console.print(results_table(result["results"]))
+    console.print(f"champion: {result['model']} v{result['registered_version']} ({result['chosen']}), "
+                  f"training set {result['rows']:,} rows ({result['frauds']} known frauds) in {result['training_set_seconds']}s")
 
 
 @handle_errors

@@ -12,15 +12,16 @@ from skewless.cli.ingest import _parse_start as parse_time
 
 app = typer.Typer(help="Train, evaluate, track and promote the fraud model.", invoke_without_command=True)
 
-METRICS = ["pr_auc", "roc_auc", "cv_pr_auc_mean", "threshold", "cost", "cost_no_model", "savings", "flagged", "caught_fraud", "false_alarms"]
+METRICS = ["pr_auc", "roc_auc", "cv_pr_auc_mean", "cost", "savings", "caught_fraud", "false_alarms"]
 
 
 def results_table(results: dict) -> Table:
     recall_key = next((k for k in next(iter(results.values())) if k.startswith("recall_at_p")), None)
-    cols = METRICS[:3] + ([recall_key] if recall_key else []) + METRICS[3:]
-    table = Table("model (test split)", *cols)
+    cols = METRICS[:2] + ([recall_key] if recall_key else []) + METRICS[2:]
+    table = Table("model (test)", *[c.replace("_", " ") for c in cols])
     for name, r in results.items():
-        table.add_row(name, *(f"{r[c]:,.3f}" if isinstance(r[c], float) else f"{r[c]:,}" for c in cols))
+        table.add_row(name, *(f"{r[c]:,.0f}" if c in ("cost", "savings") else f"{r[c]:.3f}" if isinstance(r[c], float)
+                              else f"{r[c]:,}" for c in cols))
     return table
 
 
