@@ -65,3 +65,100 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1) -> bool:
 def kill9(p: subprocess.Popen) -> None:
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
+
+
+# --- shared by test_ingest_basics.py and test_ingest_reliability.py
+
+
+def summary_of(stdout: str) -> dict:
+    """The ``--json`` summary: the last line of a CLI command's stdout."""
+    import json
+
+    lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
+    assert lines, "the command printed nothing on stdout"
+    return json.loads(lines[-1])
+
+
+def expected_transaction_ids(produced: dict, events: int, days: int, start=START) -> list[str]:
+    """The ids of the valid transactions a ``produce(...)`` call sent (the simulator is seeded)."""
+    from ingestion.simulator import simulate
+
+    return [t["transaction_id"] for t in simulate(events, produced["seed"], start, days).transactions]
+
+
+def manifest_count(settings) -> int:
+    root = Path(settings.lake_path) / "_manifests"
+    return sum(1 for p in root.rglob("*.json") if not p.name.startswith(".")) if root.exists() else 0
+
+
+def assert_exactly_once(settings, produced: list[dict], expected_ids: list[str]) -> dict:
+    """The auditor finds every offset once; every produced valid transaction is in the lake once."""
+    from collections import Counter
+
+    from ingestion.verify import verify
+
+    report = verify(settings)
+    assert report["ok"], report
+    want: dict[str, dict[str, int]] = {}
+    for p in produced:
+        for topic, counts in p["topics"].items():
+            w = want.setdefault(topic, {"valid": 0, "bad": 0, "produced": 0})
+            for k in w:
+                w[k] += counts[k]
+    for topic, w in want.items():
+        t = report["topics"][topic]
+        assert t["duplicates"] == 0 and t["gaps"] == 0, (topic, t)
+        assert (t["valid"], t["dead_lettered"]) == (w["valid"], w["bad"]), (topic, t, w)
+        assert t["valid"] + t["dead_lettered"] == w["produced"]
+        assert t["lag"] == 0, (topic, t)  # everything consumed was committed
+    counts = Counter(lake_table(settings).column("transaction_id").to_pylist())
+    assert not {i: c for i, c in counts.items() if c > 1}
+    assert set(counts) == set(expected_ids) and len(counts) == len(expected_ids)
+    assert temp_files(settings) == []
+    return report
+
+
+def broker_settings(settings):
+    """Settings whose ``state_dir`` is the one that manages the running broker.
+
+    ``services.kafka.down`` stops the broker through the pid file under its state dir; the
+    session's broker may have been started from another checkout's state dir (found from
+    the broker process's ``-Dkafka.logs.dir``), and the restart must hit that one.
+    """
+    from skewless.services import kafka as kafka_service
+
+    if kafka_service.status(settings)["managed"]:
+        return settings
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" not in args:
+            continue
+        for a in args:
+            if a.startswith(b"-Dkafka.logs.dir="):
+                state_dir = Path(a.split(b"=", 1)[1].decode()).parent.parent
+                candidate = settings.model_copy(update={"state_dir": state_dir})
+                if kafka_service.status(candidate)["pid"] == int(proc.name):
+                    return candidate
+    raise AssertionError("cannot find the state dir that manages the running Kafka broker")
+
+
+def isolated_settings(services, root: Path, **overrides):
+    """Like conftest's ``make_settings``, for module-scoped fixtures (own topics, group, lake)."""
+    import uuid
+
+    from skewless.settings import Settings
+
+    tag = uuid.uuid4().hex[:10]
+    data = services.model_dump()
+    data.update(lake_path=str(root / "lake"), state_dir=str(root / "state"),
+                topics={"transactions": f"tx-{tag}", "labels": f"lb-{tag}", "predictions": f"pr-{tag}"})
+    data["kafka"] = {**data["kafka"], "consumer_group": f"g-{tag}", "partitions": overrides.pop("partitions", 4)}
+    data["services"] = {**data["services"], "jar_cache_dir": str(services.services.jar_cache_dir)}
+    for key, value in overrides.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    return Settings.model_validate(data)
