@@ -8,6 +8,7 @@ it is never replayed.)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("_ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ])
 
+# Valid rows of one event-time hour are buffered as Python dicts only until this many
+# accumulate, then converted to one Arrow record batch: a buffered event costs its column
+# values (~100 bytes) instead of a dict (~1 KB), so memory per open batch stays small.
+CHUNK_ROWS = 8192
+# Parquet encoding, compression and fsync release the GIL: files are written by this many
+# threads while the next hour's table is built.
+WRITE_THREADS = 2
+
 
 class PartitionBatch:
     def __init__(self, topic: str, partition: int, contract: Contract, limits: Any):
@@ -38,6 +47,8 @@ class PartitionBatch:
         self.contract = contract
         self.limits = limits
         self._time_field = contract.time_field
+        self._optional = [f.name for f in contract.fields if not f.required]
+        self._schemas: dict[frozenset, pa.Schema] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -45,7 +56,9 @@ class PartitionBatch:
         self.last: int | None = None
         self.count = 0
         self.nbytes = 0
+        # Per event-time hour: rows not yet converted, and the Arrow chunks of those that were.
         self.hours: dict[tuple[int, int, int, int], list[dict]] = {}
+        self.chunks: dict[tuple[int, int, int, int], list[pa.RecordBatch]] = {}
         self.dead: list[tuple] = []
 
     def __len__(self) -> int:
@@ -77,6 +90,8 @@ class PartitionBatch:
             if rows is None:
                 self.hours[bucket] = rows = []
             rows.append(row)
+            if len(rows) >= CHUNK_ROWS:
+                self._seal(bucket)
         lim = self.limits
         return (
             self.count >= lim.flush_records
@@ -84,22 +99,54 @@ class PartitionBatch:
             or len(self.hours) >= lim.max_hours_per_batch
         )
 
+    def _schema(self, present: frozenset) -> pa.Schema:
+        """The lake schema for rows holding the optional fields ``present`` (cached)."""
+        schema = self._schemas.get(present)
+        if schema is None:
+            schema = self._schemas[present] = self.contract.arrow_schema(set(present))
+        return schema
+
+    def _seal(self, bucket: tuple[int, int, int, int]) -> None:
+        """Convert an hour's buffered rows to one Arrow record batch (all but ``_ingested_at``)."""
+        rows = self.hours[bucket]
+        if not rows:
+            return
+        present = frozenset(n for n in self._optional if any(n in r for r in rows))
+        schema = self._schema(present)
+        schema = schema.remove(schema.get_field_index("_ingested_at"))
+        self.chunks.setdefault(bucket, []).append(pa.RecordBatch.from_pylist(rows, schema=schema))
+        self.hours[bucket] = []
+
+    def _hour_table(self, bucket: tuple[int, int, int, int], now: datetime) -> pa.Table:
+        """The hour's rows as one table: the optional columns any row has (null where a row
+        lacks them), and ``_ingested_at``; the same table ``from_pylist`` of all rows gives."""
+        self._seal(bucket)
+        chunks = self.chunks.pop(bucket)
+        present = frozenset(n for n in self._optional if any(n in c.schema.names for c in chunks))
+        schema = self._schema(present)
+        stamp = pa.scalar(now, schema.field("_ingested_at").type)
+        batches = []
+        for c in chunks:
+            cols = [c.column(f.name) if f.name in c.schema.names else pa.nulls(c.num_rows, f.type)
+                    for f in schema if f.name != "_ingested_at"]
+            cols.append(pa.repeat(stamp, c.num_rows))
+            batches.append(pa.RecordBatch.from_arrays(cols, schema=schema))
+        return pa.Table.from_batches(batches, schema=schema).combine_chunks()
+
     def write_temp_files(self, layout: LakeLayout) -> tuple[BatchRange, list[tuple[Path, Path]], dict]:
         """Step 1 of the commit protocol: every file under a fsynced temp name."""
         assert self.first is not None and self.last is not None
         batch = BatchRange(self.topic, self.partition, self.first, self.last)
         now = datetime.now(timezone.utc)
-        moves: list[tuple[Path, Path]] = []
         valid = 0
-        for (y, m, d, h), rows in sorted(self.hours.items()):
-            present = set().union(*(r.keys() for r in rows)) if self.contract.fields else set()
-            schema = self.contract.arrow_schema(present)
-            for r in rows:
-                r["_ingested_at"] = now
-            table = pa.Table.from_pylist(rows, schema=schema)
-            final = layout.hour_dir(self.topic, f"{y:04d}-{m:02d}-{d:02d}", h) / f"{batch.stem}.parquet"
-            moves.append((self._write(table, final), final))
-            valid += len(rows)
+        pending = []
+        with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+            for y, m, d, h in sorted(self.hours):
+                table = self._hour_table((y, m, d, h), now)
+                final = layout.hour_dir(self.topic, f"{y:04d}-{m:02d}-{d:02d}", h) / f"{batch.stem}.parquet"
+                pending.append((pool.submit(self._write, table, final), final))
+                valid += table.num_rows
+            moves: list[tuple[Path, Path]] = [(fut.result(), final) for fut, final in pending]
         if self.dead:
             offsets, keys, values, reasons, tss = zip(*self.dead)
             n = len(offsets)
