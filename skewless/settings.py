@@ -83,8 +83,9 @@ class TopicSettings(_Section):
 class IngestSettings(_Section):
     """Kafka -> lake consumer tuning. Rotation is by records/bytes, never wall-clock."""
 
-    flush_records: int = Field(100_000, ge=1, description="records per Kafka partition per batch")
-    flush_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="message bytes per batch")
+    # Open batches hold decoded rows in memory: peak memory ~ partitions x flush_records rows.
+    flush_records: int = Field(20_000, ge=1, description="records per Kafka partition per batch")
+    flush_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="message bytes per batch")
     max_hours_per_batch: int = Field(
         72, ge=1, description="event-time rotation: close a batch once it spans this many hours"
     )
