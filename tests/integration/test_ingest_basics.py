@@ -13,7 +13,6 @@ from collections import Counter
 from datetime import timezone
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest

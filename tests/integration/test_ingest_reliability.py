@@ -95,10 +95,11 @@ def test_repeated_external_kill9_while_landing_a_backlog(make_settings, settings
     for attempt in range(3):
         before = manifest_count(settings)
         p = consumer_process(cfg, until_idle=30)
-        # Kill once it has landed a random number (1-4) of further batches, plus a random delay:
+        # Kill once it has landed a random number (1-3) of further batches, plus a random delay:
         # sometimes between batches, sometimes in the middle of writing one.
-        k = rng.randint(1, 4)
-        assert wait_for(lambda: manifest_count(settings) >= before + k or p.poll() is not None, timeout=120)
+        k = rng.randint(1, 3)
+        assert wait_for(lambda: manifest_count(settings) >= before + k or p.poll() is not None,
+                        timeout=120, interval=0.01)
         time.sleep(rng.uniform(0.0, 0.05))
         assert p.poll() is None, f"the consumer exited by itself: {tail(p.stderr.read())}"
         kill9(p)
