@@ -12,6 +12,8 @@ def spark_session(settings: Settings, master: str | None = None, app: str = "ske
         SparkSession.builder.master(master or settings.spark_master).appName(app)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # UTC-adjusted INT64 timestamps: every reader (pyarrow, DuckDB, dask) sees UTC, not naive INT96.
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.memory", "2g")
         .config("spark.ui.enabled", "false")

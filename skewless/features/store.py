@@ -46,7 +46,7 @@ def repo_config(settings: Settings):
     data["project"] = settings.feast_project
     data["registry"] = {"registry_type": "file", "path": str(registry_path)}
     data["online_store"] = online
-    data["offline_store"] = {"type": "duckdb"}
+    data["offline_store"] = {"type": settings.offline_store}
     data.pop("repo_path", None)
     from feast.repo_config import RepoConfig
 

@@ -66,6 +66,46 @@ def test_online_values_equal_offline_point_in_time_values(world):
     assert report["mismatches"] == 0, report["examples"]
 
 
+def test_asof_training_join_equals_feast_historical_features(world):
+    from benchmarks.bench_pit import entity_rows
+    from training.pit_join import historical_features
+
+    settings, store, *_ = world
+    rows = entity_rows(settings, 3000, seed=4)
+    ours = historical_features(store, "fraud_model_v1", rows)
+    feast = store.get_historical_features(entity_df=rows, features=store.get_feature_service("fraud_model_v1"),
+                                          full_feature_names=True).to_df()
+    features = [c for c in feast.columns if "__" in c]
+    assert set(features) <= set(ours.columns) and len(features) >= 20
+    key = ["user_id", "merchant_id", "event_timestamp", "amount", "event_epoch"]
+    merged = ours.merge(feast, on=key, suffixes=("_ours", "_feast"))
+    assert len(merged) >= len(rows)
+    for f in features:
+        a, b = merged[f + "_ours"].astype(float), merged[f + "_feast"].astype(float)
+        same = (a.isna() & b.isna()) | np.isclose(a, b, rtol=1e-9, atol=1e-9)
+        assert same.all(), (f, merged.loc[~same, key + [f + "_ours", f + "_feast"]].head())
+
+
+def test_a_leaky_feature_is_detected(world):
+    """A feature that counts the row's own transaction (window [t-w, t]) disagrees with the
+    independent recomputation from raw events strictly before t: the leak check catches it."""
+    from tests.integration.leakage import leaky_rows, strict_counts
+
+    settings, store, sim, *_ = world
+    rows = pd.DataFrame(sim.transactions[:4000])
+    rows["event_timestamp"] = pd.to_datetime(rows["event_time"], utc=True)
+    honest = strict_counts(sim.transactions, rows, "1h")
+    from training.pit_join import historical_features
+
+    rows["event_epoch"] = (rows["event_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    served = historical_features(store, "fraud_model_v1", rows[["user_id", "merchant_id", "amount", "event_timestamp", "event_epoch"]])
+    # What the platform serves equals the honest recomputation, row by row...
+    assert (served["user_spend__count_1h"].fillna(0).to_numpy() == honest).all()
+    # ...and a leaky definition cannot pass the same check: it sees the row's own transaction.
+    leaky = leaky_rows(sim.transactions, rows, "1h")
+    assert (leaky != honest).all()
+
+
 def test_online_lookup_of_unknown_entity_is_null_not_an_error(world):
     settings, store, *_ = world
     values = feast_store.get_online(settings, {"user_id": "nobody"}, store=store)
