@@ -109,9 +109,41 @@ def plan_range(settings: Settings, start: date | None, end: date | None) -> tupl
     return start, end or last_view_day
 
 
-def compute_views(views: tuple[WindowedView, ...], frames: dict[str, DataFrame]) -> dict[str, DataFrame]:
-    """Every view's table from the raw frames (pure transformation, no I/O)."""
-    return {v.name: windowed_features(v, source_events(v.source, frames)) for v in views}
+def compute_views(views: tuple[WindowedView, ...], frames: dict[str, DataFrame],
+                  since: datetime | None = None, until: datetime | None = None) -> dict[str, DataFrame]:
+    """Every view's table from the raw frames (pure transformation, no I/O), with the rows
+    in ``[since, until)`` when given."""
+    return {v.name: windowed_features(v, source_events(v.source, frames), since, until) for v in views}
+
+
+def _write_view(spark: SparkSession, settings: Settings, view: WindowedView, table: DataFrame) -> int:
+    """Replace the view's date partitions present in ``table``; returns rows written."""
+    path = features_dir(settings, view.name)
+    table = table.withColumn("date", F.to_date(F.col(TS)))
+    started = time.time()
+    (table.repartition("date").sortWithinPartitions(*view.join_keys, TS).write.mode("overwrite")
+     .partitionBy("date").option("compression", "zstd").parquet(path))
+    rows = _rows_written_since(path, started)
+    if not _has_data(path):
+        # No row yet (e.g. no chargeback so far): an empty table of the right schema, so
+        # Feast and Spark can read the source (harmless once real rows exist).
+        empty = table.limit(0).drop("date")
+        spark.createDataFrame([], empty.schema).coalesce(1).write.mode("overwrite").option(
+            "compression", "zstd").parquet(f"{path}/date=1970-01-01")
+    return rows
+
+
+def _rows_written_since(path: str, started: float) -> int:
+    """Rows in the table's files written by this run (from the Parquet footers)."""
+    import pyarrow.parquet as pq
+
+    files = [p for p in Path(path).rglob("part-*.parquet") if p.stat().st_mtime >= started - 1]
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+
+
+def _has_data(path: str) -> bool:
+    root = Path(path)
+    return root.is_dir() and any(p.name.endswith(".parquet") for p in root.rglob("part-*"))
 
 
 def run_batch(
@@ -137,24 +169,25 @@ def run_batch(
     spark = spark_session(settings, master)
     lookback = max(v.max_window + v.hop_td for v in views)
     read_start = out_start - timedelta(days=lookback.days + 1)
-    # Every view reads the same raw events: read them once.
+    # Every view reads the same raw events: read them once (each view then keeps only the
+    # lookback its own windows need).
     frames = {c: read_raw(spark, settings, c, read_start, out_end).persist() for c in ("transactions", "labels")}
     events_read = frames["transactions"].count()
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
     summary: dict[str, Any] = {"views": {}}
-    for i, (name, table) in enumerate(compute_views(views, frames).items()):
-        table = (table.where((F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi)))
-                 .withColumn("date", F.to_date(F.col(TS))))
-        (table.repartition("date").write.mode("overwrite").partitionBy("date")
-         .option("compression", "zstd").parquet(features_dir(settings, name)))
-        rows = spark.read.parquet(features_dir(settings, name)).where(
-            (F.col("date") >= F.lit(out_start)) & (F.col("date") < F.lit(out_end))).count()
-        summary["views"][name] = {"rows": rows, "path": features_dir(settings, name)}
-        if on_view:
-            on_view(name, i + 1, len(views))
-    for f in frames.values():
-        f.unpersist()
+    try:
+        for i, (name, table) in enumerate(compute_views(views, frames, lo, hi).items()):
+            view = next(v for v in views if v.name == name)
+            tv = time.perf_counter()
+            rows = _write_view(spark, settings, view, table)
+            summary["views"][name] = {"rows": rows, "path": features_dir(settings, name),
+                                      "seconds": round(time.perf_counter() - tv, 2)}
+            if on_view:
+                on_view(name, i + 1, len(views))
+    finally:
+        for f in frames.values():
+            f.unpersist()
     _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0
     summary.update({"start": out_start.isoformat(), "end": out_end.isoformat(), "events_read": events_read,

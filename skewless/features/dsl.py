@@ -15,7 +15,9 @@ some aggregate of the view changes: the first boundary after an event (it enters
 windows) and the first boundary after ``τ + w`` for each window (it leaves). So values
 decay — a user quiet for two hours has a 1h count of 0 — and Feast's point-in-time join
 (the latest row at or before ``t``) returns exactly the value defined above. Counts and
-sums over an empty window are 0; mean, min, max and last value are null. ``last_time``
+sums over an empty window are 0; mean, min, max and last value are null. The last value
+is the latest event's; among events at the same instant, the greatest value (so it is
+deterministic, offline and online). ``last_time``
 is the time (unix seconds) of the latest event in the window; "time since the last
 event" changes every instant, so it is a request-time transform
 (``request time - last_time``), exact at any ``t``. Before an entity's first event there

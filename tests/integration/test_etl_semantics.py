@@ -71,7 +71,8 @@ def brute_force(events: pd.DataFrame, user_id: str, t: pd.Timestamp) -> dict:
         elif a.function == "distinct_count":
             out[a.feature_name] = int(e.merchant_id.nunique())
         elif a.function == "last":
-            out[a.feature_name] = e.country.iloc[-1] if len(e) else None
+            # The latest event's value; among events at the same instant, the greatest value.
+            out[a.feature_name] = e.sort_values(["event_time", "country"]).country.iloc[-1] if len(e) else None
         elif a.function == "last_time":
             out[a.feature_name] = e.event_time.iloc[-1].timestamp() if len(e) else None
     return out
