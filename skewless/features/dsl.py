@@ -51,8 +51,11 @@ def parse_duration(text: str | timedelta) -> timedelta:
         return text
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
     try:
-        return timedelta(**{units[text[-1]]: int(text[:-1])})
-    except (KeyError, ValueError):
+        value = int(text[:-1])
+        if value <= 0:
+            raise ValueError
+        return timedelta(**{units[text[-1]]: value})
+    except (KeyError, ValueError, IndexError):
         raise ValueError(f"not a duration like '1h' or '7d': {text!r}") from None
 
 
