@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import resource
 import shutil
 import statistics
@@ -121,13 +122,19 @@ def _in_child(target, *args) -> dict:
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
+    deadline = time.monotonic() + 1800
     try:
-        result = q.get(timeout=1800)
+        while True:  # a child that dies (broker gone, bug) must not leave us waiting
+            try:
+                return q.get(timeout=1.0)
+            except queue.Empty:
+                if not p.is_alive() and q.empty():
+                    raise RuntimeError(f"benchmark child {target.__name__} died (exit code {p.exitcode})") from None
+                if time.monotonic() > deadline:
+                    p.kill()
+                    raise TimeoutError(f"benchmark child {target.__name__} took over 30 minutes") from None
     finally:
         p.join(timeout=60)
-    if p.exitcode not in (0, None):
-        raise RuntimeError(f"benchmark child {target.__name__} exited with {p.exitcode}")
-    return result
 
 
 def _sink_run(settings: Settings, topic: str, n: int) -> dict:
