@@ -8,7 +8,9 @@ the path Feast's sources point at. Runs are:
 * **incremental** — by default only dates from the earliest raw file landed since the
   previous run (late events included) are recomputed, reading raw events back as far as
   the longest window needs (the lookback);
-* a **backfill** of any range with ``start``/``end`` (dates, UTC).
+* a **backfill** of any range with ``start``/``end`` (dates, UTC); it leaves the
+  incremental watermark alone, so the next incremental run still covers what the
+  backfill did not.
 """
 
 from __future__ import annotations
@@ -56,20 +58,43 @@ def _raw_dates(settings: Settings, contract: str, newer_than: float | None = Non
     return sorted(out)
 
 
-def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None) -> DataFrame:
-    """Raw events of a contract, pruned to the date partitions in ``[start, end)``."""
+def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None,
+             columns: list[str] | None = None) -> DataFrame:
+    """Raw events of a contract, pruned to the date partitions in ``[start, end)``.
+
+    The schema is the contract's, every optional field included: files of older contract
+    versions read those columns as null (what ``mergeSchema`` does, without opening every
+    file's footer first)."""
+    from skewless.contracts import CONTRACTS
+
+    schema = CONTRACTS[contract].arrow_schema().append(pa.field("date", pa.date32())).append(pa.field("hour", pa.int32()))
     root = _raw_dir(settings, contract)
     if not root.is_dir():  # nothing landed for this contract yet: an empty frame of its schema
-        from skewless.contracts import CONTRACTS
-
-        schema = CONTRACTS[contract].arrow_schema().append(pa.field("date", pa.date32()))
-        return spark.createDataFrame([], schema=_spark_schema(schema))
-    df = spark.read.option("mergeSchema", "true").option("basePath", str(root)).parquet(str(root))
+        df = spark.createDataFrame([], schema=_spark_schema(schema))
+    else:
+        df = spark.read.schema(_spark_schema(schema)).option("basePath", str(root)).parquet(str(root))
     if start is not None:
         df = df.where(F.col("date") >= F.lit(start.isoformat()).cast("date"))
     if end is not None:
         df = df.where(F.col("date") < F.lit(end.isoformat()).cast("date"))
-    return df
+    return df.select(*columns) if columns else df
+
+
+def needed_columns(views: tuple[WindowedView, ...], contract: str) -> list[str]:
+    """The columns of a contract's events that the views use (keys, times, values)."""
+    cols: set[str] = set()
+    for v in views:
+        src = v.source
+        if src.contract == contract:
+            cols |= {src.time_column, *(a.column for a in v.aggregations if a.column)}
+            cols |= set(v.join_keys) - set(src.enrich[2] if src.enrich else ())
+            cols |= {src.where} if src.where else set()
+            cols |= {src.enrich[1]} if src.enrich else set()
+        elif src.enrich and src.enrich[0] == contract:
+            cols |= {src.enrich[1], *src.enrich[2]}
+    from skewless.contracts import CONTRACTS
+
+    return sorted(cols | {CONTRACTS[contract].time_field})
 
 
 def _spark_schema(schema) -> Any:
@@ -90,12 +115,14 @@ def _save_state(settings: Settings, state: dict) -> None:
     os.replace(tmp, settings.state_dir / STATE_FILE)
 
 
-def plan_range(settings: Settings, start: date | None, end: date | None) -> tuple[date, date] | None:
+def plan_range(settings: Settings, start: date | None, end: date | None,
+               longest: timedelta = timedelta(days=30)) -> tuple[date, date] | None:
     """The output dates to (re)compute: explicit, or incremental since the last run."""
     all_dates = _raw_dates(settings, "transactions") + _raw_dates(settings, "labels")
     if not all_dates:
         return None
-    last_view_day = max(all_dates) + timedelta(days=31)  # leave rows: up to the longest window later
+    # Rows where the last events leave their windows: up to the longest window after the data.
+    last_view_day = max(all_dates) + timedelta(days=longest.days + 2)
     if start is None:
         state = _state(settings)
         if state.get("started_at") is None:
@@ -159,7 +186,7 @@ def run_batch(
 
     views = views or VIEWS
     t0 = time.time()
-    planned = plan_range(settings, start, end)
+    planned = plan_range(settings, start, end, max(v.max_window + v.hop_td for v in views))
     if planned is None:
         has_raw = _raw_dates(settings, "transactions")
         if not has_raw:
@@ -171,7 +198,8 @@ def run_batch(
     read_start = out_start - timedelta(days=lookback.days + 1)
     # Every view reads the same raw events: read them once (each view then keeps only the
     # lookback its own windows need).
-    frames = {c: read_raw(spark, settings, c, read_start, out_end).persist() for c in ("transactions", "labels")}
+    frames = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c)).persist()
+              for c in ("transactions", "labels")}
     events_read = frames["transactions"].count()
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
@@ -188,7 +216,8 @@ def run_batch(
     finally:
         for f in frames.values():
             f.unpersist()
-    _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
+    if start is None:  # only a run that covered every change moves the incremental watermark
+        _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0
     summary.update({"start": out_start.isoformat(), "end": out_end.isoformat(), "events_read": events_read,
                     "seconds": round(elapsed, 2), "events_per_s": round(events_read / elapsed, 1) if elapsed else None,

@@ -208,3 +208,17 @@ def test_random_events_with_a_coarser_hop_match_brute_force(etl_settings):
     queries = [(f"u{rng.integers(0, 5)}", T0 + timedelta(seconds=int(s))) for s in rng.integers(-1800, 11 * 3600, 250)]
     queries += [(u, T0 + timedelta(minutes=5 * k)) for u in ("u0", "u3") for k in range(0, 130, 7)]
     assert_same(etl_settings, HOPPED, events, queries)
+
+
+def test_files_of_an_older_contract_version_read_the_new_column_as_null(etl_settings):
+    view = WindowedView("e_mcc", (user,), tx, hop="1m", aggregations=(
+        A("count", "1h"), A("distinct_count", "1h", "mcc", name="mccs_1h")))
+    v1 = [event("u1", T0 + timedelta(minutes=m)) for m in (1, 2)]
+    v2 = [{**event("u1", T0 + timedelta(minutes=m), merchant=f"m{m}"), "schema_version": 2, "mcc": code}
+          for m, code in ((3, "5411"), (4, "5812"), (5, "5411"))]
+    land(etl_settings, "transactions", v1, tag="v1")  # files without the mcc column at all
+    land(etl_settings, "transactions", v2, tag="v2")
+    run_batch(etl_settings, views=(view,))
+    table = pd.read_parquet(f"{etl_settings.lake_path}/features/e_mcc").sort_values("event_timestamp")
+    last = table[pd.to_datetime(table.event_timestamp, utc=True) == pd.Timestamp(T0 + timedelta(minutes=6))].iloc[0]
+    assert (last["count_1h"], last["mccs_1h"]) == (5, 2)
