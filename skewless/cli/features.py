@@ -21,7 +21,11 @@ def apply(config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseO
     from skewless.features.store import apply as run
 
     summary = run(settings_from(config))
-    emit(summary, json_out, lambda: console.print(f"applied to project {summary['project']}: {', '.join(summary['applied'])}"))
+    def human() -> None:
+        console.print(f"applied to project {summary['project']}: {', '.join(summary['applied'])}")
+        console.print(f"the stock Feast CLI sees the same registry: {summary['feast_cli']}", highlight=False)
+
+    emit(summary, json_out, human)
 
 
 @app.command("materialize")
