@@ -15,7 +15,6 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -43,12 +42,6 @@ class LakeSink:
         self.pending_commits: dict[TopicPartition, int] = {}
         self.stats: dict[str, dict[str, int]] = {}
         self.assigned_at = time.monotonic()  # the idle clock starts again at each assignment
-        # A batch filled on the hot path lands on this one thread (so batches still land one
-        # at a time, in order) while the main thread goes on polling into a fresh batch. At
-        # most one batch is in flight; every other path (flush, revoke, lose, idle, stop)
-        # first waits for it, and its offsets are committed only after it landed.
-        self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-lander")
-        self._landing: tuple[TopicPartition, Future] | None = None
 
     # --- partition lifecycle
 
@@ -78,8 +71,7 @@ class LakeSink:
         self.pending_commits.pop(tp, None)
 
     def lose(self, tp: TopicPartition) -> None:
-        """The group evicted us: another member may own it already, so land nothing more."""
-        self.wait_landed()  # a batch already handed to the lander finishes landing, as before
+        """The group evicted us: another member may own it already, so land nothing."""
         self.batches.pop(tp, None)
         self.pending_commits.pop(tp, None)
 
@@ -92,68 +84,32 @@ class LakeSink:
         add = batch.add
         for m in messages:
             if add(m.offset, m.key, m.value, m.timestamp):
-                self._land_in_background(tp)
-                add = self.batches[tp].add
+                self.flush(tp)
+                self.commit()
 
-    def _land_in_background(self, tp: TopicPartition) -> None:
-        """Hand the partition's full batch to the lander; the partition gets a fresh batch."""
-        self.wait_landed()
-        full = self.batches[tp]
-        self.batches[tp] = PartitionBatch(full.topic, full.partition, full.contract, full.limits)
-        self._landing = (tp, self._lander.submit(self._land, full))
-
-    def wait_landed(self) -> bool:
-        """Wait for the batch in flight (its error, if any, is raised here); True if there was one."""
-        if self._landing is None:
-            return False
-        tp, fut = self._landing
-        self._landing = None
-        self._landed(tp, fut.result())
-        return True
-
-    def harvest(self) -> None:
-        """Main loop: once the batch in flight has landed, record it and commit its offsets."""
-        if self._landing is not None and self._landing[1].done():
-            self.wait_landed()
-            self.commit()
-
-    def _land(self, batch: PartitionBatch) -> tuple[int, dict, int]:
-        """Steps 1-3 of the commit protocol for one batch; returns (next offset, counts, files)."""
+    def flush(self, tp: TopicPartition) -> None:
+        """Land the partition's open batch (steps 1-3 of the commit protocol)."""
+        batch = self.batches.get(tp)
+        if batch is None or not len(batch):
+            return
         crash_point("before_manifest")
         br, moves, counts = batch.write_temp_files(self.layout)
         manifest = write_manifest(self.layout, br, moves, counts)
         crash_point("before_rename")
         roll_forward(self.layout, manifest)
         crash_point("after_rename")
-        return br.last + 1, counts, len(moves)
-
-    def _landed(self, tp: TopicPartition, landed: tuple[int, dict, int]) -> None:
-        next_offset, counts, files = landed
-        self.pending_commits[tp] = next_offset
+        self.pending_commits[tp] = br.last + 1
         s = self.stats.setdefault(tp.topic, {"consumed": 0, "valid": 0, "dead_lettered": 0, "files": 0, "batches": 0})
         s["consumed"] += counts["records"]
         s["valid"] += counts["valid"]
         s["dead_lettered"] += counts["dead_lettered"]
-        s["files"] += files
+        s["files"] += len(moves)
         s["batches"] += 1
-
-    def flush(self, tp: TopicPartition) -> None:
-        """Land the partition's open batch now (after the one in flight, if any)."""
-        self.wait_landed()
-        batch = self.batches.get(tp)
-        if batch is None or not len(batch):
-            return
-        self._landed(tp, self._land(batch))
         batch.reset()
 
     def flush_all(self) -> None:
-        self.wait_landed()
         for tp in list(self.batches):
             self.flush(tp)
-
-    def close(self) -> None:
-        """Let a batch in flight finish landing (uncommitted: recovery skips it on restart)."""
-        self._lander.shutdown(wait=True)
 
     def commit(self) -> bool:
         """Step 4. A failed commit is retried later: the manifests already protect the data."""
@@ -255,7 +211,6 @@ def consume(
                 for tp, messages in records.items():
                     sink.handle(tp, messages)
                     received += len(messages)
-                sink.harvest()
                 if on_progress:
                     on_progress(sink.stats)
             else:
@@ -265,7 +220,6 @@ def consume(
                     idle_flushed = True
                     if on_progress:
                         on_progress(sink.stats)
-                sink.harvest()
                 sink.commit()
                 if until_idle is not None and now - last_message >= until_idle and consumer.assignment():
                     break
@@ -276,7 +230,6 @@ def consume(
         sink.flush_all()
         sink.commit()
     finally:
-        sink.close()
         for s, h in previous.items():
             signal.signal(s, h)
         try:
