@@ -10,6 +10,7 @@ ASOF join); no row means the empty-window values (0 for counts and sums, else nu
 from __future__ import annotations
 
 import math
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -222,3 +223,20 @@ def test_files_of_an_older_contract_version_read_the_new_column_as_null(etl_sett
     table = pd.read_parquet(f"{etl_settings.lake_path}/features/e_mcc").sort_values("event_timestamp")
     last = table[pd.to_datetime(table.event_timestamp, utc=True) == pd.Timestamp(T0 + timedelta(minutes=6))].iloc[0]
     assert (last["count_1h"], last["mccs_1h"]) == (5, 2)
+
+
+def test_a_file_written_before_a_run_but_renamed_into_place_during_it_is_picked_up_next(etl_settings):
+    events = [event("u1", T0 + timedelta(minutes=m), 1.0) for m in (1, 2, 3)]
+    land(etl_settings, "transactions", events, tag="first")
+    # The sink writes a temp file (ignored: leading underscore), then renames it.
+    late = [event("u1", T0 + timedelta(minutes=4, seconds=30), 100.0)]
+    land(etl_settings, "transactions", late, tag="_inflight")
+    temp = next(Path(etl_settings.lake_path).rglob("_inflight.parquet"))
+    old = temp.stat().st_mtime - 5
+    os.utime(temp, (old, old))  # written well before the run starts
+    run_batch(etl_settings, views=(VIEW,))
+    temp.rename(temp.with_name("landed.parquet"))  # lands while (after) the run reads
+    summary = run_batch(etl_settings, views=(VIEW,))
+    assert not summary.get("skipped")
+    queries = [("u1", T0 + timedelta(minutes=m)) for m in range(0, 70, 1)]
+    assert_same(etl_settings, VIEW, events + late, queries)

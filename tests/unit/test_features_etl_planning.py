@@ -1,0 +1,55 @@
+"""Planning of the Spark feature job, without Spark: which columns it reads, which output
+dates a run (re)computes, and what counts as newly landed."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from etl.batch import _save_state, needed_columns, plan_range
+from feature_repo.specs import VIEWS
+from skewless.settings import load_settings
+
+
+def _settings(tmp_path):
+    return load_settings(None).model_copy(update={"lake_path": str(tmp_path / "lake"), "state_dir": tmp_path / "state"})
+
+
+def _touch(settings, topic: str, day: str, name: str = "f.parquet"):
+    p = Path(settings.lake_path) / "raw" / topic / f"date={day}" / "hour=03" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"x")
+    return p
+
+
+def test_only_the_columns_the_views_use_are_read():
+    assert needed_columns(VIEWS, "transactions") == sorted(
+        {"event_time", "user_id", "merchant_id", "amount", "country", "device_id", "transaction_id"})
+    # Chargebacks: label time, the flag, and the key that finds the transaction's merchant.
+    assert needed_columns(VIEWS, "labels") == ["is_fraud", "label_time", "transaction_id"]
+
+
+def test_first_run_covers_all_data_plus_the_longest_window(tmp_path):
+    s = _settings(tmp_path)
+    assert plan_range(s, None, None) is None  # nothing landed
+    _touch(s, s.topics.transactions, "2026-05-01")
+    _touch(s, s.topics.labels, "2026-05-03")
+    start, end = plan_range(s, None, None, timedelta(days=30, minutes=1))
+    assert start == date(2026, 5, 1) and end == date(2026, 5, 3) + timedelta(days=32)
+    assert plan_range(s, date(2026, 5, 2), date(2026, 5, 3)) == (date(2026, 5, 2), date(2026, 5, 3))
+
+
+def test_incremental_runs_start_at_the_earliest_date_with_a_newly_landed_file(tmp_path):
+    s = _settings(tmp_path)
+    _touch(s, s.topics.transactions, "2026-05-01")
+    _touch(s, s.topics.transactions, "2026-05-09")
+    time.sleep(0.02)
+    _save_state(s, {"started_at": time.time()})  # a run started after those landed
+    time.sleep(0.02)
+    assert plan_range(s, None, None) is None  # nothing new since the previous run
+    _touch(s, s.topics.transactions, "2026-05-05", "_temp.parquet")  # temp files do not count
+    _touch(s, s.topics.transactions, "2026-05-04", ".hidden.parquet")
+    assert plan_range(s, None, None) is None
+    _touch(s, s.topics.transactions, "2026-05-07", "late.parquet")  # a late file for an old date
+    assert plan_range(s, None, None)[0] == date(2026, 5, 7)
