@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from etl.spark import spark_session
 from etl.transforms import TS, source_events, windowed_features
 from skewless.errors import DataError
+from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
 
@@ -225,6 +226,7 @@ def run_batch(
     finally:
         for f in frames.values():
             f.unpersist()
+    recomputed.mark(settings, lo)  # the online store reloads from here (late events included)
     if start is None:  # only a run that covered every change moves the incremental watermark
         _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0

@@ -115,22 +115,58 @@ def _check_online(settings: Settings) -> None:
                            "start it with: skewless services up (or set online_store: sqlite)") from exc
 
 
+EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)
+
+
+def _loaded_until(store) -> datetime | None:
+    """The end of the last materialization every view has had (None if one never had one)."""
+    ends = [max(_utc(e) for _, e in fv.materialization_intervals) if fv.materialization_intervals else None
+            for fv in store.list_feature_views()]
+    return None if not ends or None in ends else min(ends)
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
 def materialize(settings: Settings, end: datetime | None = None, store=None, full: bool = False) -> dict[str, Any]:
-    """Materialize every feature view up to ``end`` (default: now): incrementally, or with
-    ``full`` from scratch — needed after a view's features change, because the online
-    store keeps a row whose timestamp is not older than the incoming one."""
+    """Load every feature view's latest rows up to ``end`` (default: now) into the online store.
+
+    Incremental: from the last materialization's end, or from the earliest offline row the
+    ETL rewrote since (late events), whichever is earlier. Each entity's latest row in that
+    range is written unconditionally (Redis ``skip_dedup``: one pipeline, no timestamp
+    read), because a recomputed row may carry the same timestamp as the stored one with new
+    values. ``full`` clears the online store first and loads everything.
+    """
+    from skewless.features import recomputed
+
     _check_online(settings)
     store = store or feature_store(settings)
     end = end or datetime.now(timezone.utc)
+    rewritten = recomputed.since(settings)
+    loaded = _loaded_until(store)
     t0 = time.perf_counter()
-    if full:
-        views = store.list_feature_views()
-        store._get_provider().teardown_infra(store.project, tables=views, entities=store.list_entities())
-        store.materialize(start_date=datetime(1970, 1, 2, tzinfo=timezone.utc), end_date=end)
+    if full or loaded is None:
+        if full:
+            views = store.list_feature_views()
+            store._get_provider().teardown_infra(store.project, tables=views, entities=store.list_entities())
+        start = EPOCH
     else:
-        store.materialize_incremental(end_date=end)
+        start = min(loaded, rewritten) if rewritten is not None else loaded
+    if start < end:
+        online = store.config.online_store
+        dedup = getattr(online, "skip_dedup", None)
+        if dedup is not None:
+            online.skip_dedup = True
+        try:
+            store.materialize(start_date=start, end_date=end)
+        finally:
+            if dedup is not None:
+                online.skip_dedup = dedup
+    recomputed.clear(settings, rewritten)
     elapsed = time.perf_counter() - t0
-    return {"end": end.isoformat(), "seconds": round(elapsed, 2), "online_store": settings.online_store, "full": full}
+    return {"start": start.isoformat(), "end": end.isoformat(), "seconds": round(elapsed, 2),
+            "online_store": settings.online_store, "full": full}
 
 
 def get_online(settings: Settings, entity: dict[str, Any], request: dict[str, Any] | None = None,

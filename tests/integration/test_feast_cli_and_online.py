@@ -134,3 +134,40 @@ def test_features_cli_get_prints_json(lake, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "skewless.cli", "features", "get", "--entity", "nokey=1",
                           "--config", str(cfg)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no feature view is keyed by" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("online_store", ["redis", "sqlite"])
+def test_a_late_event_reaches_the_online_store_even_when_it_changes_an_already_loaded_row(
+        spark, tmp_path, online_store):  # noqa: F811
+    from tests.integration.lake_fixtures import land
+
+    settings = load_settings(REPO / "skewless.yaml").model_copy(update={
+        "lake_path": str(tmp_path / "lake"), "state_dir": tmp_path / "state", "online_store": online_store,
+        "feast_project": f"t{uuid.uuid4().hex[:10]}"})
+    t0 = datetime(2026, 9, 1, 10, 0, tzinfo=timezone.utc)
+
+    def tx(i: int, t: datetime) -> dict:
+        return {"transaction_id": f"late-{i}", "user_id": "u1", "merchant_id": "m1", "amount": 10.0 * (i + 1),
+                "currency": "EUR", "country": "DE", "channel": "web", "device_id": "d", "event_time": t.isoformat()}
+
+    land(settings, "transactions", [tx(0, t0 + timedelta(seconds=30))], tag="a")
+    run_batch(settings)
+    store = feast_store.feature_store(settings)
+    feast_store.apply(settings, store)
+    end = t0 + timedelta(hours=2)
+    try:
+        feast_store.materialize(settings, end=end, store=store)
+        before = feast_store.get_online(settings, {"user_id": "u1"}, store=store)
+        assert (before["user_spend__count_1h"], before["user_spend__count_24h"]) == (0, 1)  # row at 11:01
+        # Late: at 11:00:30 it enters at 11:01 (the very row already loaded) and leaves after `end`.
+        land(settings, "transactions", [tx(1, t0 + timedelta(hours=1, seconds=30))], tag="late")
+        run_batch(settings)
+        feast_store.materialize(settings, end=end, store=store)
+        after = feast_store.get_online(settings, {"user_id": "u1"}, store=store)
+        assert (after["user_spend__count_1h"], after["user_spend__count_24h"]) == (1, 2)
+        assert after["user_spend__sum_amount_24h"] == 30.0
+        want = latest_rows(settings, VIEWS[0], end)
+        assert want.loc[want.user_id == "u1", "count_1h"].item() == 1
+    finally:
+        store._get_provider().teardown_infra(store.project, tables=store.list_feature_views(),
+                                             entities=store.list_entities())
