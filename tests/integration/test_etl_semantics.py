@@ -18,6 +18,7 @@ from etl.batch import run_batch
 from skewless.contracts import TRANSACTIONS
 from skewless.features.dsl import Aggregation as A
 from skewless.features.dsl import Entity, EventSource, WindowedView
+from tests.integration.spark_fixtures import etl_settings, spark  # noqa: F401
 
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 user = Entity("user", "user_id")
@@ -140,8 +141,8 @@ def queries(seed: int, users=6, n=300) -> list[tuple[str, pd.Timestamp]]:
 
 
 @pytest.fixture
-def lake_settings(make_settings):
-    return make_settings()
+def lake_settings(etl_settings):  # noqa: F811 - a private lake; no Kafka or Redis needed
+    return etl_settings
 
 
 def test_random_events_match_brute_force_at_random_and_boundary_times(lake_settings, tmp_path):
