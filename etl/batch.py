@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from etl.spark import spark_session
 from etl.transforms import TS, source_events, windowed_features
-from skewless.errors import DataError
+from skewless.errors import ConfigError, DataError
 from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
@@ -40,8 +40,19 @@ def features_dir(settings: Settings, view: str) -> str:
     return f"{settings.lake_path}/features/{view}"
 
 
+def _local_lake(settings: Settings) -> Path:
+    """The lake as a local directory (plain path or file:// URI)."""
+    lake = settings.lake_path
+    if lake.startswith("file://"):
+        return Path(lake[len("file://"):])
+    if "://" in lake:
+        raise ConfigError(f"etl run plans its work by listing the lake, which must be local for now: {lake}",
+                          "use a local path or file:// URI (object-storage listing is not implemented yet)")
+    return Path(lake)
+
+
 def _raw_dir(settings: Settings, contract: str) -> Path:
-    return Path(settings.lake_path) / "raw" / getattr(settings.topics, contract)
+    return _local_lake(settings) / "raw" / getattr(settings.topics, contract)
 
 
 def _raw_dates(settings: Settings, contract: str, newer_than: float | None = None) -> list[date]:
@@ -160,8 +171,9 @@ def _write_view(spark: SparkSession, settings: Settings, view: WindowedView, tab
     started = time.time()
     (table.repartition("date").sortWithinPartitions(*view.join_keys, TS).write.mode("overwrite")
      .partitionBy("date").option("compression", "zstd").parquet(path))
-    rows = _rows_written_since(path, started)
-    if not _has_data(path):
+    local = _local_lake(settings) / "features" / view.name
+    rows = _rows_written_since(local, started)
+    if not _has_data(local):
         # No row yet (e.g. no chargeback so far): an empty table of the right schema, so
         # Feast and Spark can read the source (harmless once real rows exist).
         empty = table.limit(0).drop("date")
@@ -170,16 +182,15 @@ def _write_view(spark: SparkSession, settings: Settings, view: WindowedView, tab
     return rows
 
 
-def _rows_written_since(path: str, started: float) -> int:
+def _rows_written_since(path: Path, started: float) -> int:
     """Rows in the table's files written by this run (from the Parquet footers)."""
     import pyarrow.parquet as pq
 
-    files = [p for p in Path(path).rglob("part-*.parquet") if p.stat().st_mtime >= started - 1]
+    files = [p for p in path.rglob("part-*.parquet") if p.stat().st_mtime >= started - 1]
     return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
 
 
-def _has_data(path: str) -> bool:
-    root = Path(path)
+def _has_data(root: Path) -> bool:
     return root.is_dir() and any(p.name.endswith(".parquet") for p in root.rglob("part-*"))
 
 

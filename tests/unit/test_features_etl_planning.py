@@ -53,3 +53,16 @@ def test_incremental_runs_start_at_the_earliest_date_with_a_newly_landed_file(tm
     assert plan_range(s, None, None) is None
     _touch(s, s.topics.transactions, "2026-05-07", "late.parquet")  # a late file for an old date
     assert plan_range(s, None, None)[0] == date(2026, 5, 7)
+
+
+def test_a_lake_on_object_storage_is_refused_with_a_clear_message_and_file_uris_work(tmp_path):
+    import pytest
+
+    from skewless.errors import ConfigError
+
+    s = _settings(tmp_path)
+    with pytest.raises(ConfigError, match="must be local"):
+        plan_range(s.model_copy(update={"lake_path": "s3://bucket/lake"}), None, None)
+    _touch(s, s.topics.transactions, "2026-05-01")
+    uri = s.model_copy(update={"lake_path": "file://" + s.lake_path})
+    assert plan_range(uri, None, None)[0] == date(2026, 5, 1)
