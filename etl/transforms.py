@@ -23,6 +23,9 @@ At a probe, count/sum are cumulative sums of bucket rows minus cumulative sums o
 rows (exact: decimal), distinct counts are cumulative sums of deltas, last value / last
 time are the cumulative latest event (null once it left the window), and min/max look
 at the bucket rows of the last ``W`` hops (a sliding frame).
+
+The functions take and return DataFrames and do no I/O: a streaming job can run them on
+each micro-batch (``foreachBatch``) over the new events plus the lookback it keeps.
 """
 
 from __future__ import annotations

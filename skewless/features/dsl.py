@@ -15,13 +15,17 @@ some aggregate of the view changes: the first boundary after an event (it enters
 windows) and the first boundary after ``τ + w`` for each window (it leaves). So values
 decay — a user quiet for two hours has a 1h count of 0 — and Feast's point-in-time join
 (the latest row at or before ``t``) returns exactly the value defined above. Counts and
-sums over an empty window are 0; mean, min, max and last value are null. The last value
-is the latest event's; among events at the same instant, the greatest value (so it is
-deterministic, offline and online). ``last_time``
-is the time (unix seconds) of the latest event in the window; "time since the last
-event" changes every instant, so it is a request-time transform
-(``request time - last_time``), exact at any ``t``. Before an entity's first event there
-is no row (null / "not found" online).
+sums over an empty window are 0; mean, min, max and last value are null. Events at the
+same instant all count; the last value is the latest event's, and among events at the
+same instant the greatest value (deterministic, offline and online). ``last_time`` is
+the time (unix seconds) of the latest event in the window; "time since the last event"
+changes every instant, so it is a request-time transform (``request time - last_time``),
+exact at any ``t``. Before an entity's first event there is no row (null / "not found"
+online). Sums are exact to 9 decimals (decimal arithmetic), then stored as float64.
+
+Late events (landed after the rows they affect were computed) are picked up by the next
+incremental ETL run, which recomputes from the late event's date; the next
+materialization reloads the online store from there.
 
 Event time is UTC throughout; the time column decides when a fact is *known*: events by
 ``event_time``, chargebacks by ``label_time``.
