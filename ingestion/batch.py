@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skewless.contracts import Contract, InvalidEvent
-from ingestion.lake_files import TMP_PREFIX, BatchRange, LakeLayout, fsync_file
+from ingestion.lake_files import TMP_PREFIX, BatchRange, LakeLayout, fsync
 
 DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("topic", pa.string(), nullable=False),
@@ -167,5 +167,5 @@ class PartitionBatch:
             table, tmp, compression=self.limits.compression,
             row_group_size=self.limits.row_group_records, write_statistics=True,
         )
-        fsync_file(tmp)
+        fsync(tmp)
         return tmp

@@ -101,15 +101,8 @@ class LakeLayout:
                 yield from (p for p in base.rglob(f"{prefix}*") if p.is_file())
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (a rename), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -132,7 +125,7 @@ def write_manifest(layout: LakeLayout, batch: BatchRange, moves: list[tuple[Path
         fh.flush()
         os.fsync(fh.fileno())
     os.rename(tmp, final)
-    fsync_dir(final.parent)
+    fsync(final.parent)
     return final
 
 
@@ -150,7 +143,7 @@ def roll_forward(layout: LakeLayout, manifest: Path) -> int:
         elif not final.exists():
             raise FileNotFoundError(f"manifest {manifest} lists {final}, which is missing (the lake was altered)")
     for d in dirs:
-        fsync_dir(d)
+        fsync(d)
     return done
 
 
