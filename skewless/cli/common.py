@@ -7,6 +7,7 @@ print a human summary and (with ``--json``) one JSON object as the last line.
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timezone
 import json
 import sys
 import traceback
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from skewless.errors import SkewlessError
+from skewless.errors import ConfigError, SkewlessError
 from skewless.settings import Settings, load_settings
 
 ConfigOpt = Annotated[
@@ -86,3 +87,14 @@ def progress(disable: bool = False) -> Progress:
         disable=disable or not console.is_terminal,
         transient=False,
     )
+
+
+def parse_time(text: str | None, flag: str = "time") -> datetime | None:
+    """An ISO date or timestamp option; naive values are UTC."""
+    if text is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{flag} must be an ISO date or timestamp, got {text!r}") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)

@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
-from skewless.cli.ingest import _parse_start as parse_time
+from skewless.cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.errors import ConfigError
 
 app = typer.Typer(help="Feast: register features, materialize them online, look them up.", no_args_is_help=True)
@@ -39,7 +38,7 @@ def materialize(
     from skewless.features.store import materialize as run
 
     with console.status("materializing ..."):
-        summary = run(settings_from(config), parse_time(end), full=full)
+        summary = run(settings_from(config), parse_time(end, "--end"), full=full)
     emit(summary, json_out, lambda: console.print(f"materialized up to {summary['end']} into {summary['online_store']} in {summary['seconds']}s"))
 
 

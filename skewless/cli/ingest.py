@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
-from skewless.errors import ConfigError
+from skewless.cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
 
 app = typer.Typer(help="Streaming ingestion: produce simulated events, land them in the lake, audit.", no_args_is_help=True)
-
-
-def _parse_start(start: str | None) -> datetime | None:
-    if start is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"--start must be an ISO date or timestamp, got {start!r}") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 @app.command("produce")
@@ -42,7 +30,7 @@ def produce(
     settings = settings_from(config)
     with progress() as bar:
         task = bar.add_task("producing", total=None)
-        summary = run(settings, events=events, seed=seed, bad_fraction=bad_fraction, start=_parse_start(start),
+        summary = run(settings, events=events, seed=seed, bad_fraction=bad_fraction, start=parse_time(start, "--start"),
                       days=days, rate=rate, schema_version=schema_version,
                       on_progress=lambda done, total: bar.update(task, completed=done, total=total))
 

@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
-from skewless.cli.ingest import _parse_start as parse_time
+from skewless.cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 
 app = typer.Typer(help="Train, evaluate, track and promote the fraud model.", invoke_without_command=True)
 
@@ -44,8 +43,8 @@ def train(
 
     settings = settings_from(config)
     with console.status("training ...") as status:
-        summary = run(settings, feature_store(settings), feature_service, parse_time(start), parse_time(end),
-                      parse_time(cutoff), promote_champion=promote, on_step=lambda s: status.update(s))
+        summary = run(settings, feature_store(settings), feature_service, parse_time(start, "--start"), parse_time(end, "--end"),
+                      parse_time(cutoff, "--cutoff"), promote_champion=promote, on_step=lambda s: status.update(s))
 
     def human() -> None:
         console.print(results_table(summary["results"]))
