@@ -64,7 +64,7 @@ def _fill_topic(settings: Settings, topic: str, n: int) -> int:
 
     from ingestion.producer import make_producer
     from ingestion.simulator import simulate
-    from ingestion.topics import ensure_topics
+    from skewless.topics import ensure_topics
 
     ensure_topics(settings, [topic])
     # A day of event time: a backlog of N events spans hours, not weeks, of traffic.

@@ -58,19 +58,27 @@ merchant_chargebacks = WindowedView(
 )
 
 
-def _request_features(df: pd.DataFrame) -> pd.DataFrame:
-    """Request-time features: pure pandas, the same function offline and online."""
-    mean_7d = df["user_spend__mean_amount_7d"].astype("float64")
-    tx_30d = df["merchant_activity__count_30d"].astype("float64").fillna(0.0)
-    out = pd.DataFrame(index=df.index)
-    last = df["user_diversity__last_tx_time"].astype("float64")
-    out["seconds_since_last_tx"] = df["event_epoch"].astype("float64") - last
-    out["amount_vs_user_mean_7d"] = (df["amount"].astype("float64") / mean_7d).replace([np.inf, -np.inf], np.nan)
-    out["first_tx_at_merchant"] = (df["user_merchant__tx_count_30d"].fillna(0) == 0).astype("int64")
-    out["merchant_chargeback_rate_30d"] = (
-        df["merchant_chargebacks__chargebacks_30d"].astype("float64").fillna(0.0) / tx_30d.where(tx_30d > 0)
-    ).fillna(0.0)
-    return out
+def _zero_nan(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(x), 0.0, x)
+
+
+def _request_features(cols):
+    """Request-time features over columns: a DataFrame (Feast, training) or a mapping of
+    NumPy arrays (online serving). Same arithmetic either way."""
+    def col(name: str) -> np.ndarray:
+        return np.asarray(cols[name], dtype="float64")
+
+    tx_30d = _zero_nan(col("merchant_activity__count_30d"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = col("amount") / col("user_spend__mean_amount_7d")
+        rate = _zero_nan(col("merchant_chargebacks__chargebacks_30d")) / np.where(tx_30d > 0, tx_30d, np.nan)
+    out = {
+        "seconds_since_last_tx": col("event_epoch") - col("user_diversity__last_tx_time"),
+        "amount_vs_user_mean_7d": np.where(np.isinf(ratio), np.nan, ratio),
+        "first_tx_at_merchant": (_zero_nan(col("user_merchant__tx_count_30d")) == 0).astype("int64"),
+        "merchant_chargeback_rate_30d": _zero_nan(rate),
+    }
+    return pd.DataFrame(out, index=cols.index) if isinstance(cols, pd.DataFrame) else out
 
 
 request_features = RequestTransform(
@@ -82,6 +90,7 @@ request_features = RequestTransform(
     outputs={"seconds_since_last_tx": "float64", "amount_vs_user_mean_7d": "float64", "first_tx_at_merchant": "int64",
              "merchant_chargeback_rate_30d": "float64"},
     function=_request_features,
+    arrays=True,
     description="seconds since the user's previous transaction; amount against the user's 7-day mean; "
                 "first time at this merchant; merchant chargeback rate",
 )

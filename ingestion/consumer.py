@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 
 from ingestion.batch import PartitionBatch
 from skewless.contracts import contract_for_topic
+from skewless.topics import ensure_topics
 from ingestion.faults import crash_point
 from ingestion.lake_files import LakeLayout, recover_partition, roll_forward, write_manifest
 from skewless.errors import ServiceError
@@ -180,6 +181,9 @@ def consume(
     """Land Kafka topics into the lake until SIGTERM/SIGINT, ``until_idle`` seconds of
     silence, ``max_seconds`` or ``max_messages`` (then: flush, commit, return)."""
     topics = topics or list(settings.topics.by_contract().values())
+    # A topic created mid-run (say, predictions on the API's first answer) would force a
+    # rebalance; creating them all first keeps the first assignment stable.
+    ensure_topics(settings, topics)
     consumer = make_consumer(settings)
     sink = LakeSink(settings, consumer)
     consumer.subscribe(topics, listener=_Listener(sink))

@@ -13,7 +13,7 @@ from kafka.errors import KafkaError
 
 from skewless.contracts import LABELS, TRANSACTIONS
 from ingestion.simulator import bad_messages, default_start, simulate
-from ingestion.topics import ensure_topics
+from skewless.topics import ensure_topics
 from skewless.errors import ServiceError
 from skewless.settings import Settings
 

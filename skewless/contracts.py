@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 # Event times outside this range are "absurd" and dead-lettered.
@@ -59,6 +60,7 @@ def _type_error(name: str, expected: str, value: Any) -> InvalidEvent:
 # Field kinds. Validation is one loop over (name, kind) pairs with inline checks: it runs
 # once per event on the ingestion hot path, so it avoids a function call per field.
 STR, CODE2, CODE3, AMOUNT, BOOL, INT, TIME = "str", "code2", "code3", "amount", "bool", "int", "time"
+PROB, NUMBERS = "prob", "numbers"  # a probability in [0, 1]; a JSON object of name -> number or null
 _CODE_LEN = {CODE2: 2, CODE3: 3}
 
 
@@ -95,6 +97,14 @@ def _check(kind: str, name: str, value: Any) -> Any:
         if t is not int:
             raise _type_error(name, "an integer", value)
         return value
+    if kind is PROB:
+        if (t is not float and t is not int) or not 0.0 <= value <= 1.0:
+            raise InvalidEvent(f"field '{name}' must be a number in [0, 1], got {value!r}"[:120])
+        return float(value)
+    if kind is NUMBERS:
+        if t is not dict or not all(type(k) is str and (v is None or type(v) in (int, float)) for k, v in value.items()):
+            raise InvalidEvent(f"field '{name}' must be an object of name -> number or null")
+        return orjson.dumps(value).decode()  # stored as JSON text: any reader parses it
     raise ValueError(f"unknown field kind {kind!r}")
 
 
@@ -182,7 +192,32 @@ LABELS = Contract(
     ),
 )
 
-CONTRACTS: dict[str, Contract] = {c.name: c for c in (TRANSACTIONS, LABELS)}
+# What the online API decided, as it decided it: written by `skewless serve`, landed like
+# any topic, read by monitoring. `features` holds the exact vector the model scored.
+PREDICTIONS = Contract(
+    name="predictions",
+    version=1,
+    time_field="predicted_at",
+    key_field="request_id",
+    fields=(
+        Field("schema_version", pa.int32(), INT, required=False),
+        Field("request_id", pa.string(), STR),
+        Field("transaction_id", pa.string(), STR),
+        Field("user_id", pa.string(), STR),
+        Field("merchant_id", pa.string(), STR),
+        Field("amount", pa.float64(), AMOUNT),
+        Field("event_time", TIMESTAMP, TIME),
+        Field("predicted_at", TIMESTAMP, TIME),
+        Field("model_name", pa.string(), STR),
+        Field("model_version", pa.string(), STR),
+        Field("feature_service", pa.string(), STR),
+        Field("score", pa.float64(), PROB),
+        Field("review", pa.bool_(), BOOL),
+        Field("features", pa.string(), NUMBERS),
+    ),
+)
+
+CONTRACTS: dict[str, Contract] = {c.name: c for c in (TRANSACTIONS, LABELS, PREDICTIONS)}
 
 
 def contract_for_topic(topic: str, topics_by_contract: dict[str, str]) -> Contract:

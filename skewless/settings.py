@@ -77,7 +77,7 @@ class TopicSettings(_Section):
     predictions: str = "predictions"
 
     def by_contract(self) -> dict[str, str]:
-        return {"transactions": self.transactions, "labels": self.labels}
+        return {"transactions": self.transactions, "labels": self.labels, "predictions": self.predictions}
 
 
 class IngestSettings(_Section):
@@ -114,6 +114,28 @@ class TrainingSettings(_Section):
         "time to be charged back, and would teach the model that their fraud is legitimate",
     )
     seed: int = 0
+
+
+class ServingSettings(_Section):
+    """The online API (``skewless serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    # Secret: read from SKEWLESS_SERVING__API_KEY only. When set, every route but /healthz,
+    # /docs and /openapi.json needs it (header X-API-Key or Authorization: Bearer).
+    api_key: SecretStr | None = None
+    max_entities: int = Field(1000, ge=1, description="largest /v1/features batch; more is a 413")
+    redis_timeout_s: float = Field(
+        0.25, gt=0, description="bound on every online-store call: past it the request is a quick 503"
+    )
+    reload_interval_s: float = Field(
+        10.0, gt=0, description="how often the service asks the registry whether a new champion was promoted"
+    )
+    log_predictions: bool = Field(True, description="send every prediction to the predictions topic")
+    log_queue_size: int = Field(
+        10_000, ge=1, description="predictions waiting for Kafka; when full, new ones are counted as dropped"
+    )
 
 
 class ServicesSettings(_Section):
@@ -163,6 +185,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
     training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
     services: ServicesSettings = ServicesSettings()
 
     # Where the values came from (not a setting): the file, or None for defaults only.
@@ -205,7 +228,7 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
-SECRET_KEYS = {("kafka", "sasl_password"), ("redis_password",)}
+SECRET_KEYS = {("kafka", "sasl_password"), ("redis_password",), ("serving", "api_key")}
 
 
 def find_config_file(start: Path | None = None) -> Path | None:

@@ -10,6 +10,7 @@ from skewless.features.dsl import FeatureServiceSpec, RequestTransform, Windowed
 
 TIMESTAMP_FIELD = "event_timestamp"
 REQUEST_SOURCE = "transaction_request"
+ARRAYS_TAG = "skewless.arrays"
 
 
 def _feast_type(dtype: str):
@@ -63,6 +64,8 @@ def on_demand_view(transform: RequestTransform, views: dict[str, Any]):
         schema=[Field(name=n, dtype=_feast_type(t)) for n, t in transform.outputs.items()],
         udf=transform.function, udf_string=transform.function.__doc__ or transform.name,
         mode="pandas", description=transform.description,
+        # Tells online serving it may call the function with NumPy arrays (see RequestTransform).
+        tags={ARRAYS_TAG: "true"} if transform.arrays else {},
     )
 
 

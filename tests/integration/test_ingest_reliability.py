@@ -23,7 +23,7 @@ from kafka import KafkaProducer
 from ingestion.consumer import consume
 from ingestion.producer import produce
 from ingestion.simulator import simulate
-from ingestion.topics import ensure_topics
+from skewless.topics import ensure_topics
 from ingestion.verify import verify
 from tests.integration.ingest_helpers import (
     START, assert_exactly_once, broker_settings, consumer_process, dead_letters, expected_transaction_ids, kill9,

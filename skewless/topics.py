@@ -1,4 +1,5 @@
-"""Create the project's Kafka topics (idempotently) with the configured partitions."""
+"""Create Kafka topics (idempotently) with the configured partitions: ingestion for its
+topics, serving for the predictions topic."""
 
 from __future__ import annotations
 

@@ -1,0 +1,310 @@
+"""The online API: features and fraud predictions for the champion model's FeatureService.
+
+Routes: ``POST /v1/predict``, ``POST /v1/features``, ``GET /healthz``, ``GET /readyz``,
+``GET /metrics``; the OpenAPI schema at ``/docs``. ``create_app(settings)`` builds it;
+``skewless serve`` runs it under uvicorn.
+
+Failure modes: a bad request is a 422 naming the field; a batch over
+``serving.max_entities`` is a 413; an unreachable online store is a 503 within
+``serving.redis_timeout_s`` (the Redis client reconnects by itself on the next request);
+no champion yet is a 503 on /v1/predict. Prediction logging never delays an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import ORJSONResponse, Response
+
+from serving import metrics
+from serving.champion import ChampionWatcher
+from serving.online_reader import FeaturePlan, FeatureRows, PlanError
+from serving.prediction_log import PredictionLog
+from serving.schemas import FeaturesRequest, FeaturesResponse, Prediction, Transaction
+from skewless.settings import Settings
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class OnlineStoreDown(Exception):
+    pass
+
+
+def redis_client(settings: Settings):
+    """An asyncio Redis client whose every call is bounded by ``serving.redis_timeout_s``."""
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    timeout = settings.serving.redis_timeout_s
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    # One immediate retry: after a Redis restart the first use of a pooled connection fails.
+    return aioredis.Redis.from_url(settings.redis_url, password=password, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1),
+                                   health_check_interval=0)
+
+
+class _Guard:
+    """Pure ASGI middleware: API key, body size, and per-route request metrics."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def _send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        headers = dict(scope["headers"])
+        try:
+            if self.api_key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+                return await _reply(_send, 401, b'{"detail":"missing or wrong API key"}',
+                                    [(b"www-authenticate", b"Bearer")])
+            if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:
+                return await _reply(_send, 413, b'{"detail":"request body larger than %d bytes"}' % MAX_BODY_BYTES)
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.REQUESTS.labels(path, scope["method"], str(status["code"])).inc()
+            metrics.LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - t0)
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"x-api-key")
+        if given is None:
+            auth = headers.get(b"authorization", b"")
+            given = auth[7:] if auth[:7].lower() == b"bearer " else None
+        return given is not None and hmac.compare_digest(given, self.api_key)
+
+
+async def _reply(send, status: int, body: bytes, headers: list | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Service:
+    """What the routes share: settings, Feast registry, Redis, the champion, the log."""
+
+    def __init__(self, settings: Settings, store: Any, watcher: ChampionWatcher, prediction_log: PredictionLog | None):
+        self.settings = settings
+        self.store = store
+        self.watcher = watcher
+        self.log = prediction_log
+        self.redis = redis_client(settings)
+        self.plans: OrderedDict[tuple, FeaturePlan] = OrderedDict()
+
+    def plan(self, service: str | None, refs: list[str] | None) -> FeaturePlan:
+        key = (service, tuple(refs or ()))
+        plan = self.plans.get(key)
+        if plan is None:
+            try:
+                plan = FeaturePlan.for_service(self.store, service) if service else FeaturePlan.for_refs(self.store, refs)
+            except PlanError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Feast's "not found" errors
+                raise PlanError(f"unknown feature service {service!r}" if service else str(exc)) from exc
+            self.plans[key] = plan
+            if len(self.plans) > 256:
+                self.plans.popitem(last=False)
+        return plan
+
+    async def read(self, plan: FeaturePlan, rows: list[dict[str, Any]]) -> FeatureRows:
+        commands = plan.commands(rows)
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.serving.redis_timeout_s * 2):
+                pipe = self.redis.pipeline(transaction=False)
+                for key, fields in commands:
+                    pipe.hmget(key, fields)
+                replies = await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - any Redis/network failure or timeout
+            metrics.ONLINE_ERRORS.inc()
+            raise OnlineStoreDown(f"online store unavailable: {type(exc).__name__}: {exc}"[:300]) from exc
+        metrics.ONLINE_LATENCY.observe(time.perf_counter() - t0)
+        result = plan.decode(rows, replies)
+        now = time.time()
+        for views in result.view_timestamps:
+            for view, ts in views.items():
+                metrics.STALENESS.labels(view).observe(max(0.0, now - ts))
+        return result
+
+    async def ping(self) -> str | None:
+        try:
+            async with asyncio.timeout(self.settings.serving.redis_timeout_s * 2):
+                await self.redis.ping()
+            return None
+        except Exception as exc:  # noqa: BLE001
+            return f"online store unavailable: {type(exc).__name__}"
+
+
+def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher | None = None,
+               prediction_log: PredictionLog | None = None) -> FastAPI:
+    from skewless.features.store import feature_store
+
+    store = store if store is not None else feature_store(settings)
+    watcher = watcher or ChampionWatcher(settings, store)
+    if prediction_log is None and settings.serving.log_predictions:
+        prediction_log = PredictionLog(settings)
+    svc = Service(settings, store, watcher, prediction_log)
+
+    def _publish_model() -> None:
+        metrics.MODEL.clear()
+        if watcher.current:
+            a = watcher.current.artifact
+            metrics.MODEL.labels(a.model_name, a.version).set(1)
+
+    async def _watch() -> None:
+        while True:
+            await asyncio.sleep(settings.serving.reload_interval_s)
+            if await asyncio.to_thread(watcher.refresh):
+                metrics.MODEL_RELOADS.inc()
+                _publish_model()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if watcher.current is None:
+            await asyncio.to_thread(watcher.refresh)
+        _publish_model()
+        task = asyncio.create_task(_watch())
+        yield
+        task.cancel()
+        await svc.redis.aclose()
+        if prediction_log is not None:
+            await asyncio.to_thread(prediction_log.close)
+
+    app = FastAPI(title="Skewless online API", version="1", lifespan=lifespan, default_response_class=ORJSONResponse,
+                  description="Online features and fraud predictions from the champion model's FeatureService.")
+    app.state.service = svc
+    api_key = settings.serving.api_key.get_secret_value() if settings.serving.api_key else None
+
+    @app.exception_handler(OnlineStoreDown)
+    async def _down(request: Request, exc: OnlineStoreDown):
+        return ORJSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(PlanError)
+    async def _bad_plan(request: Request, exc: PlanError):
+        return ORJSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return ORJSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.get("/healthz", summary="alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="model loaded and online store reachable",
+             responses={503: {"description": "not ready; `problems` says why"}})
+    async def readyz():
+        problems = []
+        if watcher.current is None:
+            problems.append(watcher.error or "no model loaded yet")
+        down = await svc.ping()
+        if down:
+            problems.append(down)
+        body: dict[str, Any] = {"ready": not problems, "problems": problems}
+        if watcher.current:
+            a = watcher.current.artifact
+            body["model"] = {"name": a.model_name, "version": a.version, "feature_service": a.feature_service}
+        return ORJSONResponse(body, status_code=503 if problems else 200)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics_route():
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    @app.post("/v1/features", response_model=FeaturesResponse, summary="online feature values for many entities",
+              responses={413: {"description": "too many entities"}, 422: {"description": "bad request"},
+                         503: {"description": "online store unavailable"}})
+    async def features(body: FeaturesRequest):
+        if len(body.entities) > settings.serving.max_entities:
+            raise HTTPException(413, f"entities: {len(body.entities)} rows, at most "
+                                     f"{settings.serving.max_entities} per request (serving.max_entities)")
+        if (body.feature_service is None) == (body.features is None):
+            raise HTTPException(422, "give exactly one of 'feature_service' or 'features'")
+        if body.features is not None and not body.features:
+            raise HTTPException(422, "features: give at least one 'view:feature' reference")
+        plan = svc.plan(body.feature_service, body.features)
+        for i, row in enumerate(body.entities):
+            plan.check_row(row, i)
+        result = await svc.read(plan, body.entities) if body.entities else None
+        rows = [] if result is None else [
+            {"values": v, "statuses": s, "event_timestamps": t}
+            for v, s, t in zip(result.values, result.statuses, result.event_timestamps)]
+        return ORJSONResponse({"feature_service": body.feature_service, "features": plan.names, "results": rows})
+
+    @app.post("/v1/predict", response_model=Prediction, summary="score one transaction",
+              responses={422: {"description": "bad transaction; the message names the field"},
+                         503: {"description": "no champion model, or online store unavailable"}})
+    async def predict(tx: Transaction, request: Request,
+                      include_features: bool = Query(False, description="return the vector scored")):
+        champ = watcher.current
+        if champ is None:
+            raise HTTPException(503, watcher.error or "no champion model is loaded yet")
+        event = tx.model_dump()
+        row = {**event, "event_epoch": event["event_time"].timestamp()}
+        result = await svc.read(champ.plan, [row])
+        values = result.row_dict(0)
+        for name in champ.request_inputs:
+            values[name] = row[name]
+        art = champ.artifact
+        vector = [values[f] for f in art.features]
+        x = np.array([[math.nan if v is None else float(v) for v in vector]], dtype="float64")
+        score = float(art.pipeline.predict_proba(x)[0, 1])
+        review = score >= art.threshold
+        metrics.PREDICTIONS.labels("review" if review else "approve").inc()
+        not_found = sorted({v.name for v in champ.plan.views} - set(result.view_timestamps[0]))
+        for view in not_found:
+            metrics.NOT_FOUND.labels(view).inc()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        features_used = dict(zip(art.features, (None if math.isnan(v) else v for v in x[0].tolist())))
+        if svc.log is not None:
+            svc.log.submit({
+                "request_id": request_id[:256], "transaction_id": tx.transaction_id, "user_id": tx.user_id,
+                "merchant_id": tx.merchant_id, "amount": tx.amount, "event_time": tx.event_time.isoformat(),
+                "predicted_at": datetime.now(timezone.utc).isoformat(), "model_name": art.model_name,
+                "model_version": art.version, "feature_service": art.feature_service, "score": score,
+                "review": review, "features": features_used})
+        return ORJSONResponse({
+            "request_id": request_id, "transaction_id": tx.transaction_id, "score": score, "review": review,
+            "threshold": art.threshold, "model_name": art.model_name, "model_version": art.version,
+            "feature_service": art.feature_service, "not_found": not_found,
+            "features": features_used if include_features else None})
+
+    app.add_middleware(_Guard, api_key=api_key)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory for ``skewless serve`` (each worker process builds its own app)."""
+    import os
+    from pathlib import Path
+
+    from skewless.settings import load_settings
+
+    config = os.environ.get("SKEWLESS_SERVE_CONFIG")
+    return create_app(load_settings(Path(config) if config else None))
+

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the online API, served at ``GET /metrics``.
+
+With ``skewless serve --workers N`` (N > 1) the CLI sets ``PROMETHEUS_MULTIPROC_DIR``
+before anything imports prometheus_client, so every worker writes its samples there
+and ``/metrics`` sums them across workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_FAST = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter("skewless_http_requests_total", "HTTP requests by route, method and status",
+                   ["route", "method", "status"])
+LATENCY = Histogram("skewless_http_request_seconds", "HTTP request latency by route", ["route", "method"],
+                    buckets=_FAST)
+ONLINE_LATENCY = Histogram("skewless_online_store_seconds", "latency of one online-store read (all views, "
+                           "one pipeline)", buckets=_FAST)
+ONLINE_ERRORS = Counter("skewless_online_store_errors_total", "online-store reads that failed or timed out")
+STALENESS = Histogram("skewless_feature_staleness_seconds", "age of the served feature row (now - its event "
+                      "time) by feature view", ["view"],
+                      buckets=(60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400))
+NOT_FOUND = Counter("skewless_entities_not_found_total", "entity rows a feature view had no values for", ["view"])
+PREDICTIONS = Counter("skewless_predictions_total", "predictions by decision", ["decision"])
+MODEL = Gauge("skewless_model_info", "1 for the model version being served", ["model", "version"],
+              multiprocess_mode="max")
+MODEL_RELOADS = Counter("skewless_model_reloads_total", "champion changes picked up without a restart")
+LOG_SENT = Counter("skewless_prediction_log_sent_total", "predictions handed to Kafka")
+LOG_DROPPED = Counter("skewless_prediction_log_dropped_total", "predictions not logged (queue full or "
+                      "Kafka unavailable); the predictions themselves were answered")
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
