@@ -26,12 +26,12 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.spark import spark_session
 from etl.transforms import TS, source_events, windowed_features
 from skewless.errors import ConfigError, DataError
 from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
+from skewless.spark import spark_session
 
 STATE_FILE = "etl_state.json"
 
@@ -214,7 +214,7 @@ def run_batch(
             raise DataError(f"no raw events in {settings.lake_path}/raw", "land some with: skewless ingest consume")
         return {"views": {}, "skipped": "no raw files landed since the previous run", "seconds": 0.0}
     out_start, out_end = planned
-    spark = spark_session(settings, master)
+    spark = spark_session(settings, master, app="skewless-etl")
     lookback = max(v.max_window + v.hop_td for v in views)
     read_start = out_start - timedelta(days=lookback.days + 1)
     # Every view reads the same raw events: read them once (each view then keeps only the

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def spark():
-    from etl.spark import spark_session
+    from skewless.spark import spark_session
 
     return spark_session(load_settings(REPO / "skewless.yaml"))
 
