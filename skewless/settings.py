@@ -98,9 +98,10 @@ class TrainingSettings(_Section):
     """Model training, evaluation and tracking."""
 
     feature_service: str = "fraud_model_v1"
-    pit_engine: Literal["asof", "feast"] = Field(
-        "asof", description="training-set join: DuckDB ASOF joins over Feast's registry (fast, tested equal "
-        "to Feast), or Feast's own get_historical_features on settings.offline_store",
+    pit_engine: Literal["asof", "spark", "feast"] = Field(
+        "asof", description="training-set join, all tested equal value for value: DuckDB ASOF joins over "
+        "Feast's registry (fastest: see benchmarks/README.md), the same join as a Spark job on spark_master "
+        "(for data beyond one machine), or Feast's own get_historical_features on offline_store",
     )
     model_name: str = "skewless-fraud"
     tracking_uri: str | None = Field(

@@ -3,9 +3,11 @@
 1. the rows: every transaction in the window, labelled by what was known at the cutoff
    (``training.labels``);
 2. the features: the point-in-time join for the FeatureService the model will be served
-   with — the same definitions serving reads — by Feast's ``get_historical_features`` or
-   by the faster DuckDB ASOF join over Feast's registry (``training.pit_join``, tested to
-   return the same values);
+   with — the same definitions serving reads — by the engine ``training.pit_engine``
+   names: the DuckDB ASOF join over Feast's registry (``training.pit_join``, the default
+   and the fastest), the same join as a Spark job (``training.pit_join_spark``, for data
+   beyond one machine), or Feast's own ``get_historical_features``; tested to return the
+   same values;
 3. a time-ordered split (train < validation < test), time-series cross-validation on
    train, each candidate fitted on train, its threshold chosen by cost on validation,
    everything reported on test;
@@ -49,13 +51,21 @@ def feature_names(store: Any, service_name: str) -> list[str]:
     return names
 
 
-def training_set(store: Any, service_name: str, rows: pd.DataFrame, engine: str = "feast") -> pd.DataFrame:
-    """The point-in-time join of the service's features onto ``rows``: Feast's own, or
-    the DuckDB ASOF join over Feast's registry that returns the same values faster."""
+def training_set(store: Any, service_name: str, rows: pd.DataFrame, engine: str = "feast",
+                 settings: Settings | None = None) -> pd.DataFrame:
+    """The point-in-time join of the service's features onto ``rows`` by ``engine``: Feast's
+    own (``feast``), or one of the joins over Feast's registry that return the same values:
+    DuckDB ASOF (``asof``) or a Spark job on ``settings.spark_master`` (``spark``)."""
     if engine == "asof":
         from training.pit_join import historical_features
 
         return historical_features(store, service_name, rows)
+    if engine == "spark":
+        from training.pit_join_spark import historical_features as on_spark
+
+        if settings is None:
+            raise ValueError("the spark engine needs the settings (its master URL)")
+        return on_spark(store, service_name, rows, settings)
     service = store.get_feature_service(service_name)
     job = store.get_historical_features(entity_df=rows, features=service, full_feature_names=True)
     return job.to_df()
@@ -82,9 +92,10 @@ def train(
             f"{int(rows['label'].sum()) if len(rows) else 0} known frauds",
             "ingest more events (skewless ingest produce --events 50000 --days 30) or widen --start/--end",
         )
-    on_step(f"building the training set through Feast ({len(rows):,} rows, service {service_name})")
+    on_step(f"building the training set through Feast ({len(rows):,} rows, service {service_name}, "
+            f"{cfg.pit_engine} engine)")
     t1 = time.perf_counter()
-    data = training_set(store, service_name, rows, cfg.pit_engine)
+    data = training_set(store, service_name, rows, cfg.pit_engine, settings)
     build_s = time.perf_counter() - t1
     features = feature_names(store, service_name) + REQUEST_FEATURES
     train_df, val_df, test_df = time_split(data, "event_timestamp")
@@ -135,7 +146,8 @@ def train(
         flat = {f"{m}.{k}": v for m, r in results.items() for k, v in r.items() if isinstance(v, (int, float))}
         params = {"feature_service": service_name, "feast_project": store.project, "features": ",".join(features),
                   "rows": len(data), "train_rows": len(train_df), "val_rows": len(val_df), "test_rows": len(test_df),
-                  "review_cost": cfg.review_cost, "chosen_model": best_name, "model_version": version, **window}
+                  "review_cost": cfg.review_cost, "pit_engine": cfg.pit_engine, "chosen_model": best_name,
+                  "model_version": version, **window}
         run_id = log_run(settings, params, flat, artifact, plots,
                          tags={"feature_service": service_name, "feast_project": store.project})
     registered = register(settings, run_id)
@@ -144,7 +156,7 @@ def train(
         "run_id": run_id, "model": cfg.model_name, "registered_version": registered,
         "promoted": promoted is not None, "model_version": version, "chosen": best_name,
         "feature_service": service_name, "features": features, "rows": len(data),
-        "frauds": int(data["label"].sum()), "training_set_seconds": round(build_s, 2),
+        "frauds": int(data["label"].sum()), "pit_engine": cfg.pit_engine, "training_set_seconds": round(build_s, 2),
         "training_set_rows_per_s": round(len(data) / build_s, 1) if build_s else None,
         "results": results, "seconds": round(time.perf_counter() - t0, 2),
     }

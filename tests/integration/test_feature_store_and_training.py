@@ -4,6 +4,7 @@ offline, training through the FeatureService, champion registered."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -66,24 +67,74 @@ def test_online_values_equal_offline_point_in_time_values(world):
     assert report["mismatches"] == 0, report["examples"]
 
 
-def test_asof_training_join_equals_feast_historical_features(world):
+KEY = ["user_id", "merchant_id", "event_timestamp", "amount", "event_epoch"]
+
+
+def _source(store, view: str) -> pd.DataFrame:
+    return pd.read_parquet(store.get_feature_view(view).batch_source.path).drop(columns="date", errors="ignore")
+
+
+@pytest.fixture(scope="module")
+def pit_rows(world):
+    """Entity rows for the training-set joins: random times, plus ties (a row's time equal to
+    a feature row's time: user_merchant's, user views' and merchant_chargebacks' own rows)
+    and rows with no history (unknown entities, a time before the first event)."""
     from benchmarks.bench_pit import entity_rows
+
+    settings, store, *_ = world
+    random = entity_rows(settings, 3000, seed=4)
+    chargebacks = _source(store, "merchant_chargebacks").sample(50, random_state=1, replace=True)
+    ties = pd.concat([
+        _source(store, "user_merchant").sample(300, random_state=1)[["user_id", "merchant_id", "event_timestamp"]],
+        chargebacks[["merchant_id", "event_timestamp"]].assign(user_id=random["user_id"].iloc[:50].to_numpy()),
+    ])
+    ties = ties.assign(amount=12.5)
+    unknown = pd.DataFrame({"user_id": ["nobody", random["user_id"].iloc[0], "nobody"],
+                            "merchant_id": ["nowhere", random["merchant_id"].iloc[0], random["merchant_id"].iloc[1]],
+                            "event_timestamp": [pd.Timestamp(START), pd.Timestamp(START) - pd.Timedelta("1d"),
+                                                pd.Timestamp(START) - pd.Timedelta("1d")],
+                            "amount": 3.0})
+    rows = pd.concat([random, ties, unknown], ignore_index=True)
+    rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    rows["event_epoch"] = (rows["event_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return rows[KEY]
+
+
+def test_asof_training_join_equals_feast_historical_features(world, pit_rows):
     from training.pit_join import historical_features
 
     settings, store, *_ = world
-    rows = entity_rows(settings, 3000, seed=4)
+    rows = pit_rows
     ours = historical_features(store, "fraud_model_v1", rows)
     feast = store.get_historical_features(entity_df=rows, features=store.get_feature_service("fraud_model_v1"),
                                           full_feature_names=True).to_df()
     features = [c for c in feast.columns if "__" in c]
     assert set(features) <= set(ours.columns) and len(features) >= 20
-    key = ["user_id", "merchant_id", "event_timestamp", "amount", "event_epoch"]
-    merged = ours.merge(feast, on=key, suffixes=("_ours", "_feast"))
+    merged = ours.merge(feast, on=KEY, suffixes=("_ours", "_feast"))
     assert len(merged) >= len(rows)
     for f in features:
         a, b = merged[f + "_ours"].astype(float), merged[f + "_feast"].astype(float)
         same = (a.isna() & b.isna()) | np.isclose(a, b, rtol=1e-9, atol=1e-9)
-        assert same.all(), (f, merged.loc[~same, key + [f + "_ours", f + "_feast"]].head())
+        assert same.all(), (f, merged.loc[~same, KEY + [f + "_ours", f + "_feast"]].head())
+
+
+def test_spark_training_join_equals_asof_join(world, pit_rows):
+    """The Spark engine returns the ASOF join's frame exactly (hence Feast's values, above):
+    same rows, columns, dtypes and values, ties included, nulls where there is no history."""
+    from training import pit_join, pit_join_spark
+
+    settings, store, *_ = world
+    asof = pit_join.historical_features(store, "fraud_model_v1", pit_rows)
+    spark = pit_join_spark.historical_features(store, "fraud_model_v1", pit_rows, settings)
+    pd.testing.assert_frame_equal(spark, asof, check_exact=True)
+    # A tie sees the feature row at its own time (at or before, not strictly before).
+    um = _source(store, "user_merchant")
+    um["event_timestamp"] = pd.to_datetime(um["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    tied = spark.merge(um, on=["user_id", "merchant_id", "event_timestamp"])
+    assert len(tied) >= 300 and (tied["user_merchant__tx_count_30d"] == tied["tx_count_30d"]).all()
+    # No history: every view's features are null.
+    views = [c for c in spark.columns if "__" in c and not c.startswith("request_features__")]
+    assert spark.tail(3)[views].isna().all().all()
 
 
 def test_a_leaky_feature_is_detected(world):
@@ -147,3 +198,28 @@ def test_labels_arriving_after_the_cutoff_are_not_known(world):
     assert labelled == known & set(rows.transaction_id)
     assert later & set(rows.transaction_id), "some frauds of the window are only labelled later"
     assert not (labelled & later)
+
+
+def test_train_cli_selects_the_spark_engine_from_settings(world, settings_file, monkeypatch):
+    """``skewless train`` with ``training.pit_engine: spark`` (an environment override) builds
+    its training set on Spark. A ten-day window, a separate model name and small boosters
+    keep it quick; what is checked is the engine, in the summary and the MLflow run."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from skewless.cli.train import app
+    from training import models
+
+    settings, store, sim, etl, end = world
+    booster = models.booster
+    monkeypatch.setattr(models, "booster",
+                        lambda seed: booster(seed).set_params(histgradientboostingclassifier__max_iter=20))
+    args = ["--config", str(settings_file(settings)), "--start", (START + timedelta(days=5)).isoformat(),
+            "--end", (START + timedelta(days=15)).isoformat(), "--cutoff", end.isoformat(), "--json"]
+    env = {"SKEWLESS_TRAINING__PIT_ENGINE": "spark", "SKEWLESS_TRAINING__MODEL_NAME": "spark-engine-check"}
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["pit_engine"] == "spark" and summary["model"] == "spark-engine-check"
+    assert summary["rows"] > 5000
+    assert MlflowClient(settings.mlflow_tracking_uri()).get_run(summary["run_id"]).data.params["pit_engine"] == "spark"
