@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from prometheus_client import values
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _FAST = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -33,8 +34,21 @@ LOG_DROPPED = Counter("skewless_prediction_log_dropped_total", "predictions not 
                       "Kafka unavailable); the predictions themselves were answered")
 
 
+# Whether samples live in files shared by worker processes: decided when prometheus_client
+# was imported. (Feast sets PROMETHEUS_MULTIPROC_DIR when it loads its own metrics module,
+# later, so the variable alone does not say how *our* values are stored.)
+MULTIPROCESS = values.ValueClass is not values.MutexValue
+
+
+def show_model(model: str, version: str) -> None:
+    """Make ``version`` the one model_info reports as 1; earlier ones drop to 0."""
+    for labels in list(MODEL._metrics):
+        MODEL.labels(*labels).set(0)
+    MODEL.labels(model, version).set(1)
+
+
 def render() -> tuple[bytes, str]:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if MULTIPROCESS and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()

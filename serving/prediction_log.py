@@ -21,7 +21,6 @@ from serving import metrics
 from skewless.settings import Settings
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
 class PredictionLog:
@@ -33,6 +32,7 @@ class PredictionLog:
         self.sent = 0
         self.dropped = 0
         self.connected = False
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -46,10 +46,8 @@ class PredictionLog:
             return False
 
     def close(self, timeout: float = 5.0) -> None:
-        try:
-            self.queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
+        """Send what is queued (if Kafka is there), then stop the sender."""
+        self._closing.set()
         self._thread.join(timeout)
 
     # -- the sender thread ------------------------------------------------------------
@@ -62,19 +60,29 @@ class PredictionLog:
         return KafkaProducer(**self.settings.kafka.client_config(), acks=1, linger_ms=20,
                              max_block_ms=2000, request_timeout_ms=5000, compression_type=None)
 
+    def _connect(self):
+        """Until it works or the log closes: Kafka away costs records, never answers."""
+        while not self._closing.is_set():
+            try:
+                producer = self._producer()
+                self.connected = True
+                return producer
+            except Exception as exc:  # noqa: BLE001
+                log.warning("prediction log: Kafka unavailable (%s); retrying in %.0fs", exc, self.retry_s)
+                self._closing.wait(self.retry_s)
+        return None
+
     def _run(self) -> None:
-        producer = None
-        while True:
-            record = self.queue.get()
-            if record is _STOP:
-                break
-            while producer is None:
-                try:
-                    producer = self._producer()
-                    self.connected = True
-                except Exception as exc:  # noqa: BLE001 - Kafka away: keep answering, retry later
-                    log.warning("prediction log: Kafka unavailable (%s); retrying in %.0fs", exc, self.retry_s)
-                    time.sleep(self.retry_s)
+        # Connect at start-up, not on the first prediction: the client's set-up costs CPU
+        # that would otherwise land on the first requests.
+        producer = self._connect()
+        while producer is not None:
+            try:
+                record = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing.is_set():
+                    break
+                continue
             try:
                 producer.send(self.topic, key=record["request_id"].encode(), value=orjson.dumps(record))
                 self.sent += 1
@@ -83,6 +91,10 @@ class PredictionLog:
                 self.dropped += 1
                 metrics.LOG_DROPPED.inc()
                 log.warning("prediction log: send failed: %s", exc)
-        if producer is not None:
-            producer.flush(timeout=5)
-            producer.close(timeout=5)
+        if producer is None:  # closed before Kafka was ever reachable
+            unsent = self.queue.qsize()
+            self.dropped += unsent
+            metrics.LOG_DROPPED.inc(unsent)
+            return
+        producer.flush(timeout=5)
+        producer.close(timeout=5)

@@ -65,6 +65,7 @@ def settings_file(tmp_path: Path):
         data = settings.model_dump(mode="json", exclude={"config_file"})
         data["kafka"].pop("sasl_password", None)
         data.pop("redis_password", None)
+        data.get("serving", {}).pop("api_key", None)
         path = tmp_path / f"skewless-{uuid.uuid4().hex[:6]}.yaml"
         path.write_text(yaml.safe_dump(data))
         return path

@@ -5,6 +5,8 @@ Each step is a library call; this module only sequences them and prints what hap
 
 from __future__ import annotations
 
+import pandas as pd
+
 import shutil
 from typing import Annotated, Any, Callable
 
@@ -92,6 +94,7 @@ def run_demo(settings: Settings, events: int, days: int, fresh: bool) -> dict[st
                                                 for t, r in report["topics"].items()}}
     _features(settings, summary)
     _train(settings, summary)
+    _serve(settings, summary)
     return summary
 
 
@@ -133,6 +136,75 @@ def _train(settings: Settings, summary: dict[str, Any]) -> None:
     console.print(results_table(result["results"]))
     console.print(f"champion: {result['model']} v{result['registered_version']} ({result['chosen']}), "
                   f"training set {result['rows']:,} rows ({result['frauds']} known frauds) in {result['training_set_seconds']}s")
+
+
+def _showcase(settings: Settings, n: int = 3):
+    """For a few recent users: a payment like their last one, and one 30 times larger at
+    a merchant they never used, both made now (the API uses today's features)."""
+    from skewless.lake import read_events
+
+    tx = read_events(settings.lake_path, settings.topics.transactions, "event_time").to_pandas()
+    last = tx.sort_values("event_time").drop_duplicates("user_id", keep="last").tail(n)
+    odd = last.assign(amount=last["amount"] * 30, merchant_id="m-never-seen", kind="30x, new merchant")
+    return pd.concat([last.assign(kind="like the last one"), odd]).sort_values(["user_id", "amount"])
+
+
+def _serve(settings: Settings, summary: dict[str, Any]) -> None:
+    """Start the real API process, score a few transactions, land its prediction log."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    from datetime import datetime, timezone
+
+    import httpx
+
+    from ingestion.consumer import consume
+
+    console.rule("[bold]10. serve: the champion behind `skewless serve`; every prediction logged to Kafka")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [shutil.which("skewless") or "skewless", "serve", "--port", str(port)]
+    if settings.config_file:
+        cmd += ["--config", str(settings.config_file)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                from skewless.errors import ServiceError
+
+                raise ServiceError(f"skewless serve did not become ready: {proc.stderr.read().decode()[-500:]}")
+            time.sleep(0.3)
+        now = datetime.now(timezone.utc).isoformat()
+        table = Table("user_id", "payment", "amount", "score", "decision", "ms")
+        with httpx.Client(base_url=url) as client:
+            for _, t in _showcase(settings).iterrows():
+                tx = {k: t[k] for k in ("user_id", "merchant_id", "currency", "country", "channel", "device_id")}
+                tx.update(transaction_id=f"demo-{len(rows)}", amount=round(float(t["amount"]), 2), event_time=now)
+                t0 = time.perf_counter()
+                body = client.post("/v1/predict", json=tx).raise_for_status().json()
+                ms = (time.perf_counter() - t0) * 1000
+                rows.append(body)
+                table.add_row(t["user_id"], t["kind"], f"{t['amount']:,.2f}", f"{body['score']:.3f}",
+                              "[red]review[/red]" if body["review"] else "approve", f"{ms:.1f}")
+        console.print(table)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    landed = consume(settings, until_idle=3.0, topics=[settings.topics.predictions])
+    console.print(f"{len(rows)} predictions answered; the consumer landed {landed['valid']} prediction records "
+                  f"in the lake ({settings.topics.predictions})")
+    summary["serve"] = {"predictions": len(rows), "reviewed": sum(r["review"] for r in rows),
+                        "logged_and_landed": landed["valid"], "model_version": rows[0]["model_version"] if rows else None}
 
 
 @handle_errors

@@ -110,3 +110,34 @@ def test_contract_for_topic():
     assert contract_for_topic("lb-a", topics) is LABELS
     with pytest.raises(KeyError, match="other"):
         contract_for_topic("other", topics)
+
+
+PRED = {"request_id": "r1", "transaction_id": "t1", "user_id": "u1", "merchant_id": "m1", "amount": 12.5,
+        "event_time": "2026-01-01T10:00:00Z", "predicted_at": "2026-01-01T10:00:00.002Z", "model_name": "fraud",
+        "model_version": "v1", "feature_service": "fraud_model_v1", "score": 0.25, "review": False,
+        "features": {"user_spend__count_1h": 2.0, "user_spend__mean_amount_1h": None, "amount": 12.5}}
+
+
+def test_a_prediction_record_keeps_its_vector_as_json_text():
+    from skewless.contracts import PREDICTIONS
+
+    row = PREDICTIONS.validate(PRED)
+    assert row["score"] == 0.25 and row["review"] is False
+    import orjson
+
+    assert orjson.loads(row["features"]) == PRED["features"]
+    assert PREDICTIONS.validate({**PRED, "score": 0})["score"] == 0.0  # a probability may be exactly 0
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("score", 1.5, "'score' must be a number in [0, 1]"),
+    ("score", "0.3", "'score' must be a number in [0, 1]"),
+    ("features", [1, 2], "'features' must be an object of name -> number or null"),
+    ("features", {"a": "x"}, "'features' must be an object of name -> number or null"),
+    ("review", "yes", "'review' must be a boolean"),
+])
+def test_a_bad_prediction_record_names_its_field(field, value, reason):
+    from skewless.contracts import PREDICTIONS
+
+    with pytest.raises(InvalidEvent, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        PREDICTIONS.validate({**PRED, field: value})

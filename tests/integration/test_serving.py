@@ -1,0 +1,443 @@
+"""The online API against real Redis, Kafka, Feast and MLflow: one simulated month is
+landed, computed by Spark, materialized, and a champion trained and promoted once for
+the module; each test then talks to the app over HTTP (in-process, or a real server)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings as hsettings
+from pydantic import SecretStr
+
+from etl.batch import run_batch
+from serving.app import create_app
+from serving.champion import ChampionWatcher
+from serving.online_reader import NOT_FOUND, PRESENT, FeaturePlan
+from skewless.features import store as feast_store
+from skewless.settings import Settings
+from tests.integration.lake_fixtures import land_simulation
+
+START = datetime(2026, 3, 1, tzinfo=timezone.utc)
+DAYS = 30
+END = START + timedelta(days=DAYS)
+SERVICE = "fraud_model_v1"
+
+
+@pytest.fixture(scope="module")
+def served(services, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("served")
+    tag = uuid.uuid4().hex[:8]
+    data = services.model_dump()
+    data.update(lake_path=str(tmp / "lake"), state_dir=str(tmp / "state"), feast_project=f"s{tag}",
+                topics={"transactions": f"tx-{tag}", "labels": f"lb-{tag}", "predictions": f"pr-{tag}"})
+    data["kafka"] = {**data["kafka"], "consumer_group": f"g-{tag}"}
+    data["serving"] = {**data["serving"], "log_predictions": False, "reload_interval_s": 0.2}
+    settings = Settings.model_validate(data)
+    sim = land_simulation(settings, events=20_000, seed=11, start=START, days=DAYS)
+    run_batch(settings)
+    store = feast_store.feature_store(settings)
+    feast_store.apply(settings, store)
+    feast_store.materialize(settings, end=END, store=store)
+    from training.trainer import train
+
+    summary = train(settings, store, end=END, promote_champion=True)
+    yield settings, store, sim, summary
+    store._get_provider().teardown_infra(store.project, tables=store.list_feature_views(), entities=store.list_entities())
+
+
+def _with(settings: Settings, **sections) -> Settings:
+    data = settings.model_dump()
+    for section, values in sections.items():
+        data[section] = {**data[section], **values} if isinstance(values, dict) else values
+    return Settings.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    settings, store, *_ = served
+    with TestClient(create_app(settings, store)) as c:
+        yield c
+
+
+def _tx(user_id: str, merchant_id: str, amount: float, at: datetime = END, **extra) -> dict:
+    return {"transaction_id": f"t-{uuid.uuid4().hex[:8]}", "user_id": user_id, "merchant_id": merchant_id,
+            "amount": amount, "currency": "EUR", "country": "DE", "channel": "web", "device_id": "d-1",
+            "event_time": at.isoformat().replace("+00:00", "Z"), **extra}
+
+
+def _pairs(sim, n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(sim.transactions), n, replace=False)
+    return [{"user_id": sim.transactions[i]["user_id"], "merchant_id": sim.transactions[i]["merchant_id"],
+             "amount": float(sim.transactions[i]["amount"])} for i in picks]
+
+
+def _same(a, b) -> bool:
+    a_null, b_null = a is None or pd.isna(a), b is None or pd.isna(b)
+    if a_null or b_null:
+        return a_null and b_null
+    return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
+
+
+# -- the read path --------------------------------------------------------------------
+
+def test_fast_read_path_returns_exactly_what_feast_get_online_features_returns(served):
+    import redis
+
+    settings, store, sim, _ = served
+    rows = [{**p, "event_epoch": END.timestamp()} for p in _pairs(sim, 150)]
+    rows += [{"user_id": "nobody", "merchant_id": "nowhere", "amount": 3.0, "event_epoch": END.timestamp()}]
+    plan = FeaturePlan.for_service(store, SERVICE)
+    client = redis.Redis.from_url(settings.redis_url)
+    pipe = client.pipeline(transaction=False)
+    for key, fields in plan.commands(rows):
+        pipe.hmget(key, fields)
+    ours = plan.decode(rows, pipe.execute())
+    feast = store.get_online_features(features=store.get_feature_service(SERVICE), entity_rows=rows,
+                                      full_feature_names=True).to_dict()
+    assert set(ours.names) == {k for k in feast if "__" in k}
+    compared = 0
+    for i in range(len(rows)):
+        for j, name in enumerate(ours.names):
+            assert _same(ours.values[i][j], feast[name][i]), (name, rows[i], ours.values[i][j], feast[name][i])
+            compared += 1
+    assert compared == len(rows) * 25
+    present = sum(s == PRESENT for s in ours.statuses[0])
+    assert present >= 15  # a real entity has real values
+    unknown = ours.row_dict(len(rows) - 1)
+    view_cols = [j for j, n in enumerate(ours.names) if not n.startswith("request_features__")]
+    assert all(ours.statuses[-1][j] == NOT_FOUND for j in view_cols)
+    assert unknown["user_spend__count_1h"] is None
+
+
+# -- /v1/predict ------------------------------------------------------------------------
+
+def test_predict_uses_the_same_vector_and_score_as_the_offline_training_path(served, client):
+    from training.pit_join import historical_features
+
+    settings, store, sim, summary = served
+    pairs = _pairs(sim, 25, seed=1)
+    champion = client.get("/readyz").json()["model"]
+    assert champion["feature_service"] == SERVICE
+    offline_rows = pd.DataFrame([{**p, "event_timestamp": END, "event_epoch": END.timestamp()} for p in pairs])
+    offline = historical_features(store, SERVICE, offline_rows)
+    from skewless.registry import load_champion
+
+    art = load_champion(settings)
+    offline_scores = art.pipeline.predict_proba(
+        offline[art.features].astype("float64").to_numpy())[:, 1]
+    reviewed = 0
+    for i, p in enumerate(pairs):
+        r = client.post("/v1/predict", params={"include_features": "true"}, json=_tx(**p))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert list(body["features"]) == art.features  # the model's features, in the model's order
+        for name in art.features:
+            assert _same(body["features"][name], offline[name].iloc[i]), (name, p)
+        assert body["score"] == pytest.approx(offline_scores[i], abs=1e-12)
+        assert body["review"] == (body["score"] >= art.threshold)
+        assert body["model_version"] == art.version and body["feature_service"] == SERVICE
+        reviewed += body["review"]
+    assert 0 <= reviewed < len(pairs)
+
+
+def test_unknown_entities_get_defaults_and_not_found_never_a_500(client):
+    r = client.post("/v1/predict", json=_tx("never-seen-user", "never-seen-merchant", 12.0))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["not_found"] == sorted(["user_spend", "user_diversity", "user_merchant", "merchant_activity",
+                                        "merchant_chargebacks"])
+    assert 0.0 <= body["score"] <= 1.0
+
+
+@pytest.mark.parametrize("field, value", [
+    ("amount", "12"), ("amount", -5), ("amount", None), ("currency", "euro"), ("country", "DEU"),
+    ("user_id", 42), ("user_id", ""), ("event_time", "2026-03-01T00:00:00"), ("event_time", 1767225600),
+    ("event_time", "not a time"), ("mcc", 5411), ("surprise", "field"),
+])
+def test_bad_transactions_are_422_naming_the_field(client, field, value):
+    tx = _tx("u1", "m1", 10.0)
+    if value is None:
+        tx.pop(field)
+    else:
+        tx[field] = value
+    r = client.post("/v1/predict", json=tx)
+    assert r.status_code == 422, r.text
+    assert any(field in map(str, err["loc"]) for err in r.json()["detail"]), r.json()
+
+
+def test_not_json_is_422(client):
+    r = client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+# -- /v1/features -----------------------------------------------------------------------
+
+def test_features_for_many_entities_with_statuses_and_timestamps(served, client):
+    settings, store, sim, _ = served
+    entities = [{**p, "event_epoch": END.timestamp()} for p in _pairs(sim, 99, seed=2)]
+    entities.append({"user_id": "nobody", "merchant_id": "nowhere", "amount": 1.0, "event_epoch": 0.0})
+    r = client.post("/v1/features", json={"feature_service": SERVICE, "entities": entities})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["features"]) == 25 and len(body["results"]) == 100
+    first, last = body["results"][0], body["results"][-1]
+    i = body["features"].index("user_spend__count_7d")
+    assert first["statuses"][i] == "PRESENT" and first["event_timestamps"][i] <= END.timestamp()
+    assert last["statuses"][i] == "NOT_FOUND" and last["values"][i] is None and last["event_timestamps"][i] is None
+
+
+def test_features_by_reference(served, client):
+    settings, store, sim, _ = served
+    p = _pairs(sim, 1, seed=3)[0]
+    r = client.post("/v1/features", json={"features": ["merchant_activity:count_24h", "user_spend:sum_amount_7d"],
+                                         "entities": [{"user_id": p["user_id"], "merchant_id": p["merchant_id"]}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["features"] == ["merchant_activity__count_24h", "user_spend__sum_amount_7d"]
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"features": ["user_spend:count_1h"], "entities": [{"user_id": "u"}] * 1001}, 413, "1001"),
+    ({"feature_service": "no_such_service", "entities": [{"user_id": "u"}]}, 422, "no_such_service"),
+    ({"features": ["user_spend:no_such_feature"], "entities": [{"user_id": "u"}]}, 422, "no_such_feature"),
+    ({"features": ["no_such_view:x"], "entities": [{"user_id": "u"}]}, 422, "no_such_view"),
+    ({"features": ["justaname"], "entities": [{"user_id": "u"}]}, 422, "view:feature"),
+    ({"features": ["user_spend:count_1h"], "entities": [{"merchant_id": "m"}]}, 422, "user_id"),
+    ({"features": ["user_spend:count_1h"], "entities": [{"user_id": 7}]}, 422, "user_id"),
+    ({"feature_service": SERVICE, "entities": [{"user_id": "u", "merchant_id": "m", "event_epoch": 1.0}]}, 422,
+     "amount"),
+    ({"feature_service": SERVICE, "features": ["user_spend:count_1h"], "entities": []}, 422, "exactly one"),
+    ({"entities": []}, 422, "exactly one"),
+])
+def test_bad_feature_requests_are_4xx_with_a_message(client, body, status, needle):
+    r = client.post("/v1/features", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+# -- operations ---------------------------------------------------------------------------
+
+def test_health_readiness_and_metrics(served, client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert client.post("/v1/predict", json=_tx(**_pairs(served[2], 1, seed=5)[0])).status_code == 200
+    text = client.get("/metrics").text
+    assert 'skewless_http_requests_total{method="POST",route="/v1/predict",status="200"}' in text
+    assert "skewless_http_request_seconds_bucket" in text and "skewless_online_store_seconds_count" in text
+    assert "skewless_feature_staleness_seconds_bucket" in text
+    version = ready.json()["model"]["version"]
+    assert f'skewless_model_info{{model="skewless-fraud",version="{version}"}} 1.0' in text
+    assert "/openapi.json" in client.get("/docs").text
+
+
+def test_api_key_guards_every_route_and_is_never_logged(served, caplog):
+    settings, store, *_ = served
+    key = "k-" + uuid.uuid4().hex
+    guarded = _with(settings, serving={"api_key": SecretStr(key)})
+    caplog.set_level("DEBUG")
+    with TestClient(create_app(guarded, store)) as c:
+        tx = _tx("u1", "m1", 10.0)
+        for path, kwargs in [("/v1/predict", {"json": tx}), ("/v1/features", {"json": {"entities": []}})]:
+            for headers in ({}, {"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}):
+                r = c.post(path, headers=headers, **kwargs)
+                assert r.status_code == 401 and r.json() == {"detail": "missing or wrong API key"}
+        assert c.get("/metrics").status_code == 401 and c.get("/readyz").status_code == 401
+        assert c.get("/no/such/route").status_code == 401  # not even whether a route exists
+        assert c.get("/healthz").status_code == 200
+        assert c.post("/v1/predict", json=tx, headers={"x-api-key": key}).status_code == 200
+        assert c.post("/v1/predict", json=tx, headers={"authorization": f"Bearer {key}"}).status_code == 200
+    assert key not in caplog.text
+    assert key not in str(guarded.public_dict())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_server(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    for _ in range(100):
+        try:
+            redis.Redis(port=port, socket_timeout=0.2).ping()
+            return proc
+        except redis.RedisError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def test_online_store_down_is_a_quick_503_and_the_service_recovers_by_itself(served):
+    settings, store, sim, _ = served
+    port = _free_port()
+    proc = _redis_server(port)
+    private = _with(settings, redis_url=f"redis://127.0.0.1:{port}/0", serving={"redis_timeout_s": 0.2})
+    body = {"feature_service": SERVICE, "entities": [{**_pairs(sim, 1)[0], "event_epoch": END.timestamp()}]}
+    try:
+        with TestClient(create_app(private, store)) as c:
+            assert c.post("/v1/features", json=body).status_code == 200
+            proc.terminate()
+            proc.wait(10)
+            for _ in range(3):
+                t0 = time.monotonic()
+                r = c.post("/v1/features", json=body)
+                assert r.status_code == 503 and "online store unavailable" in r.json()["detail"]
+                assert time.monotonic() - t0 < 3.0  # bounded by serving.redis_timeout_s, not a hang
+            assert c.post("/v1/predict", json=_tx("u1", "m1", 5.0)).status_code == 503
+            assert c.get("/readyz").status_code == 503
+            proc = _redis_server(port)
+            deadline = time.monotonic() + 10
+            while c.post("/v1/features", json=body).status_code != 200:
+                assert time.monotonic() < deadline, "did not recover after Redis came back"
+                time.sleep(0.1)
+            assert c.get("/readyz").status_code == 200
+            assert c.post("/v1/predict", json=_tx("u1", "m1", 5.0)).status_code == 200
+    finally:
+        proc.terminate()
+
+
+def test_prediction_log_lands_in_the_lake_like_any_topic(served):
+    from ingestion.consumer import consume
+    from skewless.lake import read_events
+
+    settings, store, sim, _ = served
+    logged = _with(settings, serving={"log_predictions": True})
+    sent = {}
+    with TestClient(create_app(logged, store)) as c:
+        for p in _pairs(sim, 20, seed=4):
+            rid = uuid.uuid4().hex
+            r = c.post("/v1/predict", params={"include_features": "true"}, json=_tx(**p),
+                       headers={"x-request-id": rid})
+            assert r.status_code == 200
+            sent[rid] = r.json()
+    # Leaving the client flushed the log. The ingestion consumer lands it like any topic.
+    consume(logged, until_idle=3.0, topics=[logged.topics.predictions])
+    rows = read_events(logged.lake_path, logged.topics.predictions, "predicted_at").to_pandas()
+    assert set(rows["request_id"]) == set(sent)
+    for _, row in rows.iterrows():
+        answer = sent[row["request_id"]]
+        assert row["score"] == answer["score"] and row["model_version"] == answer["model_version"]
+        assert orjson.loads(row["features"]) == answer["features"]
+
+
+def test_logging_never_blocks_or_fails_a_prediction_when_kafka_is_away(served):
+    settings, store, *_ = served
+    away = _with(settings, kafka={"bootstrap_servers": [f"127.0.0.1:{_free_port()}"]},
+                 serving={"log_predictions": True, "log_queue_size": 5})
+    app = create_app(away, store)
+    with TestClient(app) as c:
+        for i in range(30):
+            assert c.post("/v1/predict", json=_tx("u1", "m1", 5.0 + i)).status_code == 200
+        log = app.state.service.log
+        assert log.sent == 0 and log.dropped >= 30 - 5 - 1  # queue (5) + the one the sender holds
+        assert "skewless_prediction_log_dropped_total" in c.get("/metrics").text
+
+
+def test_a_newly_promoted_champion_is_served_without_a_restart(served):
+    import mlflow
+
+    from skewless.model_artifact import ModelArtifact
+    from skewless.registry import ensure_experiment, load_champion, promote, register
+
+    settings, store, _, summary = served
+    with TestClient(create_app(settings, store)) as c:
+        before = c.post("/v1/predict", json=_tx("u1", "m1", 5.0)).json()
+        art = load_champion(settings)
+        challenger = ModelArtifact(**{**art.metadata(), "pipeline": art.pipeline, "version": art.version + "-b",
+                                      "threshold": 0.5})
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(
+                experiment_id=ensure_experiment(settings, "serving-test")) as run:
+            challenger.save(Path(tmp) / "model")
+            mlflow.log_artifacts(str(Path(tmp) / "model"), artifact_path="model")
+        version = register(settings, run.info.run_id)
+        promote(settings, version)
+        try:
+            deadline = time.monotonic() + 15
+            while (after := c.post("/v1/predict", json=_tx("u1", "m1", 5.0)).json())["model_version"] \
+                    == before["model_version"]:
+                assert time.monotonic() < deadline, "the new champion was not picked up"
+                time.sleep(0.1)
+            assert after["model_version"] == challenger.version and after["threshold"] == 0.5
+            assert c.get("/readyz").json()["model"]["version"] == challenger.version
+        finally:
+            promote(settings, summary["registered_version"])
+
+
+# -- fuzzing against the published schema -----------------------------------------------
+
+def test_fuzzing_the_openapi_schema_finds_no_server_errors(served):
+    """Schemathesis generates requests for every operation from the published schema
+    (valid and not); none may be a 500."""
+    from hypothesis import given
+
+    settings, store, *_ = served
+    watcher = ChampionWatcher(settings, store)
+    assert watcher.refresh()
+    app = create_app(settings, store, watcher=watcher)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert {f"{o.method.upper()} {o.path}" for o in operations} >= {"POST /v1/predict", "POST /v1/features"}
+    statuses: list[int] = []
+    for operation in operations:
+        @given(case=operation.as_strategy())
+        @hsettings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def call(case):
+            response = case.call()
+            statuses.append(response.status_code)
+            assert response.status_code < 500, (operation.path, response.status_code, response.text[:300], case.body)
+
+        call()
+    assert any(200 <= s < 300 for s in statuses) and any(400 <= s < 500 for s in statuses)
+
+
+# -- the real server --------------------------------------------------------------------
+
+def test_skewless_serve_runs_the_api_in_worker_processes(served, settings_file):
+    import httpx
+
+    settings, *_ = served
+    port = _free_port()
+    path = settings_file(settings)
+    proc = subprocess.Popen([shutil.which("skewless"), "serve", "--config", str(path), "--port", str(port),
+                             "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "skewless serve did not become ready"
+            time.sleep(0.3)
+        for _ in range(6):
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=_tx("u1", "m1", 5.0))
+            assert r.status_code == 200 and 0 <= r.json()["score"] <= 1
+        # Either worker answers /metrics with the sum over both.
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'skewless_http_requests_total{method="POST",route="/v1/predict",status="200"} 6.0' in text
+    finally:
+        proc.terminate()
+        proc.wait(15)
