@@ -1,1 +1,3 @@
-"""Serving stage (see ../shared/DESIGN.md); built by a later issue."""
+"""The online API (``skewless serve``): ``app`` the routes, ``online_reader`` the Redis read
+path, ``champion`` the model being served, ``prediction_log`` the Kafka log, ``guard``
+key/size/metrics middleware, ``schemas`` the bodies, ``metrics`` Prometheus."""

@@ -13,7 +13,6 @@ no champion yet is a 503 on /v1/predict. Prediction logging never delays an answ
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import math
 import time
@@ -30,14 +29,13 @@ from fastapi.responses import Response
 
 from serving import metrics
 from serving.champion import ChampionWatcher
+from serving.guard import Guard
 from serving.online_reader import FeaturePlan, FeatureRows, PlanError
 from serving.prediction_log import PredictionLog
 from serving.schemas import FeaturesRequest, FeaturesResponse, Prediction, Transaction
 from skewless.settings import Settings
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -61,53 +59,6 @@ def redis_client(settings: Settings):
     return aioredis.Redis.from_url(settings.redis_url, password=password, socket_timeout=timeout,
                                    socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1),
                                    health_check_interval=0)
-
-
-class _Guard:
-    """Pure ASGI middleware: API key, body size, and per-route request metrics."""
-
-    def __init__(self, app, api_key: str | None):
-        self.app = app
-        self.api_key = api_key.encode() if api_key else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = {"code": 500}
-
-        async def _send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        headers = dict(scope["headers"])
-        try:
-            if self.api_key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
-                return await _reply(_send, 401, b'{"detail":"missing or wrong API key"}',
-                                    [(b"www-authenticate", b"Bearer")])
-            if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:
-                return await _reply(_send, 413, b'{"detail":"request body larger than %d bytes"}' % MAX_BODY_BYTES)
-            await self.app(scope, receive, _send)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.REQUESTS.labels(path, scope["method"], str(status["code"])).inc()
-            metrics.LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - t0)
-
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        given = headers.get(b"x-api-key")
-        if given is None:
-            auth = headers.get(b"authorization", b"")
-            given = auth[7:] if auth[:7].lower() == b"bearer " else None
-        return given is not None and hmac.compare_digest(given, self.api_key)
-
-
-async def _reply(send, status: int, body: bytes, headers: list | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class Service:
@@ -323,7 +274,7 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
             "feature_service": art.feature_service, "not_found": not_found,
             "features": features_used if include_features else None})
 
-    app.add_middleware(_Guard, api_key=api_key)
+    app.add_middleware(Guard, api_key=api_key)
     return app
 
 
