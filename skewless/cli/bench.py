@@ -51,6 +51,10 @@ def bench(
     name: Annotated[Optional[str], typer.Argument(help=f"benchmark to run, one of: {_NAMES}; omit to list them")] = None,
     size: Annotated[int, typer.Option("--size", min=1, help="problem size (events, rows, ...)")] = 100_000,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="alternating repetitions; medians reported")] = 3,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="serving: worker processes of both "
+                                                   "servers (default 1)")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", min=1, help="serving: seconds per load run "
+                                                      "(default 10)")] = None,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Run benchmark NAME and print its figures, the baseline's, and their ratio.
@@ -67,6 +71,7 @@ def bench(
     module = importlib.import_module(f"benchmarks.bench_{name}")
     settings = settings_from(config)
     with console.status(f"running benchmark {name} (size {size:,}) ..."):
-        result = module.run(settings, size=size, repeats=repeats)
+        extra = {k: v for k, v in (("workers", workers), ("duration", duration)) if v is not None}
+        result = module.run(settings, size=size, repeats=repeats, **extra)
     # The JSON line always ends a benchmark's output (machines read it; people read the table).
     emit(result, True, lambda: console.print(_table(name, result)))

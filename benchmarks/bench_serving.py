@@ -1,0 +1,415 @@
+"""Online serving: ``skewless serve`` against Feast's own feature server (``feast serve``,
+the baseline), in the same run, on the same machine, Redis, FeatureService and entities.
+
+Both servers are started here as child processes on free ports with the same number of
+worker processes, and always stopped at the end. Before any timing, both must answer 200
+and agree value for value on the same entity rows (a mismatch raises). Then one load
+generator, wrk (``benchmarks/wrk/post_bodies.lua``, requests rotating over entity rows
+sampled from the lake), measures each scenario on each server, alternating the servers:
+
+* ``features_1``   ``POST /v1/features`` with 1 entity row (Feast: ``/get-online-features``);
+* ``features_100`` the same with 100 entity rows per request;
+* ``predict``      ``POST /v1/predict`` with one transaction (ours only: Feast has no
+  prediction endpoint; its ``features_1`` figures are quoted as the nearest baseline);
+
+each under ``connections`` concurrent connections (default 8) and sequentially (one
+connection, one request at a time). Figures are medians over ``repeats`` runs of
+``duration`` seconds: requests/s, p50 and p99 latency (ms), non-2xx responses and socket
+errors (summed), and ratios ours/feast. The machine is shared: the 1-minute load average
+is recorded with the figures.
+
+Feast runs as ``feast serve --no-access-log --max-requests 0`` by default: no access log
+(ours has none) and no gunicorn worker recycling (Feast's default restarts its worker every
+~1,000 requests, a pause that would only flatter ours); ``feast_max_requests=1000`` gives
+the stock behaviour. Our predictions are logged to a throwaway topic, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from skewless.settings import Settings
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_bodies.lua"
+SCENARIOS = ("features_1", "features_100", "predict")
+BATCH = 100
+TARGETS = {"throughput_ratio_c8": 3.0, "p99_ms_features_1_c8": 10.0, "p50_ms_features_1_seq": 1.0}
+
+
+# -- entities -------------------------------------------------------------------------------
+def _transactions(settings: Settings, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` transactions sampled from the lake, as the API takes them (the event contract)."""
+    import numpy as np
+
+    from serving.schemas import Transaction
+    from skewless.contracts import TRANSACTIONS
+    from skewless.lake import read_events
+
+    names = [f.name for f in TRANSACTIONS.fields]
+    table = read_events(settings.lake_path, settings.topics.transactions, "event_time", columns=names)
+    if table.num_rows == 0:
+        raise RuntimeError(f"no transactions in the lake at {settings.lake_path} (topic "
+                           f"{settings.topics.transactions}): land and materialize some first")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(table.num_rows, size=min(n, table.num_rows), replace=False)
+    out = []
+    for row in table.take(pick).to_pylist():
+        tx = {k: v for k, v in row.items() if k in names and v is not None}
+        tx["event_time"] = row["event_time"].isoformat().replace("+00:00", "Z")
+        tx["amount"] = float(tx["amount"])
+        Transaction.model_validate(tx)  # the lake holds valid events; fail here, not in wrk
+        out.append(tx)
+    return out
+
+
+def _entity(tx: dict[str, Any]) -> dict[str, Any]:
+    from datetime import datetime
+
+    epoch = datetime.fromisoformat(tx["event_time"].replace("Z", "+00:00")).timestamp()
+    return {"user_id": tx["user_id"], "merchant_id": tx["merchant_id"], "amount": tx["amount"], "event_epoch": epoch}
+
+
+def _ours_body(service: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"feature_service": service, "entities": rows}
+
+
+def _feast_body(service: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"feature_service": service, "full_feature_names": True,
+            "entities": {k: [r[k] for r in rows] for k in rows[0]}}
+
+
+def _write_lines(path: Path, bodies: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
+    return path
+
+
+# -- servers --------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw[:500]
+
+
+class _Server:
+    """A server child process in its own process group (gunicorn and uvicorn fork workers)."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path, log: Path, port: int):
+        self.name, self.port, self.log_path = name, port, log
+        self.base = f"http://127.0.0.1:{port}"
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, path: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} before it was ready:\n"
+                                   f"{self.log_tail()}")
+            try:
+                status, body = _http("GET", self.base + path, timeout=2)
+                if status == 200:
+                    return body
+                last = (status, body)
+            except (OSError, urllib.error.URLError) as exc:
+                last = exc
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s (last answer: {last}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the group we created: server and its workers
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        try:  # workers left behind by a master that died first
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+
+
+def _feast_yaml(settings: Settings, root: Path) -> Path:
+    """A feature_store.yaml for the stock CLI from ``settings``, written under ``root`` (the
+    state dir is only read: registry and online store stay where the settings say)."""
+    import yaml
+
+    from skewless.features.store import write_cli_config
+
+    path = write_cli_config(settings.model_copy(update={"state_dir": root}))
+    data = yaml.safe_load(path.read_text())
+    data["registry"]["path"] = str(Path(settings.state_dir) / "feast" / "registry.db")
+    if data["online_store"].get("path"):
+        data["online_store"]["path"] = str(Path(settings.state_dir) / "feast" / "online.db")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _child_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           # importing feast sets these in this process; a server started from a shell would not have them
+           if k not in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")}
+    root = str(Path(settings.feature_repo_path).resolve().parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return {**env, **extra}
+
+
+# -- correctness before timing --------------------------------------------------------------
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def _verify(ours: _Server, feast: _Server, service: str, txs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both answer 200 and the same value for every feature of the same rows; else raise."""
+    rows = [_entity(t) for t in txs]
+    compared = 0
+    for batch in ([rows[0]], rows[:20]):
+        s1, a = _http("POST", ours.base + "/v1/features", _ours_body(service, batch))
+        s2, b = _http("POST", feast.base + "/get-online-features", _feast_body(service, batch))
+        if s1 != 200 or s2 != 200:
+            raise RuntimeError(f"before timing: ours answered {s1} ({str(a)[:300]}), feast answered {s2} "
+                               f"({str(b)[:300]})")
+        cols = {name: res["values"] for name, res in zip(b["metadata"]["feature_names"], b["results"])}
+        missing = [n for n in a["features"] if n not in cols]
+        if missing:
+            raise RuntimeError(f"feast does not answer features {missing} that ours does")
+        bad = []
+        for r, row in enumerate(a["results"]):
+            for name, value in zip(a["features"], row["values"]):
+                compared += 1
+                if not _same(value, cols[name][r]):
+                    bad.append(f"{batch[r]['user_id']}/{batch[r]['merchant_id']} {name}: ours {value!r}, "
+                               f"feast {cols[name][r]!r}")
+        if bad:
+            raise RuntimeError(f"ours and feast disagree on {len(bad)} of {compared} values: " + "; ".join(bad[:10]))
+    # /v1/predict scores with the same values Feast gives for the transaction's entities.
+    s1, p = _http("POST", ours.base + "/v1/predict?include_features=true", txs[0])
+    s2, b = _http("POST", feast.base + "/get-online-features", _feast_body(service, [rows[0]]))
+    if s1 != 200 or s2 != 200:
+        raise RuntimeError(f"before timing: /v1/predict answered {s1} ({str(p)[:300]}), feast {s2}")
+    cols = {name: res["values"][0] for name, res in zip(b["metadata"]["feature_names"], b["results"])}
+    shared = [n for n in (p.get("features") or {}) if n in cols]
+    bad = [f"{n}: predict {p['features'][n]!r}, feast {cols[n]!r}"
+           for n in shared if not _same(p["features"][n], cols[n])]
+    if bad:
+        raise RuntimeError("the vector /v1/predict scored differs from feast's values: " + "; ".join(bad[:10]))
+    return {"verified_values": compared + len(shared), "verified_rows": len(rows[:20]) + 1 + bool(shared)}
+
+
+# -- load -----------------------------------------------------------------------------------
+_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s*(\d+)")
+
+
+def _wrk(url: str, bodies: Path, connections: int, duration: float) -> dict[str, Any]:
+    threads = min(2, connections)
+    cmd = [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
+           "--latency", "--timeout", "5s", "-s", str(WRK_SCRIPT), url, "--", str(bodies)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if done.returncode or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-1000:]} {done.stdout[-1000:]}")
+    fig = json.loads(line[len("WRKJSON "):])
+    text = _NON2XX.search(done.stdout)
+    fig["non2xx"] = max(fig["non2xx"], int(text.group(1)) if text else 0)
+    fig["socket_errors"] = sum(fig[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    fig["rps"] = fig["requests"] / (fig["duration_us"] / 1e6)
+    fig["load_1m"] = os.getloadavg()[0]
+    return fig
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _summary(prefix: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        f"{prefix}_rps": round(_median(runs, "rps")),
+        f"{prefix}_p50_ms": round(_median(runs, "p50_us") / 1000, 3),
+        f"{prefix}_p99_ms": round(_median(runs, "p99_us") / 1000, 3),
+        f"{prefix}_non2xx": sum(r["non2xx"] for r in runs),
+        f"{prefix}_socket_errors": sum(r["socket_errors"] for r in runs),
+        f"{prefix}_runs_rps": " ".join(str(round(r["rps"])) for r in runs),
+    }
+
+
+def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: float = 10.0, connections: int = 8,
+        workers: int = 1, warmup: float = 2.0, feast_max_requests: int = 0, seed: int = 7,
+        ready_timeout: float = 180.0, ours_env: dict[str, str] | None = None, **_: Any) -> dict[str, Any]:
+    """``size`` transactions are sampled from the lake (at most the lake's count); requests
+    rotate over them (``features_100`` over consecutive groups of 100). ``ours_env``: extra
+    environment for our server only (a diagnosis, e.g. ``{"OMP_NUM_THREADS": "1"}``; it is
+    reported with the figures)."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    load_start = os.getloadavg()
+    txs = _transactions(settings, size, seed)
+    rows = [_entity(t) for t in txs]
+    batches = [rows[i:i + BATCH] for i in range(0, len(rows) - BATCH + 1, BATCH)] or [(rows * BATCH)[:BATCH]]
+
+    root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    topic = f"bench_predictions_{uuid.uuid4().hex[:8]}"
+    servers: list[_Server] = []
+    repo_root = Path(settings.feature_repo_path).resolve().parent
+    try:
+        ours_port, feast_port = _free_port(), _free_port()
+        ours_cmd = [sys.executable, "-m", "skewless.cli", "serve", "--host", "127.0.0.1", "--port", str(ours_port),
+                    "--workers", str(workers)]
+        if settings.config_file:
+            ours_cmd += ["--config", str(settings.config_file)]
+        ours = _Server("skewless serve", ours_cmd,
+                       _child_env(settings, {**(ours_env or {}), "SKEWLESS_TOPICS__PREDICTIONS": topic}),
+                       repo_root, root / "ours.log", ours_port)
+        servers.append(ours)
+        feast_cmd = [sys.executable, "-m", "feast.cli.cli", "-c", str(settings.feature_repo_path), "-f",
+                     str(_feast_yaml(settings, root / "feast_state")), "serve", "-h", "127.0.0.1", "-p",
+                     str(feast_port), "--workers", str(workers), "--no-access-log",
+                     "--max-requests", str(feast_max_requests)]
+        feast = _Server("feast serve", feast_cmd, _child_env(settings, {}), repo_root, root / "feast.log", feast_port)
+        servers.append(feast)
+        ready = ours.wait_ready("/readyz", ready_timeout)
+        feast.wait_ready("/health", ready_timeout)
+        service = (ready.get("model") or {}).get("feature_service")
+        if not service:
+            raise RuntimeError(f"ours is ready but names no champion FeatureService: {ready}")
+        verified = _verify(ours, feast, service, txs)
+
+        files = {
+            ("ours", "features_1"): _write_lines(root / "ours_1.jsonl", [_ours_body(service, [r]) for r in rows]),
+            ("ours", "features_100"): _write_lines(root / "ours_100.jsonl", [_ours_body(service, b) for b in batches]),
+            ("ours", "predict"): _write_lines(root / "ours_predict.jsonl", txs),
+            ("feast", "features_1"): _write_lines(root / "feast_1.jsonl", [_feast_body(service, [r]) for r in rows]),
+            ("feast", "features_100"): _write_lines(root / "feast_100.jsonl",
+                                                    [_feast_body(service, b) for b in batches]),
+        }
+        urls = {("ours", "features_1"): ours.base + "/v1/features",
+                ("ours", "features_100"): ours.base + "/v1/features", ("ours", "predict"): ours.base + "/v1/predict",
+                ("feast", "features_1"): feast.base + "/get-online-features",
+                ("feast", "features_100"): feast.base + "/get-online-features"}
+        modes = {f"c{connections}": connections, "seq": 1}
+        if warmup > 0:  # caches, registry, connection pools, the prediction log's producer
+            for key in files:
+                _wrk(urls[key], files[key], connections, warmup)
+        runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for rep in range(repeats):
+            for scenario in SCENARIOS:
+                for mode, conns in modes.items():
+                    sides = ("ours", "feast") if rep % 2 == 0 else ("feast", "ours")
+                    for side in sides:
+                        if (side, scenario) in files:
+                            fig = _wrk(urls[(side, scenario)], files[(side, scenario)], conns, duration)
+                            runs.setdefault((side, scenario, mode), []).append(fig)
+        for s in servers:
+            if s.proc.poll() is not None:
+                raise RuntimeError(f"{s.name} died during the benchmark:\n{s.log_tail()}")
+    finally:
+        for s in servers:
+            s.stop()
+        _drop_topic(settings, topic)
+        shutil.rmtree(root, ignore_errors=True)
+
+    result: dict[str, Any] = {
+        "benchmark": "serving", "workers": workers, "connections": connections, "duration_s": duration,
+        "repeats": repeats, "entity_rows": len(rows), "feature_service": service, **verified,
+        "baseline": f"feast serve --workers {workers} --no-access-log --max-requests {feast_max_requests} "
+                    f"(POST /get-online-features; Feast has no predict: its features_1 is predict's baseline)",
+        "ours_env": " ".join(f"{k}={v}" for k, v in (ours_env or {}).items()) or "(as shipped)",
+        "serving_code": _code_state(repo_root), "cpus": os.cpu_count(),
+        "load_avg_1m_at_start": round(load_start[0], 2),
+    }
+    for (side, scenario, mode), rs in sorted(runs.items()):
+        result.update(_summary(f"{side}_{scenario}_{mode}", rs))
+    for scenario in SCENARIOS:
+        for mode in modes:
+            o = result.get(f"ours_{scenario}_{mode}_rps")
+            base = "features_1" if scenario == "predict" else scenario
+            f = result.get(f"feast_{base}_{mode}_rps")
+            if o is None or not f:
+                continue
+            result[f"ratio_{scenario}_{mode}_rps"] = round(o / f, 2)
+            for q in ("p50", "p99"):
+                result[f"ratio_{scenario}_{mode}_{q}"] = round(
+                    result[f"ours_{scenario}_{mode}_{q}_ms"] / result[f"feast_{base}_{mode}_{q}_ms"], 3)
+    c = f"c{connections}"
+    missed = [s for s in SCENARIOS if result[f"ratio_{s}_{c}_rps"] < TARGETS["throughput_ratio_c8"]]
+    result["target_throughput_3x_met"] = not missed
+    result["target_throughput_3x_missed_by"] = ", ".join(missed) or "-"
+    result["target_p99_10ms_features_1_met"] = result[f"ours_features_1_{c}_p99_ms"] <= TARGETS["p99_ms_features_1_c8"]
+    result["target_seq_p50_1ms_met"] = result["ours_features_1_seq_p50_ms"] <= TARGETS["p50_ms_features_1_seq"]
+    all_runs = [r for rs in runs.values() for r in rs]
+    result["load_avg_1m_median_during"] = round(_median(all_runs, "load_1m"), 2)
+    result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["non2xx_total"] = sum(r["non2xx"] for r in all_runs)
+    result["socket_errors_total"] = sum(r["socket_errors"] for r in all_runs)
+    return result
+
+
+def _drop_topic(settings: Settings, topic: str) -> None:
+    try:
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(**settings.kafka.client_config(), request_timeout_ms=10000)
+        try:
+            if topic in admin.list_topics():
+                admin.delete_topics([topic])
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - best effort: the topic only holds benchmark predictions
+        pass
+
+
+def _code_state(repo_root: Path) -> str:
+    """The commit measured, and whether the serving code had uncommitted edits."""
+    try:
+        rev = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo_root), "status", "--porcelain", "--", "serving", "feature_repo",
+                                "skewless/cli/serve.py"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev or "unknown") + (" + uncommitted serving edits" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
