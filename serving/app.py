@@ -13,6 +13,7 @@ no champion yet is a 503 on /v1/predict. Prediction logging never delays an answ
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import time
@@ -115,11 +116,13 @@ class Service:
         commands = plan.commands(rows)
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.serving.redis_timeout_s * 2):
-                pipe = self.redis.pipeline(transaction=False)
-                for key, fields in commands:
-                    pipe.hmget(key, fields)
-                replies = await pipe.execute()
+            # Bounded by the client's socket timeouts (serving.redis_timeout_s per wait on
+            # Redis), not by wall time: a request waiting for the busy event loop is not
+            # waiting for Redis.
+            pipe = self.redis.pipeline(transaction=False)
+            for key, fields in commands:
+                pipe.hmget(key, fields)
+            replies = await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - any Redis/network failure or timeout
             metrics.ONLINE_ERRORS.inc()
             raise OnlineStoreDown(f"online store unavailable: {type(exc).__name__}: {exc}"[:300]) from exc
@@ -133,8 +136,7 @@ class Service:
 
     async def ping(self) -> str | None:
         try:
-            async with asyncio.timeout(self.settings.serving.redis_timeout_s * 2):
-                await self.redis.ping()
+            await self.redis.ping()
             return None
         except Exception as exc:  # noqa: BLE001
             return f"online store unavailable: {type(exc).__name__}"
@@ -153,6 +155,11 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
     def _publish_model() -> None:
         if watcher.current:
             metrics.show_model(watcher.current.artifact.model_name, watcher.current.artifact.version)
+        # Everything loaded so far (Feast, MLflow, scikit-learn, the model: ~430k objects)
+        # lives as long as the process. Moved out of the collector's sight, a full
+        # collection takes ~1 ms instead of ~175 ms, which was the whole p99 at 8 connections.
+        gc.collect()
+        gc.freeze()
 
     async def _watch() -> None:
         while True:

@@ -31,11 +31,20 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "recorded": False}
+
+        def record() -> None:
+            if not status["recorded"]:
+                status["recorded"] = True
+                path = getattr(scope.get("route"), "path", "unmatched")
+                metrics.REQUESTS.labels(path, scope["method"], str(status["code"])).inc()
+                metrics.LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - t0)
 
         async def _send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                record()  # before the client has the whole answer: /metrics right after counts it
             await send(message)
 
         headers = dict(scope["headers"])
@@ -47,10 +56,7 @@ class Guard:
                 return await _reply(_send, 413, b'{"detail":"request body larger than %d bytes"}' % MAX_BODY_BYTES)
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.REQUESTS.labels(path, scope["method"], str(status["code"])).inc()
-            metrics.LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - t0)
+            record()  # a response that never finished (the client left, an error)
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         given = headers.get(b"x-api-key")

@@ -16,6 +16,7 @@ The plan produces commands and decodes replies; the caller owns the Redis client
 from __future__ import annotations
 
 import math
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -25,6 +26,7 @@ import pandas as pd
 
 from skewless.features.feast_objects import ARRAYS_TAG
 
+_STRING, _INT64 = 2, 4  # feast.value_type.ValueType.STRING / INT64
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
 _SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"})
 
@@ -79,6 +81,7 @@ class FeaturePlan:
         self.key_version = key_version
         self.join_keys = sorted({k for v in views for k in v.join_keys})
         self.request_fields = sorted({f for o in on_demand for f in o.request_fields})
+        self._encoders = [self._encoder(v) for v in views]
 
     # -- building ---------------------------------------------------------------------
     @classmethod
@@ -174,18 +177,43 @@ class FeaturePlan:
 
     def commands(self, rows: Sequence[dict[str, Any]]) -> list[tuple[bytes, list[bytes]]]:
         """One ``(redis key, hash fields)`` per view and row, view-major."""
+        out = []
+        for v, encode in zip(self.views, self._encoders):
+            fields, project = v.fields, self.project
+            out += [(encode(row) + project, fields) for row in rows]
+        return out
+
+    def _encoder(self, view: _ViewRead) -> Callable[[dict[str, Any]], bytes]:
+        """Feast's entity key bytes for a row. Version 3 keys are built directly (the key
+        names part is the same for every row); a self-check against Feast's own
+        ``serialize_entity_key`` at start-up falls back to it if the layouts ever differ."""
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        out = []
-        for v in self.views:
-            for row in rows:
-                values = [Value(**{t: row[k]}) for k, t in zip(v.join_keys, v.key_types)]
-                key = serialize_entity_key(EntityKey(join_keys=list(v.join_keys), entity_values=values),
-                                           entity_key_serialization_version=self.key_version)
-                out.append((key + self.project, v.fields))
-        return out
+        def feast_key(row: dict[str, Any]) -> bytes:
+            values = [Value(**{t: row[k]}) for k, t in zip(view.join_keys, view.key_types)]
+            return serialize_entity_key(EntityKey(join_keys=list(view.join_keys), entity_values=values),
+                                        entity_key_serialization_version=self.key_version)
+
+        if self.key_version != 3:
+            return feast_key
+        names = [k.encode() for k in view.join_keys]  # already sorted, as Feast sorts them
+        head = struct.pack("<I", len(names)) + b"".join(struct.pack("<II", _STRING, len(k)) + k for k in names)
+        parts = list(zip(view.join_keys, view.key_types))
+
+        def fast_key(row: dict[str, Any]) -> bytes:
+            out = [head]
+            for k, t in parts:
+                if t == "string_val":
+                    b = row[k].encode()
+                    out.append(struct.pack("<II", _STRING, len(b)) + b)
+                else:
+                    out.append(struct.pack("<IIq", _INT64, 8, row[k]))
+            return b"".join(out)
+
+        sample = {k: ("k-é" if t == "string_val" else -7) for k, t in parts}
+        return fast_key if fast_key(sample) == feast_key(sample) else feast_key
 
     def decode(self, rows: Sequence[dict[str, Any]], replies: Sequence[Sequence[bytes | None]],
                now: float | None = None) -> FeatureRows:

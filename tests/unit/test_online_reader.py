@@ -67,3 +67,23 @@ def test_on_demand_features_get_arrays_or_a_dataframe_as_declared():
         assert [r[-1] for r in out.values] == [2.5, None]  # NaN (unknown user) is reported as null
         assert [r[-1] for r in out.statuses] == [PRESENT, PRESENT]
     assert seen == [dict, pd.DataFrame]
+
+
+def test_redis_keys_are_feasts_entity_keys():
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+
+    pair = _ViewRead("um", ("merchant_id", "user_id"), ("string_val", "string_val"), ["n"], [b"h", b"_ts:um"],
+                     None, [True])
+    numeric = _ViewRead("acct", ("account",), ("int64_val",), ["n"], [b"h", b"_ts:acct"], None, [True])
+    plan = FeaturePlan([pair, numeric], [], ["um__n", "acct__n"], "proj", 3)
+    rows = [{"user_id": "u1", "merchant_id": "m-ü", "account": 2**40}, {"user_id": "", "merchant_id": "x" * 300,
+                                                                       "account": -1}]
+    keys = [k for k, _ in plan.commands(rows)]
+    expected = []
+    for view in (pair, numeric):
+        for row in rows:
+            values = [Value(**{t: row[k]}) for k, t in zip(view.join_keys, view.key_types)]
+            expected.append(serialize_entity_key(EntityKey(join_keys=list(view.join_keys), entity_values=values), 3)
+                            + b"proj")
+    assert keys == expected
