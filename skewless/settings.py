@@ -129,7 +129,7 @@ class ServingSettings(_Section):
     api_key: SecretStr | None = None
     max_entities: int = Field(1000, ge=1, description="largest /v1/features batch; more is a 413")
     redis_timeout_s: float = Field(
-        0.25, gt=0, description="bound on every online-store call: past it the request is a quick 503"
+        0.5, gt=0, description="bound on each wait for the online store: past it the request is a quick 503"
     )
     reload_interval_s: float = Field(
         10.0, gt=0, description="how often the service asks the registry whether a new champion was promoted"
