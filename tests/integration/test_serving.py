@@ -247,6 +247,18 @@ def test_health_readiness_and_metrics(served, client):
     assert "/openapi.json" in client.get("/docs").text
 
 
+def test_without_a_champion_predict_is_503_with_the_fix_and_features_still_work(served, tmp_path):
+    settings, store, sim, _ = served
+    empty = _with(settings, state_dir=str(tmp_path / "no-models"), training={"model_name": "never-trained"})
+    with TestClient(create_app(empty, store)) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "has no champion" in ready.json()["problems"][0]
+        r = c.post("/v1/predict", json=_tx("u1", "m1", 5.0))
+        assert r.status_code == 503 and "skewless train --promote" in r.json()["detail"]
+        body = {"features": ["user_spend:count_1h"], "entities": [{"user_id": _pairs(sim, 1)[0]["user_id"]}]}
+        assert c.post("/v1/features", json=body).status_code == 200
+
+
 def test_api_key_guards_every_route_and_is_never_logged(served, caplog):
     settings, store, *_ = served
     key = "k-" + uuid.uuid4().hex
