@@ -286,7 +286,9 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
     environment for our server only (a diagnosis, e.g. ``{"OMP_NUM_THREADS": "1"}``; it is
     reported with the figures)."""
     if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+        from skewless.errors import MissingDependencyError
+
+        raise MissingDependencyError("wrk (the load generator)", "apt-get install -y wrk")
     load_start = os.getloadavg()
     txs = _transactions(settings, size, seed)
     rows = [_entity(t) for t in txs]
