@@ -25,10 +25,7 @@ not by the backlog; with ``size`` >= 200k a second sink run at ``size // 10`` sh
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue
-import resource
 import shutil
 import statistics
 import tempfile
@@ -37,18 +34,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from benchmarks.child import in_child, peak_rss_mb
 from skewless.settings import Settings
 
 START = datetime(2026, 2, 1, tzinfo=timezone.utc)
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: reset at exec, unlike ru_maxrss)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _isolated(settings: Settings, topic: str, lake: str) -> Settings:
@@ -99,7 +88,7 @@ def _raw_child(settings: Settings, topic: str, n: int, out: Any) -> None:
             seen += len(msgs)
     elapsed = time.perf_counter() - t0
     c.close()
-    out.put({"seconds": elapsed, "messages": seen, "peak_rss_mb": _peak_rss_mb()})
+    out.put({"seconds": elapsed, "messages": seen, "peak_rss_mb": peak_rss_mb()})
 
 
 def _sink_child(settings: Settings, topic: str, n: int, out: Any) -> None:
@@ -114,33 +103,13 @@ def _sink_child(settings: Settings, topic: str, n: int, out: Any) -> None:
     out.put({"seconds": elapsed, "messages": summary["consumed"], "valid": summary["valid"],
              "files": sum(s["files"] for s in summary["topics"].values()),
              "batches": sum(s["batches"] for s in summary["topics"].values()),
-             "peak_rss_mb": _peak_rss_mb()})
-
-
-def _in_child(target, *args) -> dict:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    deadline = time.monotonic() + 1800
-    try:
-        while True:  # a child that dies (broker gone, bug) must not leave us waiting
-            try:
-                return q.get(timeout=1.0)
-            except queue.Empty:
-                if not p.is_alive() and q.empty():
-                    raise RuntimeError(f"benchmark child {target.__name__} died (exit code {p.exitcode})") from None
-                if time.monotonic() > deadline:
-                    p.kill()
-                    raise TimeoutError(f"benchmark child {target.__name__} took over 30 minutes") from None
-    finally:
-        p.join(timeout=60)
+             "peak_rss_mb": peak_rss_mb()})
 
 
 def _sink_run(settings: Settings, topic: str, n: int) -> dict:
     lake = tempfile.mkdtemp(prefix="skewless-bench-lake-")
     try:
-        return _in_child(_sink_child, _isolated(settings, topic, lake), topic, n)
+        return in_child(_sink_child, _isolated(settings, topic, lake), topic, n)
     finally:
         shutil.rmtree(lake, ignore_errors=True)
 
@@ -155,7 +124,7 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, **_: Any) -> 
         nbytes = _fill_topic(settings, topic, size)
         raw, sink = [], []
         for _ in range(repeats):
-            raw.append(_in_child(_raw_child, _isolated(settings, topic, "/nonexistent"), topic, size))
+            raw.append(in_child(_raw_child, _isolated(settings, topic, "/nonexistent"), topic, size))
             sink.append(_sink_run(settings, topic, size))
         assert all(r["messages"] >= size for r in raw), raw
         assert all(s["messages"] >= size and s["valid"] >= size for s in sink), sink
