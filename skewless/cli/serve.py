@@ -31,8 +31,12 @@ def serve(
     host, port, workers = host or cfg.host, port or cfg.port, workers or cfg.workers
     if settings.config_file:
         os.environ["SKEWLESS_SERVE_CONFIG"] = str(settings.config_file)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Before any worker imports prometheus_client: /metrics then sums every worker.
+    # Set before any worker imports prometheus_client. A directory of its own per start: an
+    # inherited one (Feast sets it when it loads, a previous run left files) would add
+    # other processes' samples to ours.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(name, None)
+    if workers > 1:  # /metrics then sums every worker
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="skewless-metrics-")
     auth = "API key required" if cfg.api_key else "no API key (set SKEWLESS_SERVING__API_KEY to require one)"
     console.print(f"serving on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}, {auth}); "
