@@ -31,19 +31,15 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+from skewless.services.server_process import ServerProcess, free_port, http_json
 from skewless.settings import Settings
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_bodies.lua"
@@ -100,77 +96,6 @@ def _write_lines(path: Path, bodies: list[dict[str, Any]]) -> Path:
 
 
 # -- servers --------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, raw[:500]
-
-
-class _Server:
-    """A server child process in its own process group (gunicorn and uvicorn fork workers)."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path, log: Path, port: int):
-        self.name, self.port, self.log_path = name, port, log
-        self.base = f"http://127.0.0.1:{port}"
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def wait_ready(self, path: str, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} before it was ready:\n"
-                                   f"{self.log_tail()}")
-            try:
-                status, body = _http("GET", self.base + path, timeout=2)
-                if status == 200:
-                    return body
-                last = (status, body)
-            except (OSError, urllib.error.URLError) as exc:
-                last = exc
-            time.sleep(0.25)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s (last answer: {last}):\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # the group we created: server and its workers
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        try:  # workers left behind by a master that died first
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._log.close()
-
-
 def _feast_yaml(settings: Settings, root: Path) -> Path:
     """A feature_store.yaml for the stock CLI from ``settings``, written under ``root`` (the
     state dir is only read: registry and online store stay where the settings say)."""
@@ -205,13 +130,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _verify(ours: _Server, feast: _Server, service: str, txs: list[dict[str, Any]]) -> dict[str, Any]:
+def _verify(ours: ServerProcess, feast: ServerProcess, service: str, txs: list[dict[str, Any]]) -> dict[str, Any]:
     """Both answer 200 and the same value for every feature of the same rows; else raise."""
     rows = [_entity(t) for t in txs]
     compared = 0
     for batch in ([rows[0]], rows[:20]):
-        s1, a = _http("POST", ours.base + "/v1/features", _ours_body(service, batch))
-        s2, b = _http("POST", feast.base + "/get-online-features", _feast_body(service, batch))
+        s1, a = http_json("POST", ours.base + "/v1/features", _ours_body(service, batch))
+        s2, b = http_json("POST", feast.base + "/get-online-features", _feast_body(service, batch))
         if s1 != 200 or s2 != 200:
             raise RuntimeError(f"before timing: ours answered {s1} ({str(a)[:300]}), feast answered {s2} "
                                f"({str(b)[:300]})")
@@ -229,8 +154,8 @@ def _verify(ours: _Server, feast: _Server, service: str, txs: list[dict[str, Any
         if bad:
             raise RuntimeError(f"ours and feast disagree on {len(bad)} of {compared} values: " + "; ".join(bad[:10]))
     # /v1/predict scores with the same values Feast gives for the transaction's entities.
-    s1, p = _http("POST", ours.base + "/v1/predict?include_features=true", txs[0])
-    s2, b = _http("POST", feast.base + "/get-online-features", _feast_body(service, [rows[0]]))
+    s1, p = http_json("POST", ours.base + "/v1/predict?include_features=true", txs[0])
+    s2, b = http_json("POST", feast.base + "/get-online-features", _feast_body(service, [rows[0]]))
     if s1 != 200 or s2 != 200:
         raise RuntimeError(f"before timing: /v1/predict answered {s1} ({str(p)[:300]}), feast {s2}")
     cols = {name: res["values"][0] for name, res in zip(b["metadata"]["feature_names"], b["results"])}
@@ -296,15 +221,15 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
 
     root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     topic = f"bench_predictions_{uuid.uuid4().hex[:8]}"
-    servers: list[_Server] = []
+    servers: list[ServerProcess] = []
     repo_root = Path(settings.feature_repo_path).resolve().parent
     try:
-        ours_port, feast_port = _free_port(), _free_port()
+        ours_port, feast_port = free_port(), free_port()
         ours_cmd = [sys.executable, "-m", "skewless.cli", "serve", "--host", "127.0.0.1", "--port", str(ours_port),
                     "--workers", str(workers)]
         if settings.config_file:
             ours_cmd += ["--config", str(settings.config_file)]
-        ours = _Server("skewless serve", ours_cmd,
+        ours = ServerProcess("skewless serve", ours_cmd,
                        _child_env(settings, {**(ours_env or {}), "SKEWLESS_TOPICS__PREDICTIONS": topic}),
                        repo_root, root / "ours.log", ours_port)
         servers.append(ours)
@@ -312,7 +237,7 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
                      str(_feast_yaml(settings, root / "feast_state")), "serve", "-h", "127.0.0.1", "-p",
                      str(feast_port), "--workers", str(workers), "--no-access-log",
                      "--max-requests", str(feast_max_requests)]
-        feast = _Server("feast serve", feast_cmd, _child_env(settings, {}), repo_root, root / "feast.log", feast_port)
+        feast = ServerProcess("feast serve", feast_cmd, _child_env(settings, {}), repo_root, root / "feast.log", feast_port)
         servers.append(feast)
         ready = ours.wait_ready("/readyz", ready_timeout)
         feast.wait_ready("/health", ready_timeout)

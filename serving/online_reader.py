@@ -151,8 +151,8 @@ class FeaturePlan:
             fields = [_mmh3(f"{view}:{f}") for f in feats] + [f"_ts:{view}".encode()]
             views.append(_ViewRead(use, keys, types, feats, fields, ttl or None, outs))
         # Views first, then on-demand outputs: the order Feast answers in.
-        view_names = [f"{v.name}__{f}" for v in views for f, o in zip(v.features, v.output) if o]
-        ordered = [n for n in names if n in set(view_names)] + [n for n in names if n not in set(view_names)]
+        view_names = {f"{v.name}__{f}" for v in views for f, o in zip(v.features, v.output) if o}
+        ordered = [n for n in names if n in view_names] + [n for n in names if n not in view_names]
         return cls(views, on_demand, list(dict.fromkeys(ordered)), store.project,
                    store.config.entity_key_serialization_version)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from skewless.settings import Settings, load_settings
+from tests.isolation import isolated_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,21 +38,8 @@ def make_settings(services: Settings, tmp_path: Path):
     """Settings isolated for one test: unique topics, consumer group and lake."""
 
     def make(**overrides) -> Settings:
-        tag = uuid.uuid4().hex[:10]
-        data = services.model_dump()
-        data.update(
-            lake_path=str(tmp_path / "lake"),
-            state_dir=str(tmp_path / "state"),
-            topics={"transactions": f"tx-{tag}", "labels": f"lb-{tag}", "predictions": f"pr-{tag}"},
-        )
-        data["kafka"] = {**data["kafka"], "consumer_group": f"g-{tag}", "partitions": overrides.pop("partitions", 4)}
-        data["services"] = {**data["services"], "jar_cache_dir": str(services.services.jar_cache_dir)}
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = {**data[key], **value}
-            else:
-                data[key] = value
-        return Settings.model_validate(data)
+        kafka = {"partitions": overrides.pop("partitions", 4), **overrides.pop("kafka", {})}
+        return isolated_settings(services, tmp_path, kafka=kafka, **overrides)
 
     return make
 

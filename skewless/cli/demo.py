@@ -151,42 +151,31 @@ def _showcase(settings: Settings, n: int = 3):
 
 def _serve(settings: Settings, summary: dict[str, Any]) -> None:
     """Start the real API process, score a few transactions, land its prediction log."""
-    import shutil
-    import socket
-    import subprocess
+    import os
+    import sys
     import time
     from datetime import datetime, timezone
+    from pathlib import Path
 
     import httpx
 
     from ingestion.consumer import consume
+    from skewless.services.server_process import ServerProcess, free_port
 
     console.rule("[bold]10. serve: the champion behind `skewless serve`; every prediction logged to Kafka")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [shutil.which("skewless") or "skewless", "serve", "--port", str(port)]
+    port = free_port()
+    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--port", str(port)]
     if settings.config_file:
         cmd += ["--config", str(settings.config_file)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess("skewless serve", cmd, dict(os.environ), Path.cwd(), settings.state_dir / "demo-serve.log",
+                           port)
     rows = []
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                from skewless.errors import ServiceError
-
-                raise ServiceError(f"skewless serve did not become ready: {proc.stderr.read().decode()[-500:]}")
-            time.sleep(0.3)
+        server.wait_ready("/readyz", timeout=90)
         now = datetime.now(timezone.utc).isoformat()
         table = Table("user_id", "payment", "amount", "score", "decision", "ms")
-        with httpx.Client(base_url=url) as client:
+        with httpx.Client(base_url=server.base) as client:
             for _, t in _showcase(settings).iterrows():
                 tx = {k: t[k] for k in ("user_id", "merchant_id", "currency", "country", "channel", "device_id")}
                 tx.update(transaction_id=f"demo-{len(rows)}", amount=round(float(t["amount"]), 2), event_time=now)
@@ -198,8 +187,7 @@ def _serve(settings: Settings, summary: dict[str, Any]) -> None:
                               "[red]review[/red]" if body["review"] else "approve", f"{ms:.1f}")
         console.print(table)
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
     landed = consume(settings, until_idle=3.0, topics=[settings.topics.predictions])
     console.print(f"{len(rows)} predictions answered; the consumer landed {landed['valid']} prediction records "
                   f"in the lake ({settings.topics.predictions})")

@@ -15,8 +15,8 @@ import pytest
 from etl.batch import run_batch
 from monitoring.consistency import check, sample_entities
 from skewless.features import store as feast_store
-from skewless.settings import Settings
 from tests.integration.lake_fixtures import land_simulation
+from tests.isolation import isolated_settings
 
 START = datetime(2026, 6, 1, tzinfo=timezone.utc)
 DAYS = 30
@@ -25,12 +25,7 @@ DAYS = 30
 @pytest.fixture(scope="module")
 def world(services, tmp_path_factory):
     """One simulated month in a private lake, Feast project and MLflow store."""
-    tmp = tmp_path_factory.mktemp("world")
-    tag = uuid.uuid4().hex[:8]
-    data = services.model_dump()
-    data.update(lake_path=str(tmp / "lake"), state_dir=str(tmp / "state"), feast_project=f"t{tag}",
-                topics={"transactions": f"tx-{tag}", "labels": f"lb-{tag}", "predictions": f"pr-{tag}"})
-    settings = Settings.model_validate(data)
+    settings = isolated_settings(services, tmp_path_factory.mktemp("world"), feast_project=f"t{uuid.uuid4().hex[:8]}")
     sim = land_simulation(settings, events=25_000, seed=3, start=START, days=DAYS)
     etl = run_batch(settings)
     store = feast_store.feature_store(settings)

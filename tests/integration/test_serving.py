@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,9 @@ from serving.app import create_app
 from serving.champion import ChampionWatcher
 from serving.online_reader import NOT_FOUND, PRESENT, FeaturePlan
 from skewless.features import store as feast_store
-from skewless.settings import Settings
+from skewless.services.server_process import ServerProcess, free_port
 from tests.integration.lake_fixtures import land_simulation
+from tests.isolation import isolated_settings, with_overrides
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 DAYS = 30
@@ -41,14 +41,8 @@ SERVICE = "fraud_model_v1"
 
 @pytest.fixture(scope="module")
 def served(services, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("served")
-    tag = uuid.uuid4().hex[:8]
-    data = services.model_dump()
-    data.update(lake_path=str(tmp / "lake"), state_dir=str(tmp / "state"), feast_project=f"s{tag}",
-                topics={"transactions": f"tx-{tag}", "labels": f"lb-{tag}", "predictions": f"pr-{tag}"})
-    data["kafka"] = {**data["kafka"], "consumer_group": f"g-{tag}"}
-    data["serving"] = {**data["serving"], "log_predictions": False, "reload_interval_s": 0.2}
-    settings = Settings.model_validate(data)
+    settings = isolated_settings(services, tmp_path_factory.mktemp("served"), feast_project=f"s{uuid.uuid4().hex[:8]}",
+                                 serving={"log_predictions": False, "reload_interval_s": 0.2})
     sim = land_simulation(settings, events=20_000, seed=11, start=START, days=DAYS)
     run_batch(settings)
     store = feast_store.feature_store(settings)
@@ -59,13 +53,6 @@ def served(services, tmp_path_factory):
     summary = train(settings, store, end=END, promote_champion=True)
     yield settings, store, sim, summary
     store._get_provider().teardown_infra(store.project, tables=store.list_feature_views(), entities=store.list_entities())
-
-
-def _with(settings: Settings, **sections) -> Settings:
-    data = settings.model_dump()
-    for section, values in sections.items():
-        data[section] = {**data[section], **values} if isinstance(values, dict) else values
-    return Settings.model_validate(data)
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +236,7 @@ def test_health_readiness_and_metrics(served, client):
 
 def test_without_a_champion_predict_is_503_with_the_fix_and_features_still_work(served, tmp_path):
     settings, store, sim, _ = served
-    empty = _with(settings, state_dir=str(tmp_path / "no-models"), training={"model_name": "never-trained"})
+    empty = with_overrides(settings, state_dir=str(tmp_path / "no-models"), training={"model_name": "never-trained"})
     with TestClient(create_app(empty, store)) as c:
         ready = c.get("/readyz")
         assert ready.status_code == 503 and "has no champion" in ready.json()["problems"][0]
@@ -262,7 +249,7 @@ def test_without_a_champion_predict_is_503_with_the_fix_and_features_still_work(
 def test_api_key_guards_every_route_and_is_never_logged(served, caplog):
     settings, store, *_ = served
     key = "k-" + uuid.uuid4().hex
-    guarded = _with(settings, serving={"api_key": SecretStr(key)})
+    guarded = with_overrides(settings, serving={"api_key": SecretStr(key)})
     caplog.set_level("DEBUG")
     with TestClient(create_app(guarded, store)) as c:
         tx = _tx("u1", "m1", 10.0)
@@ -277,12 +264,6 @@ def test_api_key_guards_every_route_and_is_never_logged(served, caplog):
         assert c.post("/v1/predict", json=tx, headers={"authorization": f"Bearer {key}"}).status_code == 200
     assert key not in caplog.text
     assert key not in str(guarded.public_dict())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _redis_server(port: int) -> subprocess.Popen:
@@ -302,9 +283,9 @@ def _redis_server(port: int) -> subprocess.Popen:
 @pytest.mark.timeout(120)
 def test_online_store_down_is_a_quick_503_and_the_service_recovers_by_itself(served):
     settings, store, sim, _ = served
-    port = _free_port()
+    port = free_port()
     proc = _redis_server(port)
-    private = _with(settings, redis_url=f"redis://127.0.0.1:{port}/0", serving={"redis_timeout_s": 0.2})
+    private = with_overrides(settings, redis_url=f"redis://127.0.0.1:{port}/0", serving={"redis_timeout_s": 0.2})
     body = {"feature_service": SERVICE, "entities": [{**_pairs(sim, 1)[0], "event_epoch": END.timestamp()}]}
     try:
         with TestClient(create_app(private, store)) as c:
@@ -330,7 +311,7 @@ def test_prediction_log_lands_in_the_lake_like_any_topic(served):
     from skewless.lake import read_events
 
     settings, store, sim, _ = served
-    logged = _with(settings, serving={"log_predictions": True})
+    logged = with_overrides(settings, serving={"log_predictions": True})
     sent = {}
     with TestClient(create_app(logged, store)) as c:
         for p in _pairs(sim, 20, seed=4):
@@ -351,7 +332,7 @@ def test_prediction_log_lands_in_the_lake_like_any_topic(served):
 
 def test_logging_never_blocks_or_fails_a_prediction_when_kafka_is_away(served):
     settings, store, *_ = served
-    away = _with(settings, kafka={"bootstrap_servers": [f"127.0.0.1:{_free_port()}"]},
+    away = with_overrides(settings, kafka={"bootstrap_servers": [f"127.0.0.1:{free_port()}"]},
                  serving={"log_predictions": True, "log_queue_size": 5})
     app = create_app(away, store)
     with TestClient(app) as c:
@@ -422,32 +403,21 @@ def test_fuzzing_the_openapi_schema_finds_no_server_errors(served):
 
 # -- the real server --------------------------------------------------------------------
 
-def test_skewless_serve_runs_the_api_in_worker_processes(served, settings_file):
+def test_skewless_serve_runs_the_api_in_worker_processes(served, settings_file, tmp_path):
     import httpx
 
     settings, *_ = served
-    port = _free_port()
-    path = settings_file(settings)
-    proc = subprocess.Popen([shutil.which("skewless"), "serve", "--config", str(path), "--port", str(port),
-                             "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    port = free_port()
+    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--config", str(settings_file(settings)),
+           "--port", str(port), "--workers", "2"]
+    server = ServerProcess("skewless serve", cmd, dict(os.environ), tmp_path, tmp_path / "serve.log", port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "skewless serve did not become ready"
-            time.sleep(0.3)
+        server.wait_ready("/readyz", timeout=120)  # raises with the server's log if it exits instead
         for _ in range(6):
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=_tx("u1", "m1", 5.0))
+            r = httpx.post(f"{server.base}/v1/predict", json=_tx("u1", "m1", 5.0))
             assert r.status_code == 200 and 0 <= r.json()["score"] <= 1
         # Either worker answers /metrics with the sum over both.
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        text = httpx.get(f"{server.base}/metrics").text
         assert 'skewless_http_requests_total{method="POST",route="/v1/predict",status="200"} 6.0' in text
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
