@@ -124,6 +124,9 @@ class Contract:
     time_field: str  # the event-time column that decides the lake partition
     key_field: str  # the Kafka message key
     fields: tuple[Field, ...]
+    # The business key: one event per id. A producer retry without idempotence can land
+    # the same id at two offsets; features count it once (the first landed wins).
+    id_field: str = ""
 
     def arrow_schema(self, present: set[str] | None = None) -> pa.Schema:
         """Schema of lake files; optional fields appear only if ``present`` has them."""
@@ -163,6 +166,7 @@ TRANSACTIONS = Contract(
     version=2,
     time_field="event_time",
     key_field="user_id",
+    id_field="transaction_id",
     fields=(
         Field("schema_version", pa.int32(), INT, required=False),
         Field("transaction_id", pa.string(), STR),
@@ -184,6 +188,7 @@ LABELS = Contract(
     version=1,
     time_field="label_time",
     key_field="transaction_id",
+    id_field="transaction_id",
     fields=(
         Field("schema_version", pa.int32(), INT, required=False),
         Field("transaction_id", pa.string(), STR),
@@ -199,6 +204,7 @@ PREDICTIONS = Contract(
     version=1,
     time_field="predicted_at",
     key_field="request_id",
+    id_field="request_id",
     fields=(
         Field("schema_version", pa.int32(), INT, required=False),
         Field("request_id", pa.string(), STR),
