@@ -3,8 +3,11 @@
 Loaded from ``skewless.yaml`` (the nearest one found upward from the working directory,
 or the file given with ``--config``), then overridden by environment variables named
 ``SKEWLESS_<KEY>`` (nested keys joined by ``__``, e.g. ``SKEWLESS_KAFKA__BOOTSTRAP_SERVERS``).
-Unknown keys are rejected with the key named. Secrets (Kafka SASL password, Redis
-password) come only from the environment.
+Unknown keys, in the file or as ``SKEWLESS_*`` variables, are rejected by name (with the
+closest valid one); a bad value is blamed on the variable or the file it came from.
+Ports, ``host:port`` lists, the Redis URL and the Spark master URL are checked for form
+when settings load. Secrets (Kafka SASL password, Redis password, API key) come only
+from the environment, and are masked when settings are shown.
 
 Relative paths are resolved against the directory holding the settings file (or the
 working directory when there is none), so every command works from any directory.
@@ -16,19 +19,34 @@ Settings are passed explicitly; there is no module-level instance.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from skewless.errors import ConfigError
+from skewless.settings_checks import (
+    check_host_port, check_redis_url, check_spark_master, mask_url_password, url_has_password,
+)
 
 CONFIG_FILE_NAME = "skewless.yaml"
+ENV_PREFIX = "SKEWLESS_"
+
+# SKEWLESS_* variables the project itself reads that are not settings.
+PROCESS_VARIABLES = {
+    "SKEWLESS_SERVE_CONFIG": "the settings file `skewless serve` hands to its worker processes",
+    "SKEWLESS_INGEST_CRASH_AT": "fault injection for the ingestion crash tests (ingestion/faults.py)",
+}
+
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Section(BaseModel):
@@ -53,6 +71,13 @@ class KafkaSettings(_Section):
         if isinstance(value, str):
             return [s.strip() for s in value.split(",") if s.strip()]
         return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one host:port")
+        return [check_host_port(entry) for entry in value]
 
     def client_config(self) -> dict[str, Any]:
         """Connection keyword arguments shared by kafka-python producers, consumers and admins."""
@@ -136,7 +161,14 @@ class ServingSettings(_Section):
     )
     log_predictions: bool = Field(True, description="send every prediction to the predictions topic")
     log_queue_size: int = Field(
-        10_000, ge=1, description="predictions waiting for Kafka; when full, new ones are counted as dropped"
+        10_000, ge=1, description="predictions waiting in memory for the log's sender thread; when full, new "
+        "ones are counted as dropped"
+    )
+    log_spill_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=0,
+        description="predictions Kafka has not acknowledged wait on disk under <state_dir>/prediction-log, up to "
+        "this many bytes per server process, and are replayed in order when it answers; past it they are "
+        "counted as dropped (0: no spill)",
     )
 
 
@@ -145,15 +177,23 @@ class ServicesSettings(_Section):
 
     kafka_version: str = "4.1.1"
     kafka_host: str = "localhost"
-    kafka_port: int = 9092
-    kafka_controller_port: int = 9093
+    kafka_port: Port = 9092
+    kafka_controller_port: Port = 9093
     kafka_heap: str = "768m"
-    redis_port: int = 6379
+    redis_port: Port = 6379
     jar_cache_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
         / "skewless"
     )
     start_timeout_s: float = 90.0
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "ServicesSettings":
+        ports = {"kafka_port": self.kafka_port, "kafka_controller_port": self.kafka_controller_port,
+                 "redis_port": self.redis_port}
+        if len(set(ports.values())) < len(ports):
+            raise ValueError(f"two services on one port: {ports}")
+        return self
 
 
 def _default_feature_repo() -> Path:
@@ -193,6 +233,16 @@ class Settings(BaseSettings):
     # Where the values came from (not a setting): the file, or None for defaults only.
     config_file: Path | None = Field(default=None, exclude=True)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return check_redis_url(value)
+
+    @field_validator("spark_master")
+    @classmethod
+    def _spark_master(cls, value: str) -> str:
+        return check_spark_master(value)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -223,6 +273,11 @@ class Settings(BaseSettings):
         """JSON-ready settings with secrets masked."""
         data = self.model_dump(mode="json", exclude={"config_file"})
         data["config_file"] = str(self.config_file) if self.config_file else None
+        # A password written inside a URL is a secret too.
+        data["redis_url"] = mask_url_password(data["redis_url"])
+        data["lake_path"] = mask_url_password(data["lake_path"])
+        if data["training"]["tracking_uri"]:
+            data["training"]["tracking_uri"] = mask_url_password(data["training"]["tracking_uri"])
         return data
 
 
@@ -249,45 +304,121 @@ def _reject_secrets(data: dict[str, Any], path: Path) -> None:
         for k in keys:
             node = node.get(k) if isinstance(node, dict) else None
         if node is not None:
-            env = "SKEWLESS_" + "__".join(k.upper() for k in keys)
+            env = ENV_PREFIX + "__".join(k.upper() for k in keys)
             raise ConfigError(
                 f"{path}: secret '{'.'.join(keys)}' must not be stored in the settings file",
                 f"set the environment variable {env} instead",
             )
+    if isinstance(data.get("redis_url"), str) and url_has_password(data["redis_url"]):
+        raise ConfigError(
+            f"{path}: 'redis_url' holds a password, a secret that must not be stored in the settings file",
+            f"set the environment variable {ENV_PREFIX}REDIS_PASSWORD (or {ENV_PREFIX}REDIS_URL) instead",
+        )
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    parts = []
+def settings_variables() -> set[str]:
+    """Every ``SKEWLESS_*`` name a setting can be given by: each key, and each section as a
+    whole (JSON)."""
+    names: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if field.exclude:  # config_file: chosen with --config, not a setting
+                continue
+            names.add(prefix + name.upper())
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                walk(field.annotation, prefix + name.upper() + "__")
+
+    walk(Settings, ENV_PREFIX)
+    return names
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Reject every ``SKEWLESS_*`` variable that is neither a setting nor one the project
+    reads itself, by name, with the closest valid name (a typo would otherwise be ignored)."""
+    environ = os.environ if environ is None else environ
+    known = settings_variables() | set(PROCESS_VARIABLES)
+    unknown = sorted(n for n in environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        if name.upper() == f"{ENV_PREFIX}CONFIG_FILE":
+            described.append(f"{name} (the settings file is chosen with --config)")
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
+        described.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    raise ConfigError(f"unknown environment variable{'s' * (len(unknown) > 1)}: " + ", ".join(described),
+                      f"settings are {ENV_PREFIX}<KEY> or {ENV_PREFIX}<SECTION>__<KEY> for the keys of {CONFIG_FILE_NAME}")
+
+
+def _env_variables(loc: tuple[Any, ...], environ: Mapping[str, str]) -> tuple[list[str], bool]:
+    """The SKEWLESS_* variables a value at ``loc`` came from, and whether they alone set it:
+    the key's own or its section's (JSON) alone; for a whole section, the variables of its
+    keys (the file may hold the others)."""
+    by_upper = {n.upper(): n for n in environ if n.upper().startswith(ENV_PREFIX)}
+    for i in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(str(p).upper() for p in loc[:i])
+        if name in by_upper:
+            return [by_upper[name]], True
+    if loc:
+        below = ENV_PREFIX + "__".join(str(p).upper() for p in loc) + "__"
+        return sorted(original for upper, original in by_upper.items() if upper.startswith(below)), False
+    return [], False
+
+
+def _format_validation_error(exc: ValidationError, source: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """One line naming, for each error, the key and where its value came from: the
+    environment variable that set it, else ``source`` (the file)."""
+    by_source: dict[str, list[str]] = {}
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{key}'")
-        else:
-            parts.append(f"'{key}': {err['msg']}")
-    return f"{source}: " + "; ".join(parts)
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        variables, alone = _env_variables(loc, environ) if environ is not None else ([], False)
+        named = f"environment variable{'s' * (len(variables) > 1)} {', '.join(variables)}" if variables else ""
+        where = named if alone or (variables and source is None) else (
+            f"{source} with {named}" if variables else source or "settings")
+        # A check's own message, without pydantic's "Value error, " in front.
+        msg = str(err["ctx"]["error"]) if err["type"] == "value_error" and "error" in err.get("ctx", {}) else err["msg"]
+        text = f"unknown key '{key}'" if err["type"] == "extra_forbidden" else f"'{key}': {msg}" if key else msg
+        by_source.setdefault(where, []).append(text)
+    return "; ".join(f"{where}: " + "; ".join(texts) for where, texts in by_source.items())
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"settings file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                          "save the settings file as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    _reject_secrets(loaded, path)
+    return loaded
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from ``config`` (or the nearest skewless.yaml), env, then ``overrides``."""
+    check_environment()
     path = Path(config) if config else find_config_file()
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"settings file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        _reject_secrets(loaded, path)
-        data.update(loaded)
+    data = _read_file(path) if path is not None else {}
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, str(path or "settings"))) from exc
+        raise ConfigError(_format_validation_error(exc, str(path) if path else None, os.environ)) from exc
     except SettingsError as exc:
-        raise ConfigError(f"invalid SKEWLESS_* environment variable: {exc}") from exc
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"{ENV_PREFIX}{field.group(1).upper()}" if field else f"{ENV_PREFIX}*"
+        raise ConfigError(f"environment variable {name}: not valid ({exc})",
+                          "a whole section is given as JSON, or set one key with SKEWLESS_<SECTION>__<KEY>") from exc
     if overrides:
         merged = settings.model_dump()
         for k, v in overrides.items():
