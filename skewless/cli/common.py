@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from skewless.errors import ConfigError, SkewlessError
@@ -58,7 +59,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except SkewlessError as exc:
             if verbose:
                 traceback.print_exc()
-            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("interrupted")
@@ -67,7 +68,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if verbose:
                 traceback.print_exc()
             console.print(
-                f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+                f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --verbose for the traceback)",
                 highlight=False,
                 soft_wrap=True,
             )
