@@ -10,6 +10,7 @@ from rich.table import Table
 
 from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
 from skewless.errors import ConfigError
+from skewless.settings_checks import check_spark_master
 
 app = typer.Typer(help="Spark feature jobs: lake -> offline feature tables.", no_args_is_help=True)
 
@@ -32,12 +33,20 @@ def run(
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Compute every feature view from the raw lake and write the offline tables."""
+    settings = settings_from(config)
+    first, last = _date(start, "--start"), _date(end, "--end")
+    if first is not None and last is not None and last <= first:
+        raise ConfigError(f"--end {last} must be after --start {first} (the output dates are [start, end))")
+    if master is not None:
+        try:
+            check_spark_master(master)
+        except ValueError as exc:
+            raise ConfigError(f"--master {exc}") from None
     from etl.batch import run_batch
 
-    settings = settings_from(config)
     with progress() as bar:
         task = bar.add_task("feature views", total=None)
-        summary = run_batch(settings, _date(start, "--start"), _date(end, "--end"), master,
+        summary = run_batch(settings, first, last, master,
                             on_view=lambda name, done, total: bar.update(task, completed=done, total=total))
 
     def human() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from skewless.cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from skewless.errors import ConfigError
 
 app = typer.Typer(help="Train, evaluate, track and promote the fraud model.", invoke_without_command=True)
 
@@ -24,6 +26,20 @@ def results_table(results: dict) -> Table:
     return table
 
 
+def check_window(start: datetime | None, end: datetime | None, cutoff: datetime | None, maturity_days: float) -> None:
+    """Reject a window that cannot hold a training row, before any work starts."""
+    if start is not None and end is not None and end <= start:
+        raise ConfigError(f"--end {end.isoformat()} must be after --start {start.isoformat()}")
+    known_at = cutoff or end
+    if start is not None and known_at is not None and known_at - timedelta(days=maturity_days) <= start:
+        flag = "--cutoff" if cutoff else "--end"
+        raise ConfigError(
+            f"{flag} {known_at.isoformat()} leaves no transaction after --start {start.isoformat()} "
+            f"{maturity_days:g} days old (training.label_maturity_days), so none has a label to learn from",
+            f"move --start earlier or {flag} later",
+        )
+
+
 @app.callback()
 @handle_errors
 def train(
@@ -38,13 +54,16 @@ def train(
     """Build the training set through Feast, fit the candidates, evaluate by cost, track, register."""
     if ctx.invoked_subcommand is not None:
         return
+    settings = settings_from(config)
+    first, last, known_at = parse_time(start, "--start"), parse_time(end, "--end"), parse_time(cutoff, "--cutoff")
+    check_window(first, last, known_at, settings.training.label_maturity_days)
+
     from skewless.features.store import feature_store
     from training.trainer import train as run
 
-    settings = settings_from(config)
     with console.status("training ...") as status:
-        summary = run(settings, feature_store(settings), feature_service, parse_time(start, "--start"), parse_time(end, "--end"),
-                      parse_time(cutoff, "--cutoff"), promote_champion=promote, on_step=lambda s: status.update(s))
+        summary = run(settings, feature_store(settings), feature_service, first, last, known_at,
+                      promote_champion=promote, on_step=lambda s: status.update(s))
 
     def human() -> None:
         console.print(results_table(summary["results"]))
