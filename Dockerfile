@@ -1,4 +1,5 @@
-# The project's own services (ingestion consumer, later the serving API).
+# The project's own services (ingestion consumer, serving API) and every command of the CLI.
+# Every package pyproject.toml installs is copied (tests/unit/test_docker_compose.py checks).
 FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
@@ -9,6 +10,7 @@ COPY ingestion ./ingestion
 COPY etl ./etl
 COPY training ./training
 COPY serving ./serving
+COPY monitoring ./monitoring
 COPY feature_repo ./feature_repo
 COPY benchmarks ./benchmarks
 RUN pip install --no-cache-dir .
