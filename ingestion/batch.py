@@ -4,6 +4,11 @@ A batch closes by record count, message bytes, or the number of event-time hours
 spans, never by wall-clock, so replaying the same offsets closes it at the same offset.
 (``flush`` on shutdown, idle or rebalance closes it early; that batch is committed, so
 it is never replayed.)
+
+Every offset added is accounted for exactly once: a row in an hour's file, or a dead
+letter with its reason. Any exception while decoding or validating one message, expected
+(``InvalidEvent``) or not (a bug, an input no one thought of), dead-letters that message
+with the exception's type and message as the reason: one bad event never breaks a batch.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -35,9 +39,16 @@ DEAD_LETTER_SCHEMA = pa.schema([
 # accumulate, then converted to one Arrow record batch: a buffered event costs its column
 # values (~100 bytes) instead of a dict (~1 KB), so memory per open batch stays small.
 CHUNK_ROWS = 8192
+# A dead letter's reason is one line: an exception's message can echo a whole value.
+MAX_REASON = 400
 # Parquet encoding, compression and fsync release the GIL: files are written by this many
 # threads while the next hour's table is built.
 WRITE_THREADS = 2
+
+
+def _reason(text: str) -> str:
+    """A dead letter's reason: one bounded line that Parquet can store (valid UTF-8)."""
+    return text[:MAX_REASON].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class PartitionBatch:
@@ -47,6 +58,7 @@ class PartitionBatch:
         self.contract = contract
         self.limits = limits
         self._time_field = contract.time_field
+        self._parse = contract.parse_message  # bound once: called per message
         self._optional = [f.name for f in contract.fields if not f.required]
         self._schemas: dict[frozenset, pa.Schema] = {}
         self.reset()
@@ -72,20 +84,17 @@ class PartitionBatch:
         self.count += 1
         self.nbytes += len(value) if value else 0
         try:
-            if not value:
-                raise InvalidEvent("empty message (no value)")
-            try:
-                event = orjson.loads(value)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidEvent(f"not valid JSON: {exc}") from None
-            row = self.contract.validate(event)
-        except InvalidEvent as exc:
-            self.dead.append((offset, key, value, str(exc), timestamp_ms))
-        else:
+            row = self._parse(key, value)
             ts: datetime = row[self._time_field]
+            bucket = (ts.year, ts.month, ts.day, ts.hour)
+        except InvalidEvent as exc:
+            self.dead.append((offset, key, value, _reason(str(exc)), timestamp_ms))
+        except Exception as exc:  # noqa: BLE001 - one event's surprise costs that event, never the batch
+            self.dead.append((offset, key, value, _reason(f"could not validate: {type(exc).__name__}: {exc}"),
+                              timestamp_ms))
+        else:
             row["_kafka_partition"] = self.partition
             row["_kafka_offset"] = offset
-            bucket = (ts.year, ts.month, ts.day, ts.hour)
             rows = self.hours.get(bucket)
             if rows is None:
                 self.hours[bucket] = rows = []

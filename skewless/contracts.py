@@ -5,23 +5,71 @@ version that introduced them. Adding an *optional* field in a new version is a
 compatible change: old files simply lack the column, and readers merge schemas
 (Spark ``mergeSchema``, ``pyarrow.dataset`` unification).
 
-``validate`` turns one decoded JSON object into a lake row or a reason it is bad; the
-reason is what the dead-letter record carries.
+``parse_message`` turns one Kafka message (key and value bytes) into a lake row or a
+reason it is bad; ``validate`` does the same for one decoded JSON object. The reason is
+what the dead-letter record carries, and it names the first problem found.
+
+What a topic accepts, decided case by case (the online API shares these rules: the
+constants under "Rules shared with the online API" below, and ``text_problem``):
+
+- Text (ids, channel, mcc, model names): 1 to 256 characters, printable (Python's
+  ``str.isprintable``: no control characters such as NUL, tab or newline, no invisible
+  format characters such as zero-width spaces or bidi overrides, no separators but the
+  ASCII space, no surrogates, private-use or unassigned code points), and no space at
+  either end, so a blank id (three spaces) is rejected. " u1" and "u1" would be two users
+  whose features never meet; the contract rejects rather than trims, so the id in the lake
+  is the id the producer sent.
+- Lone surrogates cannot reach a contract: orjson rejects them (escaped or raw) as not
+  valid JSON, so such a message is dead-lettered as "not valid JSON".
+- Amounts: a number in [``MIN_AMOUNT``, ``MAX_AMOUNT``]. A payment has a smallest unit;
+  0.01 is a cent (and the smallest amount of every currency the simulator uses), so
+  1e-300 is a unit error, not a payment. Sub-0.01 amounts of three-decimal currencies
+  (0.005 KWD) are rejected too: lower ``MIN_AMOUNT`` if those are in scope.
+- Codes (currency, country): ASCII upper-case letters, exactly 2 or 3 of them.
+- Event times: ISO-8601 with a timezone, in [2000, 2100) once converted to UTC (any
+  offset, however extreme, is an out-of-range reason, never an error of the parser).
+- Unknown fields are rejected, not dropped: versions are explicit (an event newer than
+  the consumer knows is already rejected), so a field the contract does not name is a
+  producer bug or a change that needs a new contract version, and silently dropping it
+  hid both (and let 2 MB of padding through).
+- Size: a valid event of more than ``max_event_bytes`` (64 KiB; 1 MiB for predictions,
+  whose feature vector grows with the model) is rejected. The fields are checked first,
+  so an oversize event with a bad field is dead-lettered for the field.
+- The message key: a non-empty key must be the UTF-8 of the event's ``key_field``
+  (``user_id`` for transactions): it picks the partition that keeps one user's events in
+  order, so a different key is a producer bug and is dead-lettered. A null (or empty) key
+  is accepted: Kafka's console producer and many simple clients send none, and the event
+  is still whole; only the per-key ordering in Kafka is lost (features order by event
+  time anyway).
+- Duplicate JSON keys: the last one wins (orjson's behaviour, which RFC 8259 allows);
+  finding duplicates would need a second parse of every event on the hot path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
+# -- Rules shared with the online API (serving/schemas.py): one definition for both. ----
 # Event times outside this range are "absurd" and dead-lettered.
 MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_EVENT_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc)
-MAX_AMOUNT = 1_000_000.0
+MIN_AMOUNT = 0.01  # a payment's smallest unit (a cent); inclusive
+MAX_AMOUNT = 1_000_000.0  # inclusive
+MAX_TEXT_LENGTH = 256  # characters of any text field (ids, channel, mcc, ...)
+# ``text_problem`` as a regular expression, for JSON Schema and pydantic's ``pattern``
+# (Rust/ECMAScript-u syntax; Python's ``re`` has no \p{..}): a character that is neither
+# "Other" (control, format, surrogate, private use, unassigned) nor a separator, then any
+# run of ASCII spaces each followed by another such character. Length is checked apart.
+TEXT_PATTERN = r"^[^\p{C}\p{Z}]( *[^\p{C}\p{Z}])*$"
+CODE_PATTERNS = {2: r"^[A-Z]{2}$", 3: r"^[A-Z]{3}$"}  # currency (3) and country (2) codes
+MAX_EVENT_BYTES = 64 * 1024  # a message's value, for the transactions and labels topics
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # integer fields are int32 columns
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -46,11 +94,28 @@ def _parse_time(value: Any, name: str) -> datetime:
         raise InvalidEvent(f"field '{name}' is not an ISO-8601 timestamp: {value[:40]!r}") from None
     if ts.tzinfo is None:
         raise InvalidEvent(f"field '{name}' has no timezone; event times must be UTC-aware")
+    # Compare before converting: aware comparison is exact for any offset, whereas
+    # converting 9999-12-31T23:59:59-23:59 to UTC overflows the datetime range.
+    if not (MIN_EVENT_TIME <= ts < MAX_EVENT_TIME):
+        raise InvalidEvent(f"field '{name}' is out of range: {value[:60]}")  # (any digits of a fraction parse)
     if ts.utcoffset():
         ts = ts.astimezone(timezone.utc)
-    if not (MIN_EVENT_TIME <= ts < MAX_EVENT_TIME):
-        raise InvalidEvent(f"field '{name}' is out of range: {value}")
     return ts
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` is not valid text for a contract's text field, or None if it is.
+
+    The rule of every text field (see the module docstring); ``TEXT_PATTERN`` and
+    ``MAX_TEXT_LENGTH`` state the same rule for a JSON Schema.
+    """
+    if not 0 < len(value) <= MAX_TEXT_LENGTH:
+        return f"must be a non-empty string of at most {MAX_TEXT_LENGTH} characters"
+    if not value.isprintable():
+        return "must be printable text (no control, format or invisible characters)"
+    if value[0] == " " or value[-1] == " ":
+        return "must not be blank or start or end with a space"
+    return None
 
 
 def _type_error(name: str, expected: str, value: Any) -> InvalidEvent:
@@ -70,23 +135,23 @@ def _check(kind: str, name: str, value: Any) -> Any:
     if kind is STR:
         if t is not str:
             raise _type_error(name, "a string", value)
-        if not 0 < len(value) <= 256:
-            raise InvalidEvent(f"field '{name}' must be a non-empty string of at most 256 characters")
+        problem = text_problem(value)
+        if problem is not None:
+            raise InvalidEvent(f"field '{name}' {problem}: {value[:40]!r}")
         return value
     if kind is TIME:
         return _parse_time(value, name)
     if kind is AMOUNT:
         if t is not float and t is not int:
             raise _type_error(name, "a number", value)
-        v = float(value)
-        if not (0.0 < v <= MAX_AMOUNT):  # also false for NaN
-            raise InvalidEvent(f"field '{name}' is out of range (0, {MAX_AMOUNT:g}]: {value}")
-        return v
+        if not (MIN_AMOUNT <= value <= MAX_AMOUNT):  # also false for NaN; exact for any int
+            raise InvalidEvent(f"field '{name}' is out of range [{MIN_AMOUNT:g}, {MAX_AMOUNT:g}]: {value!r}"[:120])
+        return float(value)
     if kind in _CODE_LEN:
         n = _CODE_LEN[kind]
         if t is not str:
             raise _type_error(name, "a string", value)
-        if len(value) != n or not value.isalpha() or not value.isupper():
+        if len(value) != n or not value.isascii() or not value.isalpha() or not value.isupper():
             raise InvalidEvent(f"field '{name}' must be a {n}-letter upper-case code: {value[:20]!r}")
         return value
     if kind is BOOL:
@@ -96,6 +161,8 @@ def _check(kind: str, name: str, value: Any) -> Any:
     if kind is INT:
         if t is not int:
             raise _type_error(name, "an integer", value)
+        if not INT32_MIN <= value <= INT32_MAX:
+            raise InvalidEvent(f"field '{name}' is out of range for a 32-bit integer: {value}")
         return value
     if kind is PROB:
         if (t is not float and t is not int) or not 0.0 <= value <= 1.0:
@@ -104,7 +171,10 @@ def _check(kind: str, name: str, value: Any) -> Any:
     if kind is NUMBERS:
         if t is not dict or not all(type(k) is str and (v is None or type(v) in (int, float)) for k, v in value.items()):
             raise InvalidEvent(f"field '{name}' must be an object of name -> number or null")
-        return orjson.dumps(value).decode()  # stored as JSON text: any reader parses it
+        try:
+            return orjson.dumps(value).decode()  # stored as JSON text: any reader parses it
+        except orjson.JSONEncodeError as exc:  # an int past 64 bits, a lone surrogate in a name
+            raise InvalidEvent(f"field '{name}' must be an object of name -> number or null: {exc}") from None
     raise ValueError(f"unknown field kind {kind!r}")
 
 
@@ -127,6 +197,15 @@ class Contract:
     # The business key: one event per id. A producer retry without idempotence can land
     # the same id at two offsets; features count it once (the first landed wins).
     id_field: str = ""
+    max_event_bytes: int = MAX_EVENT_BYTES  # of a message's value
+
+    @cached_property
+    def _names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
+    @cached_property
+    def _plan(self) -> tuple[tuple[str, str, bool], ...]:
+        return tuple((f.name, f.kind, f.required) for f in self.fields)
 
     def arrow_schema(self, present: set[str] | None = None) -> pa.Schema:
         """Schema of lake files; optional fields appear only if ``present`` has them."""
@@ -137,28 +216,60 @@ class Contract:
         ]
         return pa.schema(cols + KAFKA_COLUMNS)
 
+    def parse_message(self, key: bytes | None, value: bytes | None) -> dict[str, Any]:
+        """Return the row for one Kafka message, or raise ``InvalidEvent`` with the reason."""
+        if not value:
+            raise InvalidEvent("empty message (no value)")
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"not valid JSON: {exc}") from None
+        row = self.validate(event)
+        if len(value) > self.max_event_bytes:
+            raise InvalidEvent(f"event is {len(value):,} bytes, over the {self.name} contract's limit of "
+                               f"{self.max_event_bytes:,}")
+        if key and key != row[self.key_field].encode():
+            raise InvalidEvent(
+                f"message key {key[:60].decode(errors='replace')!r} is not the event's {self.key_field} "
+                f"{row[self.key_field][:60]!r} ({self.name} are keyed by {self.key_field}, which picks the "
+                "partition that keeps its events in order; send that key, or none)")
+        return row
+
     def validate(self, event: Any) -> dict[str, Any]:
         """Return the row for a decoded event, or raise ``InvalidEvent`` with the reason."""
         if not isinstance(event, dict):
             raise InvalidEvent(f"expected a JSON object, got {type(event).__name__}")
         version = event.get("schema_version", 1)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise InvalidEvent(f"field 'schema_version' must be a positive integer: {version!r}")
+        if type(version) is not int or version < 1:
+            raise InvalidEvent(f"field 'schema_version' must be a positive integer: {version!r}"[:120])
         if version > self.version:
             raise InvalidEvent(
-                f"schema_version {version} is newer than this consumer knows ({self.version})"
+                f"schema_version {version} is newer than this consumer knows ({self.version})"[:120]
             )
         row: dict[str, Any] = {}
         get = event.get
-        for f in self.fields:
-            value = get(f.name)
+        for name, kind, required in self._plan:
+            value = get(name)
             if value is None:
-                if f.required:
-                    raise InvalidEvent(f"missing required field '{f.name}'")
+                if required:
+                    raise InvalidEvent(f"missing required field '{name}'")
                 continue
-            row[f.name] = value if (f.kind is STR and type(value) is str and 0 < len(value) <= 256) \
-                else _check(f.kind, f.name, value)
+            # The common case inline, with no call per field: printable text without spaces
+            # passes ``text_problem``; text with a space is checked in full by ``_check``.
+            row[name] = value if (kind is STR and type(value) is str and 0 < len(value) <= MAX_TEXT_LENGTH
+                                  and value.isprintable() and " " not in value) \
+                else _check(kind, name, value)
+        if len(row) != len(event):  # a null optional field, or one the contract does not name
+            self._reject_unknown(event)
         return row
+
+    def _reject_unknown(self, event: dict) -> None:
+        unknown = [k for k in event if k not in self._names]
+        if unknown:
+            more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
+            raise InvalidEvent(
+                f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(repr(k[:40]) for k in unknown[:3])}{more}: "
+                f"not in the {self.name} contract v{self.version} (a new field needs a new contract version)")
 
 
 TRANSACTIONS = Contract(
@@ -205,6 +316,7 @@ PREDICTIONS = Contract(
     time_field="predicted_at",
     key_field="request_id",
     id_field="request_id",
+    max_event_bytes=1024 * 1024,  # the feature vector grows with the model
     fields=(
         Field("schema_version", pa.int32(), INT, required=False),
         Field("request_id", pa.string(), STR),

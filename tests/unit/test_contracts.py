@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import orjson
 import pyarrow as pa
 import pytest
 
@@ -141,3 +142,177 @@ def test_a_bad_prediction_record_names_its_field(field, value, reason):
 
     with pytest.raises(InvalidEvent, match=reason.replace("[", r"\[").replace("]", r"\]")):
         PREDICTIONS.validate({**PRED, field: value})
+
+
+# --- Issue 9: inputs that broke the parser, and the contract decisions (see the module docstring)
+
+
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59",
+                                   "9999-12-31T23:59:59.999999-23:59:59.999999", "0001-01-01T00:00:00+23:59:59"])
+def test_an_event_time_at_the_edge_of_the_calendar_is_out_of_range_not_an_overflow(value):
+    # Converting these to UTC overflows the datetime range: the reason must still be the contract's.
+    with pytest.raises(InvalidEvent, match="field 'event_time' is out of range"):
+        TRANSACTIONS.validate({**TX, "event_time": value})
+    with pytest.raises(InvalidEvent, match="field 'label_time' is out of range"):
+        LABELS.validate({**LB, "label_time": value})
+
+
+def test_an_extreme_offset_inside_the_range_converts_to_utc():
+    row = TRANSACTIONS.validate({**TX, "event_time": "2026-01-01T00:00:00+23:59"})
+    assert row["event_time"] == datetime(2025, 12, 31, 0, 1, tzinfo=timezone.utc)
+
+
+def test_the_amount_has_a_smallest_unit():
+    from skewless.contracts import MAX_AMOUNT, MIN_AMOUNT
+
+    assert MIN_AMOUNT == 0.01
+    for bad in (1e-300, 5e-324, 0.009, 0.0099999, -0.01, 2**64 - 1, 10**30):
+        with pytest.raises(InvalidEvent, match="field 'amount' is out of range"):
+            TRANSACTIONS.validate({**TX, "amount": bad})
+    for good in (MIN_AMOUNT, 1, 12.34, MAX_AMOUNT, int(MAX_AMOUNT)):
+        assert TRANSACTIONS.validate({**TX, "amount": good})["amount"] == float(good)
+
+
+TEXT_FIELDS = [f.name for f in TRANSACTIONS.fields if f.kind == "str"]
+
+
+@pytest.mark.parametrize("name", TEXT_FIELDS)
+@pytest.mark.parametrize("value", ["   ", " ", " u1", "u1 ", "u 1 "])
+def test_blank_text_or_text_with_a_space_at_an_end_is_rejected(name, value):
+    with pytest.raises(InvalidEvent, match=f"field '{name}' must not be blank or start or end with a space"):
+        TRANSACTIONS.validate({**TX, name: value})
+
+
+@pytest.mark.parametrize("name", TEXT_FIELDS)
+@pytest.mark.parametrize("char", ["\x00", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\xa0", "\u200b", "\u200e",
+                                  "\u202e", "\u2028", "\u3000", "\ufeff", "\ue000", "\ud800", "\udfff", "\U000e0001"],
+                         ids=repr)
+def test_control_invisible_and_surrogate_characters_are_rejected_in_every_text_field(name, char):
+    with pytest.raises(InvalidEvent, match=f"field '{name}' must be printable text"):
+        TRANSACTIONS.validate({**TX, name: f"m{char}1"})
+
+
+@pytest.mark.parametrize("value", ["u 1", "Zoë's café", "商户-42", "😀", "a" * 256, "x", "ĳ", "Ω", "d:1/2#3"])
+def test_printable_text_with_inner_spaces_and_any_script_is_accepted(value):
+    assert TRANSACTIONS.validate({**TX, "merchant_id": value})["merchant_id"] == value
+
+
+def test_lone_surrogates_never_reach_the_contract_orjson_rejects_them():
+    for raw in (b'"\\ud800"', b'"\\udfff"', b'"a\\ud800b"', b'"\xed\xa0\x80"'):
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(raw)
+    body = orjson.dumps(TX).replace(b'"m1"', b'"m\\ud800"')
+    with pytest.raises(InvalidEvent, match="not valid JSON"):
+        TRANSACTIONS.parse_message(b"u1", body)
+    # A valid pair is one character, and printable.
+    assert TRANSACTIONS.parse_message(b"u1", orjson.dumps(TX).replace(b'"m1"', b'"m\\ud83d\\ude00"'))["merchant_id"] \
+        == "m\U0001f600"
+
+
+@pytest.mark.parametrize("value", ["ÄÖÜ", "EU€", "ＥＵＲ"])
+def test_codes_are_ascii_letters(value):
+    with pytest.raises(InvalidEvent, match="field 'currency' must be a 3-letter upper-case code"):
+        TRANSACTIONS.validate({**TX, "currency": value})
+
+
+def test_unknown_fields_are_rejected_and_named():
+    with pytest.raises(InvalidEvent, match=r"unknown field 'padding': not in the transactions contract v2"):
+        TRANSACTIONS.validate({**TX, "padding": "x" * 2_000_000})
+    with pytest.raises(InvalidEvent, match=r"unknown fields 'a', 'b', 'c' \(\+2 more\)"):
+        TRANSACTIONS.validate({**TX, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5})
+    with pytest.raises(InvalidEvent, match="unknown field 'is_fraud'"):  # a label field is not a transaction's
+        TRANSACTIONS.validate({**TX, "is_fraud": None})
+    with pytest.raises(InvalidEvent, match="unknown field") as err:
+        TRANSACTIONS.validate({**TX, "k" * 100_000: 1})
+    assert len(str(err.value)) < 200
+    # A known optional field set to null is not unknown.
+    assert "mcc" not in TRANSACTIONS.validate({**TX, "mcc": None})
+
+
+def test_an_oversize_event_is_rejected_after_its_fields():
+    from skewless.contracts import MAX_EVENT_BYTES, PREDICTIONS
+
+    body = orjson.dumps(TX)
+    padded = body[:-1] + b" " * (MAX_EVENT_BYTES - len(body)) + b"}"
+    assert len(padded) == MAX_EVENT_BYTES and TRANSACTIONS.parse_message(None, padded)["user_id"] == "u1"
+    too_big = body[:-1] + b" " * (2 * 1024 * 1024) + b"}"
+    with pytest.raises(InvalidEvent, match=r"event is 2,097,3\d\d bytes, over the transactions contract's limit "
+                                           r"of 65,536"):
+        TRANSACTIONS.parse_message(None, too_big)
+    # A bad field is the reason, whatever the size: the fields are checked first.
+    with pytest.raises(InvalidEvent, match="field 'user_id' must be a non-empty string"):
+        TRANSACTIONS.parse_message(None, orjson.dumps({**TX, "user_id": "u" * 100_000}))
+    # A prediction's feature vector grows with the model: its topic allows 1 MiB.
+    many = orjson.dumps({**PRED, "features": {f"feature_{i:05d}": i / 7 for i in range(5000)}})
+    assert MAX_EVENT_BYTES < len(many) < PREDICTIONS.max_event_bytes
+    assert PREDICTIONS.parse_message(b"r1", many)["request_id"] == "r1"
+
+
+def test_the_message_key_must_be_the_key_field_or_absent():
+    body = orjson.dumps(TX)
+    for key in (None, b"", b"u1"):  # no key (console producer), or the contract's key
+        assert TRANSACTIONS.parse_message(key, body)["user_id"] == "u1"
+    with pytest.raises(InvalidEvent, match=r"message key 'u2' is not the event's user_id 'u1' \(transactions are "
+                                           r"keyed by user_id"):
+        TRANSACTIONS.parse_message(b"u2", body)
+    with pytest.raises(InvalidEvent, match="message key 't1' is not the event's user_id 'u1'"):
+        TRANSACTIONS.parse_message(b"t1", body)  # keyed by the business id instead: a producer bug
+    with pytest.raises(InvalidEvent, match="message key '\ufffd\ufffd' is not"):
+        TRANSACTIONS.parse_message(b"\xff\xfe", body)
+    assert LABELS.parse_message(b"t1", orjson.dumps(LB))["transaction_id"] == "t1"
+    with pytest.raises(InvalidEvent, match="is not the event's transaction_id 't1'"):
+        LABELS.parse_message(b"u1", orjson.dumps(LB))
+    # An event that breaks a field is dead-lettered for the field, not for its key.
+    with pytest.raises(InvalidEvent, match="field 'amount'"):
+        TRANSACTIONS.parse_message(b"poison", orjson.dumps({**TX, "amount": -1}))
+
+
+def test_an_integer_field_fits_its_int32_column():
+    from skewless.contracts import INT, STR, Contract, Field
+
+    c = Contract("t", 1, "ts", "id", (Field("id", pa.string(), STR), Field("n", pa.int32(), INT),
+                                      Field("ts", pa.timestamp("us", tz="UTC"), "time")))
+    ev = {"id": "a", "ts": "2026-01-01T00:00:00Z"}
+    assert c.validate({**ev, "n": 2**31 - 1})["n"] == 2**31 - 1
+    for n in (2**31, -(2**31) - 1, 2**64 - 1):
+        with pytest.raises(InvalidEvent, match="field 'n' is out of range for a 32-bit integer"):
+            c.validate({**ev, "n": n})
+
+
+def test_a_prediction_of_a_non_finite_or_huge_feature_is_json_text_or_a_reason():
+    from skewless.contracts import PREDICTIONS
+
+    assert orjson.loads(PREDICTIONS.validate({**PRED, "features": {"a": 2**64 - 1}})["features"]) == {"a": 2**64 - 1}
+    for features in ({"a": {"b": 1}}, {"a": 2**64}, {"\ud800": 1.0}):  # the last two: not JSON-encodable
+        with pytest.raises(InvalidEvent, match="'features' must be an object of name -> number or null"):
+            PREDICTIONS.validate({**PRED, "features": features})
+
+
+SAMPLES = ["u1", "u 1", "a b c", " a", "a ", "   ", "", "a\x00", "\t", "a\nb", "Zoë", "商户", "😀", "a\xa0b", "a\u200bb",
+           "\u202eab", "a\u2028", "\ue000", "\ufeff", "a\x85", "\x7f", "a  b", "-", "a" * 256, "a" * 257]
+
+
+@pytest.mark.parametrize("value", SAMPLES, ids=repr)
+def test_the_text_pattern_for_the_api_states_the_same_rule_as_the_contract(value):
+    """``TEXT_PATTERN`` + ``MAX_TEXT_LENGTH`` (what the online API's JSON Schema says) accept
+    exactly what ``text_problem`` (the topic's rule) accepts, checked with pydantic's engine."""
+    from typing import Annotated
+
+    from pydantic import Field as PydField, TypeAdapter, ValidationError
+
+    from skewless.contracts import MAX_TEXT_LENGTH, TEXT_PATTERN, text_problem
+
+    api = TypeAdapter(Annotated[str, PydField(pattern=TEXT_PATTERN, max_length=MAX_TEXT_LENGTH)])
+    try:
+        api.validate_python(value)
+        api_ok = True
+    except ValidationError:
+        api_ok = False
+    assert api_ok == (text_problem(value) is None)
+    # ... and the topic's fast path agrees with its full check.
+    try:
+        TRANSACTIONS.validate({**TX, "device_id": value})
+        topic_ok = True
+    except InvalidEvent:
+        topic_ok = False
+    assert topic_ok == api_ok
