@@ -30,6 +30,23 @@ def land(settings, contract: str, events: list[dict], tag: str = "t") -> None:
         pq.write_table(pa.Table.from_pylist(rows, schema=c.arrow_schema(present)), path / f"{tag}.parquet")
 
 
+def land_batch(settings, contract: str, partition: int, first_offset: int, messages: list[bytes],
+               commit: bool = True) -> None:
+    """Land raw messages as one batch of ``partition`` at ``first_offset`` with the sink's own
+    code (files, manifest, renames; every row stamped with this moment's ``_ingested_at``).
+    ``commit=False`` stops before the manifest, as a crash would: temp files only."""
+    from ingestion.batch import PartitionBatch
+    from ingestion.lake_files import LakeLayout, roll_forward, write_manifest
+
+    layout = LakeLayout(settings.lake_path)
+    batch = PartitionBatch(getattr(settings.topics, contract), partition, CONTRACTS[contract], settings.ingest)
+    for i, value in enumerate(messages):
+        batch.add(first_offset + i, None, value, None)
+    br, moves, counts = batch.write_temp_files(layout)
+    if commit:
+        roll_forward(layout, write_manifest(layout, br, moves, counts))
+
+
 def land_simulation(settings, events: int, seed: int, start: datetime, days: int):
     sim = simulate(events, seed, start, days)
     land(settings, "transactions", sim.transactions)
