@@ -22,14 +22,14 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.transforms import TS, source_events, windowed_features
+from etl.transforms import TS, source_events, unique_events, windowed_features
 from skewless.errors import ConfigError, DataError
 from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
+from skewless.lake import LANDING_ORDER, topic_schema
 from skewless.settings import Settings
 from skewless.spark import spark_session
 
@@ -83,12 +83,14 @@ def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date
              columns: list[str] | None = None) -> DataFrame:
     """Raw events of a contract, pruned to the date partitions in ``[start, end)``.
 
-    The schema is the contract's, every optional field included: files of older contract
-    versions read those columns as null (what ``mergeSchema`` does, without opening every
-    file's footer first)."""
+    Every landed copy of an event is a row (``first_landed`` keeps one per id). The schema
+    is the lake's one schema of the topic (``skewless.lake.topic_schema``: every optional
+    field of the contract, ``date`` a date, ``hour`` an int), so files of older contract
+    versions read the newer columns as null (what ``mergeSchema`` does, without opening
+    every file's footer first) and every reader of the lake sees the same types."""
     from skewless.contracts import CONTRACTS
 
-    schema = CONTRACTS[contract].arrow_schema().append(pa.field("date", pa.date32())).append(pa.field("hour", pa.int32()))
+    schema = topic_schema(CONTRACTS[contract])
     root = _raw_dir(settings, contract)
     if not root.is_dir():  # nothing landed for this contract yet: an empty frame of its schema
         df = spark.createDataFrame([], schema=_spark_schema(schema))
@@ -115,7 +117,8 @@ def needed_columns(views: tuple[WindowedView, ...], contract: str) -> list[str]:
             cols |= {src.enrich[1], *src.enrich[2]}
     from skewless.contracts import CONTRACTS
 
-    return sorted(cols | {CONTRACTS[contract].time_field})
+    # The business id and the landing order decide which copy of an event counts.
+    return sorted(cols | {CONTRACTS[contract].time_field, CONTRACTS[contract].id_field, *LANDING_ORDER})
 
 
 def _spark_schema(schema) -> Any:
@@ -159,8 +162,9 @@ def plan_range(settings: Settings, start: date | None, end: date | None,
 
 def compute_views(views: tuple[WindowedView, ...], frames: dict[str, DataFrame],
                   since: datetime | None = None, until: datetime | None = None) -> dict[str, DataFrame]:
-    """Every view's table from the raw frames (pure transformation, no I/O), with the rows
-    in ``[since, until)`` when given."""
+    """Every view's table from the contracts' frames (pure transformation, no I/O), with
+    the rows in ``[since, until)`` when given. The frames hold one event per id: pass
+    them through ``unique_events`` first."""
     return {v.name: windowed_features(v, source_events(v.source, frames), since, until) for v in views}
 
 
@@ -217,11 +221,16 @@ def run_batch(
     spark = spark_session(settings, master, app="skewless-etl")
     lookback = max(v.max_window + v.hop_td for v in views)
     read_start = out_start - timedelta(days=lookback.days + 1)
-    # Every view reads the same raw events: read them once (each view then keeps only the
-    # lookback its own windows need).
-    frames = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c)).persist()
-              for c in ("transactions", "labels")}
-    events_read = frames["transactions"].count()
+    # Every view reads the same events: read them once, one copy per id (each view then
+    # keeps only the lookback its own windows need). A retried event's copies share its
+    # event time, hence its date partition: a copy landed since the last run lands in a
+    # date this run recomputes, and the copy landed before it is read with it.
+    raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c))
+           for c in ("transactions", "labels")}
+    frames = {c: f.persist() for c, f in unique_events(raw).items()}
+    landed = {c: f.count() for c, f in raw.items()}
+    duplicates = {c: landed[c] - frames[c].count() for c in frames}
+    events_read = landed["transactions"]
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
     summary: dict[str, Any] = {"views": {}}
@@ -242,6 +251,7 @@ def run_batch(
         _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0
     summary.update({"start": out_start.isoformat(), "end": out_end.isoformat(), "events_read": events_read,
+                    "duplicates_dropped": duplicates,
                     "seconds": round(elapsed, 2), "events_per_s": round(events_read / elapsed, 1) if elapsed else None,
                     "master": master or settings.spark_master})
     return summary

@@ -24,8 +24,12 @@ rows (exact: decimal), distinct counts are cumulative sums of deltas, last value
 time are the cumulative latest event (null once it left the window), and min/max look
 at the bucket rows of the last ``W`` hops (a sliding frame).
 
+Events count once per business id (``Contract.id_field``): ``unique_events`` keeps the
+first landed copy of each (``skewless.lake.LANDING_ORDER``) before any view sees them.
+
 The functions take and return DataFrames and do no I/O: a streaming job can run them on
-each micro-batch (``foreachBatch``) over the new events plus the lookback it keeps.
+each micro-batch (``foreachBatch``) over the new events plus the lookback it keeps —
+``unique_events`` included, over the same lookback, so a retry is dropped there too.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from skewless.contracts import CONTRACTS
 from skewless.features.dsl import Aggregation, EventSource, WindowedView
+from skewless.lake import LANDING_ORDER
 
 TS = "event_timestamp"
 # Sums are exact (no floating-point drift from subtracting running sums): values with
@@ -57,8 +63,25 @@ def _to_hop(view: WindowedView, ts: datetime) -> int:
     return -(-us // _hop_us(view))
 
 
+def first_landed(events: DataFrame, id_field: str) -> DataFrame:
+    """One row per ``id_field``: the copy landed first (least ``LANDING_ORDER``).
+
+    Kafka lands each offset once, but a producer retry without idempotence sends one
+    event twice (two offsets, maybe two partitions); every copy after the first is
+    dropped, whatever it holds. A total order over columns stored in the files, so every
+    run keeps the same copy of the same copies."""
+    first = Window.partitionBy(id_field).orderBy(*LANDING_ORDER)
+    return events.withColumn("_copy", F.row_number().over(first)).where(F.col("_copy") == 1).drop("_copy")
+
+
+def unique_events(frames: dict[str, DataFrame]) -> dict[str, DataFrame]:
+    """Each contract's frame (keyed by contract name) with one event per its ``id_field``."""
+    return {name: first_landed(df, CONTRACTS[name].id_field) for name, df in frames.items()}
+
+
 def source_events(source: EventSource, frames: dict[str, DataFrame]) -> DataFrame:
-    """The source's events: its contract's frame, filtered and enriched as declared."""
+    """The source's events: its contract's frame, filtered and enriched as declared
+    (``frames`` as ``unique_events`` returns them)."""
     df = frames[source.contract]
     if source.where:
         df = df.where(F.col(source.where))

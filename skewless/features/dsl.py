@@ -23,6 +23,20 @@ changes every instant, so it is a request-time transform (``request time - last_
 exact at any ``t``. Before an entity's first event there is no row (null / "not found"
 online). Sums are exact to 9 decimals (decimal arithmetic), then stored as float64.
 
+Each event counts once, by its contract's business id (``Contract.id_field``: a
+transaction's ``transaction_id``, a label's ``transaction_id``, a prediction's
+``request_id``). The lake holds each Kafka offset once, but a producer retry without
+idempotence lands one event at two offsets (maybe two partitions); of the copies of an
+id, the *first landed* counts — the least (``_ingested_at``, ``_kafka_partition``,
+``_kafka_offset``), i.e. the batch the sink landed first, then the Kafka position — and
+the others are dropped before any aggregate, whatever they hold (a retry's copies are
+identical; an id reused for different content keeps its first content). The order is
+stored in the files, so full, incremental and streaming runs keep the same copy, and a
+copy landed later never displaces one already counted. A retry resends the event time
+too, so its copies share a date partition and an incremental run that reads the new
+copy reads the old one with it; copies of one id whose event times lie further apart
+than the longest window (+1 day) are beyond that guarantee.
+
 Late events (landed after the rows they affect were computed) are picked up by the next
 incremental ETL run, which recomputes from the late event's date; the next
 materialization reloads the online store from there.
