@@ -72,8 +72,13 @@ def _request_features(cols):
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = col("amount") / col("user_spend__mean_amount_7d")
         rate = _zero_nan(col("merchant_chargebacks__chargebacks_30d")) / np.where(tx_30d > 0, tx_30d, np.nan)
+        gap = col("event_epoch") - col("user_diversity__last_tx_time")
     out = {
-        "seconds_since_last_tx": col("event_epoch") - col("user_diversity__last_tx_time"),
+        # A negative gap (the transaction is older than the user's last known one: a late
+        # or replayed event, a wrong clock) is unknown, not "just now": training never sees
+        # one (its rows are joined as of their own time), so a number there would be
+        # outside everything the model learned. NaN is what a user with no history gets.
+        "seconds_since_last_tx": np.where(gap >= 0, gap, np.nan),
         "amount_vs_user_mean_7d": np.where(np.isinf(ratio), np.nan, ratio),
         "first_tx_at_merchant": (_zero_nan(col("user_merchant__tx_count_30d")) == 0).astype("int64"),
         "merchant_chargeback_rate_30d": _zero_nan(rate),

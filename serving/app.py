@@ -4,8 +4,12 @@ Routes: ``POST /v1/predict``, ``POST /v1/features``, ``GET /healthz``, ``GET /re
 ``GET /metrics``; the OpenAPI schema at ``/docs``. ``create_app(settings)`` builds it;
 ``skewless serve`` runs it under uvicorn.
 
-Failure modes: a bad request is a 422 naming the field; a batch over
-``serving.max_entities`` is a 413; an unreachable online store is a 503 within
+Failure modes: a bad request is a 422 naming the field (a body that is not strict JSON:
+NaN, Infinity, 1e400, a lone surrogate, a repeated key, is one too, see
+``serving.request_body``; the answer is bounded whatever the request); a body over its cap
+(counted as read, chunked or not; one transaction is at most what its topic takes) or a
+batch over ``serving.max_entities`` is a 413; an unexpected error is a 500 that keeps the
+connection (``serving.guard``); an unreachable online store is a 503 within
 ``serving.redis_timeout_s`` (the Redis client reconnects by itself on the next request);
 no champion yet is a 503 on /v1/predict. Prediction logging never delays an answer.
 """
@@ -26,14 +30,17 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from serving import metrics
 from serving.champion import ChampionWatcher
 from serving.guard import Guard
+from serving.request_body import StrictJSONRoute, validation_error_body
 from serving.online_reader import FeaturePlan, FeatureRows, PlanError
 from serving.prediction_log import PredictionLog
 from serving.schemas import FeaturesRequest, FeaturesResponse, Prediction, Transaction
+from skewless.contracts import TRANSACTIONS, text_problem
 from skewless.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,8 +191,13 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
 
     app = FastAPI(title="Skewless online API", version="1", lifespan=lifespan,
                   description="Online features and fraud predictions from the champion model's FeatureService.")
+    app.router.route_class = StrictJSONRoute  # bodies parsed as strict JSON (no NaN, no lone surrogates)
     app.state.service = svc
     api_key = settings.serving.api_key.get_secret_value() if settings.serving.api_key else None
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return Response(validation_error_body(exc.errors()), status_code=422, media_type="application/json")
 
     @app.exception_handler(OnlineStoreDown)
     async def _down(request: Request, exc: OnlineStoreDown):
@@ -194,11 +206,6 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
     @app.exception_handler(PlanError)
     async def _bad_plan(request: Request, exc: PlanError):
         return _json({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return _json({"detail": "internal error"}, status_code=500)
 
     @app.get("/healthz", summary="alive")
     async def healthz() -> dict[str, str]:
@@ -249,6 +256,10 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
                          503: {"description": "no champion model, or online store unavailable"}})
     async def predict(tx: Transaction, request: Request,
                       include_features: bool = Query(False, description="return the vector scored")):
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        problem = text_problem(request_id)  # the id is logged to the predictions topic, as text
+        if problem:
+            raise HTTPException(422, f"header x-request-id {problem}")
         champ = watcher.current
         if champ is None:
             raise HTTPException(503, watcher.error or "no champion model is loaded yet")
@@ -268,11 +279,10 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
         not_found = sorted({v.name for v in champ.plan.views} - set(result.view_timestamps[0]))
         for view in not_found:
             metrics.NOT_FOUND.labels(view).inc()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         features_used = dict(zip(art.features, (None if math.isnan(v) else v for v in x[0].tolist())))
         if svc.log is not None:
             svc.log.submit({
-                "request_id": request_id[:256], "transaction_id": tx.transaction_id, "user_id": tx.user_id,
+                "request_id": request_id, "transaction_id": tx.transaction_id, "user_id": tx.user_id,
                 "merchant_id": tx.merchant_id, "amount": tx.amount, "event_time": tx.event_time.isoformat(),
                 "predicted_at": datetime.now(timezone.utc).isoformat(), "model_name": art.model_name,
                 "model_version": art.version, "feature_service": art.feature_service, "score": score,
@@ -283,7 +293,8 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
             "feature_service": art.feature_service, "not_found": not_found,
             "features": features_used if include_features else None})
 
-    app.add_middleware(Guard, api_key=api_key)
+    # One transaction is at most what its topic takes (a larger message is dead-lettered).
+    app.add_middleware(Guard, api_key=api_key, body_limits={"/v1/predict": TRANSACTIONS.max_event_bytes})
     return app
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from skewless.contracts import MAX_AMOUNT, MAX_EVENT_TIME, MIN_AMOUNT, MIN_EVENT_TIME, text_problem
 from skewless.features.feast_objects import ARRAYS_TAG
 
 _STRING, _INT64 = 2, 4  # feast.value_type.ValueType.STRING / INT64
@@ -158,22 +159,21 @@ class FeaturePlan:
 
     # -- per request ------------------------------------------------------------------
     def check_row(self, row: dict[str, Any], index: int = 0) -> None:
+        """Raise PlanError unless ``row`` holds every join key and request field this plan
+        needs, each valid: string keys as the event contract's ids (``text_problem``),
+        integer keys in int64, request fields finite numbers in their range."""
         for k in self.join_keys:
-            v = row.get(k)
-            if v is None:
+            if row.get(k) is None:
                 raise PlanError(f"entities[{index}]: missing join key {k!r}")
         for v in self.views:
             for k, t in zip(v.join_keys, v.key_types):
-                ok = isinstance(row[k], str) if t == "string_val" else (isinstance(row[k], int)
-                                                                        and not isinstance(row[k], bool))
-                if not ok:
-                    raise PlanError(f"entities[{index}]: join key {k!r} must be "
-                                    f"{'a string' if t == 'string_val' else 'an integer'}")
+                problem = _key_problem(row[k], t)
+                if problem:
+                    raise PlanError(f"entities[{index}]: join key {k!r} {problem}")
         for f in self.request_fields:
-            v = row.get(f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise PlanError(f"entities[{index}]: request field {f!r} must be a number "
-                                f"(the on-demand features need it)")
+            problem = _request_field_problem(f, row.get(f))
+            if problem:
+                raise PlanError(f"entities[{index}]: request field {f!r} {problem} (the on-demand features need it)")
 
     def commands(self, rows: Sequence[dict[str, Any]]) -> list[tuple[bytes, list[bytes]]]:
         """One ``(redis key, hash fields)`` per view and row, view-major."""
@@ -270,7 +270,7 @@ class FeaturePlan:
             for f in od.outputs:
                 name = f"{od.name}__{f}"
                 cols[name] = [_plain(x) for x in result[f].tolist()]
-                stats[name] = [PRESENT] * n
+                stats[name] = [NULL_VALUE if x is None else PRESENT for x in cols[name]]
                 stamps[name] = [None] * n
         return FeatureRows(
             names=self.names,
@@ -279,6 +279,36 @@ class FeaturePlan:
             event_timestamps=[[stamps[c][r] for c in self.names] for r in range(n)],
             view_timestamps=view_ts,
         )
+
+
+# Request fields by name: the event contract's range for what each one carries. Any other
+# request field must be a finite number.
+REQUEST_FIELD_RANGES: dict[str, tuple[float, float]] = {
+    "amount": (MIN_AMOUNT, MAX_AMOUNT),  # the transaction's amount
+    # its event_time in unix seconds: [2000, 2100), to the microsecond the lake keeps
+    "event_epoch": (MIN_EVENT_TIME.timestamp(), MAX_EVENT_TIME.timestamp() - 1e-6),
+}
+_INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _key_problem(value: Any, kind: str) -> str | None:
+    if kind == "string_val":
+        if not isinstance(value, str):
+            return "must be a string"
+        problem = text_problem(value)
+        return None if problem is None else f"{problem}: {value[:40]!r}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be an integer"
+    return None if _INT64_RANGE[0] <= value <= _INT64_RANGE[1] else "is out of the 64-bit integer range"
+
+
+def _request_field_problem(name: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    if not math.isfinite(value):
+        return "must be a finite number"
+    low, high = REQUEST_FIELD_RANGES.get(name, (-math.inf, math.inf))
+    return None if low <= value <= high else f"must be in [{low:.16g}, {high:.16g}], got {repr(value)[:40]}"
 
 
 def _column(values: list[Any]) -> np.ndarray:

@@ -179,7 +179,7 @@ def test_not_json_is_422(client):
 def test_features_for_many_entities_with_statuses_and_timestamps(served, client):
     settings, store, sim, _ = served
     entities = [{**p, "event_epoch": END.timestamp()} for p in _pairs(sim, 99, seed=2)]
-    entities.append({"user_id": "nobody", "merchant_id": "nowhere", "amount": 1.0, "event_epoch": 0.0})
+    entities.append({"user_id": "nobody", "merchant_id": "nowhere", "amount": 1.0, "event_epoch": END.timestamp()})
     r = client.post("/v1/features", json={"feature_service": SERVICE, "entities": entities})
     assert r.status_code == 200, r.text
     body = r.json()

@@ -65,7 +65,7 @@ def test_on_demand_features_get_arrays_or_a_dataframe_as_declared():
         plan = _plan(on_demand=[_OnDemand("req", ratio, ["ratio"], ["amount"], arrays)])
         out = plan.decode(rows, replies, now=NOW)
         assert [r[-1] for r in out.values] == [2.5, None]  # NaN (unknown user) is reported as null
-        assert [r[-1] for r in out.statuses] == [PRESENT, PRESENT]
+        assert [r[-1] for r in out.statuses] == [PRESENT, NULL_VALUE]  # with no value: not PRESENT
     assert seen == [dict, pd.DataFrame]
 
 
