@@ -6,29 +6,54 @@ partition assignment the partition is recovered and the consumer seeks past what
 already landed; on revocation open batches are flushed and committed first.
 
 Runs until SIGTERM/SIGINT (flush, commit, exit) or, with ``until_idle``, until no
-message arrived for that many seconds.
+message arrived for that many seconds. A signal also interrupts a poll or commit that is
+waiting on Kafka, so a stop is prompt even while the broker is away; a second signal
+exits at once (landed data is safe: the open batch is read again by the next run).
+
+Errors from Kafka that a retry cannot fix (a batch in a codec no library here reads, a
+corrupt batch, a refused authorization...) stop the consumer with ``ConsumeHalted``,
+after landing and committing what it had: never a silent retry loop. Retriable ones
+(the broker restarting, a network blip) are retried.
+
+Offsets that hold no record a consumer sees (transaction commit/abort markers, records
+of aborted transactions; the consumer reads ``read_committed``) are committed past once
+the partition's open batch has landed, so they do not show as lag.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 
 from ingestion.batch import PartitionBatch
 from skewless.contracts import contract_for_topic
 from skewless.topics import ensure_topics
 from ingestion.faults import crash_point
 from ingestion.lake_files import LakeLayout, recover_partition, roll_forward, write_manifest
-from skewless.errors import ServiceError
+from skewless.errors import ServiceError, SkewlessError
 from skewless.settings import Settings
 
 log = logging.getLogger(__name__)
+
+COMMIT_TIMEOUT_MS = 10_000  # a commit while the broker is away gives up (and is retried) after this
+CLOSE_TIMEOUT_MS = 3_000  # bounds the last commit and leaving the group, so a stop is prompt
+RETRY_WARN_EVERY_S = 30.0
+
+# kafka-python's name for a codec -> the package that gives it the codec (see kafka/codec.py).
+CODEC_PACKAGES = {"lz4": "lz4", "zstd": "zstandard", "snappy": "python-snappy"}
+
+
+class ConsumeHalted(SkewlessError):
+    """Kafka handed the consumer something it can never read: retrying would fail the
+    same way. What landed before it is committed; the next run resumes at it."""
 
 
 class LakeSink:
@@ -41,6 +66,7 @@ class LakeSink:
         self.topics_by_contract = settings.topics.by_contract()
         self.batches: dict[TopicPartition, PartitionBatch] = {}
         self.pending_commits: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}  # what this run committed (settle skips these)
         self.stats: dict[str, dict[str, int]] = {}
         self.assigned_at = time.monotonic()  # the idle clock starts again at each assignment
 
@@ -70,11 +96,13 @@ class LakeSink:
         self.flush(tp)
         self.batches.pop(tp, None)
         self.pending_commits.pop(tp, None)
+        self.committed.pop(tp, None)
 
     def lose(self, tp: TopicPartition) -> None:
         """The group evicted us: another member may own it already, so land nothing."""
         self.batches.pop(tp, None)
         self.pending_commits.pop(tp, None)
+        self.committed.pop(tp, None)
 
     # --- the hot path
 
@@ -112,7 +140,7 @@ class LakeSink:
         for tp in list(self.batches):
             self.flush(tp)
 
-    def commit(self) -> bool:
+    def commit(self, timeout_ms: int = COMMIT_TIMEOUT_MS) -> bool:
         """Step 4. A failed commit is retried later: the manifests already protect the data."""
         if not self.pending_commits:
             return True
@@ -120,12 +148,37 @@ class LakeSink:
 
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self.pending_commits.items()}
         try:
-            self.consumer.commit(offsets)
+            self.consumer.commit(offsets, timeout_ms=timeout_ms)
         except KafkaError as exc:
             log.warning("offset commit failed (will retry; landed data is safe): %s", exc)
             return False
-        self.pending_commits.clear()
+        for tp, off in offsets.items():
+            self.committed[tp] = off.offset
+            if self.pending_commits.get(tp) == off.offset:
+                del self.pending_commits[tp]
         return True
+
+    def settle(self) -> None:
+        """After the open batches landed: commit each partition up to the consumer's
+        position, which is past the offsets that hold no record the consumer sees
+        (transaction markers, aborted records), not only past the last landed record.
+
+        Safe only when every record a poll returned is in a batch that landed: call it
+        after ``flush_all`` following a poll that completed (never an interrupted one).
+        """
+        deadline = time.monotonic() + 1.0  # a known position is local; an unknown one is not worth waiting for
+        for tp, batch in self.batches.items():
+            if len(batch):
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=max(0, int((deadline - time.monotonic()) * 1000)))
+            except KafkaError:
+                continue
+            if position is None:
+                continue
+            done = max(self.pending_commits.get(tp, -1), self.committed.get(tp, -1))
+            if position > done:
+                self.pending_commits[tp] = position
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -170,6 +223,86 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         ) from exc
 
 
+class _Stop(BaseException):
+    """Raised by the signal handler out of a wait on Kafka (a BaseException, so no
+    ``except Exception`` inside the client swallows it)."""
+
+
+class _Signals:
+    """SIGTERM/SIGINT: the first asks the loop to stop and, if the loop is waiting on
+    Kafka at that moment, interrupts the wait (a poll can keep the client busy for as
+    long as the broker is away); a second one exits at once."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._waiting = False
+
+    def __call__(self, signum, frame) -> None:  # noqa: ARG002
+        if self.stopping:
+            log.warning("second signal: exiting now (landed batches are safe; the open one is read again next run)")
+            os._exit(128 + signum)
+        self.stopping = True
+        if self._waiting:
+            raise _Stop()
+
+    @contextmanager
+    def waiting_on_kafka(self) -> Iterator[None]:
+        self._waiting = True
+        try:
+            if self.stopping:
+                raise _Stop()
+            yield
+        finally:
+            self._waiting = False
+
+
+def _failing_batch(consumer: KafkaConsumer) -> tuple[TopicPartition | None, int | None]:
+    """The partition and offset of the batch a poll failed on, when the client knows it.
+
+    kafka-python keeps the batch it was reading as the fetcher's next records; that is a
+    private attribute, so anything unexpected gives (None, None): the message then names
+    no partition, but is still given.
+    """
+    part = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
+    tp = getattr(part, "topic_partition", None)
+    offset = getattr(part, "next_fetch_offset", None)
+    if not isinstance(tp, TopicPartition) or not isinstance(offset, int):
+        return None, None
+    return tp, offset
+
+
+def halted(exc: BaseException, tp: TopicPartition | None = None, offset: int | None = None) -> ConsumeHalted:
+    """One clear error for a poll failure that retrying cannot fix: what, where, what to do."""
+    where = f" at topic {tp.topic} partition {tp.partition} offset {offset}" if tp is not None else ""
+    then = "batches landed before it are committed; the next run resumes at it"
+    text = str(exc) if isinstance(exc, KafkaError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, UnsupportedCodecError):
+        codec = next((c for c in CODEC_PACKAGES if f" {c} " in f" {exc} "), None)
+        if codec is not None:
+            what = f"cannot read a {codec}-compressed batch{where}: no {codec} library is installed"
+            todo = f"install it with `pip install {CODEC_PACKAGES[codec]}` (skewless depends on it), then consume again"
+        else:
+            what = f"cannot read a batch{where}: {text}"
+            todo = "the producer used a codec Kafka does not define; produce with none, gzip, snappy, lz4 or zstd"
+    elif isinstance(exc, CorruptRecordError):
+        what = f"a corrupt batch{where}: {text}"
+        todo = ("nothing after it in this partition lands until it reads; check the broker's log segment "
+                "(kafka-dump-log.sh --deep-iteration) and the disk")
+    else:
+        what = f"Kafka gave an error retrying cannot fix{where}: {text}"
+        todo = "fix its cause, then consume again"
+    return ConsumeHalted(f"ingest consume stopped: {what}", f"{todo}; {then}")
+
+
+def _warn_retrying(retries: dict[str, Any], exc: KafkaError) -> None:
+    """A retriable poll failure: warn on the first, then at most every RETRY_WARN_EVERY_S."""
+    retries["count"] += 1
+    now = time.monotonic()
+    if retries["warned_at"] is None or now - retries["warned_at"] >= RETRY_WARN_EVERY_S:
+        retries["warned_at"] = now
+        log.warning("poll failed (%d so far), retrying: %s", retries["count"], exc)
+
+
 def consume(
     settings: Settings,
     until_idle: float | None = None,
@@ -186,27 +319,44 @@ def consume(
     ensure_topics(settings, topics)
     consumer = make_consumer(settings)
     sink = LakeSink(settings, consumer)
+    # Know the topics' partitions before joining: a first join without them assigns
+    # nothing and rejoins at once, and kafka-python (3.0) sometimes never completes that
+    # second rebalance (the consumer then waits forever with no partitions).
+    for topic in topics:
+        consumer.partitions_for_topic(topic)
     consumer.subscribe(topics, listener=_Listener(sink))
 
-    stopping = {"flag": False}
-
-    def _stop(signum, frame):  # noqa: ARG001
-        stopping["flag"] = True
-
+    signals = _Signals()
     in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    previous = {s: signal.signal(s, signals) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     t0 = time.perf_counter()
     last_message = time.monotonic()
     idle_flushed = True
     received = 0
+    settled = True  # False after a poll was interrupted: the position may be past records we never got
+    fatal: ConsumeHalted | None = None
+    retries: dict[str, Any] = {"count": 0, "warned_at": None}
     try:
-        while not stopping["flag"]:
+        while not signals.stopping:
             try:
-                records = consumer.poll(timeout_ms=250)
-            except KafkaError as exc:  # broker restart, network blip: keep going
-                log.warning("poll failed, retrying: %s", exc)
+                with signals.waiting_on_kafka():
+                    records = consumer.poll(timeout_ms=250)
+            except _Stop:
+                settled = False
+                break
+            except KafkaError as exc:
+                if not exc.retriable:  # a codec, a corrupt batch, an authorization: the same every time
+                    fatal = halted(exc, *_failing_batch(consumer))
+                    break
+                _warn_retrying(retries, exc)  # broker restart, network blip: keep going
                 time.sleep(0.5)
                 continue
+            except Exception as exc:  # noqa: BLE001 - the client failed in a way it does not classify
+                fatal = halted(exc, *_failing_batch(consumer))
+                break
+            if retries["count"]:
+                log.warning("Kafka answers again after %d failed polls", retries["count"])
+                retries.update(count=0, warned_at=None)
             now = time.monotonic()
             last_message = max(last_message, sink.assigned_at)
             if records:
@@ -224,22 +374,34 @@ def consume(
                     idle_flushed = True
                     if on_progress:
                         on_progress(sink.stats)
-                sink.commit()
+                if idle_flushed:
+                    sink.settle()
+                try:
+                    with signals.waiting_on_kafka():
+                        sink.commit()
+                except _Stop:
+                    break
                 if until_idle is not None and now - last_message >= until_idle and consumer.assignment():
                     break
             if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
                 break
             if max_messages is not None and received >= max_messages:
                 break
+        # Whatever ended the loop (a stop, idleness, an error that cannot be retried): land
+        # what was received and commit it, within a bounded time.
         sink.flush_all()
-        sink.commit()
+        if settled and fatal is None:
+            sink.settle()
+        sink.commit(timeout_ms=CLOSE_TIMEOUT_MS)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
         try:
-            consumer.close(autocommit=False)
+            consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
         except KafkaError:
             pass
+    if fatal is not None:
+        raise fatal
     elapsed = time.perf_counter() - t0
     consumed = sum(s["consumed"] for s in sink.stats.values())
     return {

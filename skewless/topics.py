@@ -11,10 +11,14 @@ from skewless.errors import ServiceError
 from skewless.settings import Settings
 
 
+BOOTSTRAP_TIMEOUT_MS = 10_000  # how long to wait for a broker to answer at all (one starting up does in seconds)
+
+
 def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created."""
     try:
-        admin = KafkaAdminClient(**settings.kafka.client_config(), request_timeout_ms=15000)
+        admin = KafkaAdminClient(**settings.kafka.client_config(), request_timeout_ms=15000,
+                                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, reconnect_backoff_max_ms=1000)
     except KafkaError as exc:
         raise ServiceError(
             f"no Kafka broker answers at {','.join(settings.kafka.bootstrap_servers)}",

@@ -162,3 +162,27 @@ def isolated_settings(services, root: Path, **overrides):
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
     return Settings.model_validate(data)
+
+
+def librdkafka_producer(settings, config: dict | None = None):
+    """A confluent-kafka (librdkafka) producer: an independent client, like the Java and
+    librdkafka producers real systems use (codecs, transactions). ``produced`` collects
+    (partition, offset, key) of every delivered record; ``errors`` every failed one."""
+    from confluent_kafka import Producer
+
+    class Recording(Producer):
+        def __init__(self, conf):
+            super().__init__(conf)
+            self.produced: list[tuple[int, int, bytes]] = []
+            self.errors: list[str] = []
+
+        def delivered(self, err, msg):
+            if err is not None:
+                self.errors.append(str(err))
+            else:
+                self.produced.append((msg.partition(), msg.offset(), msg.key()))
+
+        def send(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+            self.produce(topic, value=value, key=key, partition=partition, on_delivery=self.delivered)
+
+    return Recording({"bootstrap.servers": ",".join(settings.kafka.bootstrap_servers), "acks": "all", **(config or {})})
