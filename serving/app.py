@@ -11,7 +11,8 @@ NaN, Infinity, 1e400, a lone surrogate, a repeated key, is one too, see
 batch over ``serving.max_entities`` is a 413; an unexpected error is a 500 that keeps the
 connection (``serving.guard``); an unreachable online store is a 503 within
 ``serving.redis_timeout_s`` (the Redis client reconnects by itself on the next request);
-no champion yet is a 503 on /v1/predict. Prediction logging never delays an answer.
+no champion yet is a 503 on /v1/predict; an empty or lost online store (no watermark, see
+``serving.store_watermark``) makes /readyz a 503. Prediction logging never delays an answer.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from serving.request_body import StrictJSONRoute, validation_error_body
 from serving.online_reader import FeaturePlan, FeatureRows, PlanError
 from serving.prediction_log import PredictionLog
 from serving.schemas import FeaturesRequest, FeaturesResponse, Prediction, Transaction
+from serving.store_watermark import StoreWatermark
 from skewless.contracts import TRANSACTIONS, text_problem
 from skewless.settings import Settings
 
@@ -162,6 +164,7 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
     if prediction_log is None and settings.serving.log_predictions:
         prediction_log = PredictionLog(settings)
     svc = Service(settings, store, watcher, prediction_log)
+    loaded = StoreWatermark(store.project, [fv.name for fv in store.list_feature_views()])
 
     def _publish_model() -> None:
         if watcher.current:
@@ -176,12 +179,14 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
             if await asyncio.to_thread(watcher.refresh):
                 metrics.MODEL_RELOADS.inc()
                 _publish_model()
+            await loaded.check(svc.redis)  # keeps the online-store metrics current
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if watcher.current is None:
             await asyncio.to_thread(watcher.refresh)
         _publish_model()
+        await loaded.check(svc.redis)
         task = asyncio.create_task(_watch())
         yield
         task.cancel()
@@ -211,13 +216,13 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="model loaded and online store reachable",
+    @app.get("/readyz", summary="model loaded, online store reachable and loaded (its watermark is there)",
              responses={503: {"description": "not ready; `problems` says why"}})
     async def readyz():
         problems = []
         if watcher.current is None:
             problems.append(watcher.error or "no model loaded yet")
-        down = await svc.ping()
+        down = await svc.ping() or await loaded.check(svc.redis)
         if down:
             problems.append(down)
         body: dict[str, Any] = {"ready": not problems, "problems": problems}

@@ -29,6 +29,13 @@ PREDICTIONS = Counter("skewless_predictions_total", "predictions by decision", [
 MODEL = Gauge("skewless_model_info", "1 for the model version being served", ["model", "version"],
               multiprocess_mode="max")
 MODEL_RELOADS = Counter("skewless_model_reloads_total", "champion changes picked up without a restart")
+STORE_LOADED = Gauge("skewless_online_store_loaded", "1 when the online store's watermark covers every feature "
+                     "view (materialize loaded it and it was not lost since), 0 when it is missing (empty or lost "
+                     "store: run skewless features materialize); checked on /readyz and every "
+                     "serving.reload_interval_s", multiprocess_mode="livemin")
+WATERMARK_AGE = Gauge("skewless_online_store_watermark_age_seconds", "now - the time each feature view is loaded "
+                      "up to, from the online store's watermark (+Inf when the view has none); updated when "
+                      "skewless_online_store_loaded is", ["view"], multiprocess_mode="livemax")
 LOG_SENT = Counter("skewless_prediction_log_sent_total", "predictions handed to Kafka")
 LOG_DROPPED = Counter("skewless_prediction_log_dropped_total", "predictions not logged (queue full or "
                       "Kafka unavailable); the predictions themselves were answered")

@@ -31,7 +31,8 @@ def apply(config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseO
 @handle_errors
 def materialize(
     end: Annotated[Optional[str], typer.Option(help="materialize rows up to this time (ISO; default now)")] = None,
-    full: Annotated[bool, typer.Option("--full", help="clear the online store and rebuild it (after a view's features change)")] = False,
+    full: Annotated[bool, typer.Option("--full", help="clear the online store and rebuild it (after a view's features change; a lost store is "
+                                                        "reloaded in full without it)")] = False,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Load the offline tables' latest rows into the online store (incremental by default)."""
@@ -39,7 +40,17 @@ def materialize(
 
     with console.status("materializing ..."):
         summary = run(settings_from(config), parse_time(end, "--end"), full=full)
-    emit(summary, json_out, lambda: console.print(f"materialized up to {summary['end']} into {summary['online_store']} in {summary['seconds']}s"))
+
+    def human() -> None:
+        if summary["store_lost"]:
+            console.print(f"{summary['full_reason']}: reloaded every view in full", style="yellow", markup=False,
+                          highlight=False)
+        keys = ", ".join(f"{v} {n}" for v, n in summary["keys"].items())
+        console.print(f"materialized {'in full ' if summary['full'] else ''}up to {summary['end']} into "
+                      f"{summary['online_store']} in {summary['seconds']}s" + (f" (entity keys: {keys})" if keys else ""),
+                      highlight=False)
+
+    emit(summary, json_out, human)
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str | float]:

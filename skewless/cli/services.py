@@ -17,6 +17,8 @@ def _table(result: dict) -> None:
         note = "started" if st.get("started") else ("stopped" if st.get("stopped") else "")
         if st.get("running") and not st.get("managed"):
             note = note or "external (not started by skewless)"
+        if st.get("persistence"):
+            note = ", ".join(filter(None, [note, f"persistence: {st['persistence']}"]))
         table.add_row(name, str(st.get("running", False)), st.get("address", ""), str(st.get("pid") or ""), note)
     console.print(table)
 

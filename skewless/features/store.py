@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from skewless.errors import ConfigError, ServiceError
+from skewless.features import watermark
 from skewless.settings import Settings
 
 
@@ -41,7 +42,7 @@ def repo_config(settings: Settings):
     registry_path.parent.mkdir(parents=True, exist_ok=True)
     online = ({"type": "redis", "connection_string": redis_connection_string(settings)}
               if settings.online_store == "redis"
-              else {"type": "sqlite", "path": str(settings.state_dir / "feast" / "online.db")})
+              else {"type": "sqlite", "path": str(watermark.online_sqlite_path(settings))})
     data = config.model_dump(by_alias=True, exclude_none=True) if hasattr(config, "model_dump") else config.dict()
     data["project"] = settings.feast_project
     data["registry"] = {"registry_type": "file", "path": str(registry_path)}
@@ -63,7 +64,7 @@ def write_cli_config(settings: Settings) -> Path:
     import yaml
 
     cfg = repo_config(settings)
-    online = {"type": settings.online_store, "path": str(settings.state_dir / "feast" / "online.db")}
+    online = {"type": settings.online_store, "path": str(watermark.online_sqlite_path(settings))}
     if settings.online_store == "redis":
         conn = redis_connection_string(settings.model_copy(update={"redis_password": None}))
         conn = ",".join(p for p in conn.split(",") if not p.startswith("password="))
@@ -132,27 +133,44 @@ def _utc(t: datetime) -> datetime:
 def materialize(settings: Settings, end: datetime | None = None, store=None, full: bool = False) -> dict[str, Any]:
     """Load every feature view's latest rows up to ``end`` (default: now) into the online store.
 
-    Incremental: from the last materialization's end, or from the earliest offline row the
-    ETL rewrote since (late events), whichever is earlier. Each entity's latest row in that
-    range is written unconditionally (Redis ``skip_dedup``: one pipeline, no timestamp
-    read), because a recomputed row may carry the same timestamp as the stored one with new
+    Incremental: from the last materialization's end (the registry's, or the store's own
+    watermark if that is earlier), or from the earliest offline row the ETL rewrote since
+    (late events), whichever is earliest. Each entity's latest row in that range is
+    written unconditionally (Redis ``skip_dedup``: one pipeline, no timestamp read),
+    because a recomputed row may carry the same timestamp as the stored one with new
     values. ``full`` clears the online store first and loads everything.
+
+    A lost store is reloaded in full without being asked (``store_lost`` says why): the
+    registry says the views were loaded but the store has no watermark (a Redis restart
+    without persistence, a flush), or holds fewer entity keys than the watermark recorded.
+    After a successful load the watermark is written (see ``skewless.features.watermark``).
     """
     from skewless.features import recomputed
 
     _check_online(settings)
     store = store or feature_store(settings)
     end = end or datetime.now(timezone.utc)
+    views = store.list_feature_views()
     rewritten = recomputed.since(settings)
     loaded = _loaded_until(store)
+    marks = watermark.read(settings)
+    lost = None if full or loaded is None else _lost(settings, store, views, marks, loaded)
     t0 = time.perf_counter()
-    if full or loaded is None:
+    if full or loaded is None or lost:
+        never = [v.name for v in views if not v.materialization_intervals]
+        reason = "--full" if full else lost or f"first load of {', '.join(never) or 'every view'}"
+        watermark.clear(settings)  # until the load ends, the store is not loaded
         if full:
-            views = store.list_feature_views()
             store._get_provider().teardown_infra(store.project, tables=views, entities=store.list_entities())
+        # (Re)create the online tables: a lost or torn-down SQLite store has none.
+        store._get_provider().update_infra(store.project, tables_to_delete=[], tables_to_keep=views,
+                                           entities_to_delete=[], entities_to_keep=store.list_entities(),
+                                           partial=False)
         start = EPOCH
     else:
-        start = min(loaded, rewritten) if rewritten is not None else loaded
+        reason = None
+        start = min([loaded, *(marks[v.name].until for v in views), *([rewritten] if rewritten else [])])
+    keys: dict[str, int] = {}
     if start < end:
         online = store.config.online_store
         dedup = getattr(online, "skip_dedup", None)
@@ -163,10 +181,98 @@ def materialize(settings: Settings, end: datetime | None = None, store=None, ful
         finally:
             if dedup is not None:
                 online.skip_dedup = dedup
+        keys = online_key_counts(settings, store, views)
+        written = watermark.now()
+        watermark.write(settings, {v.name: watermark.Mark(end, keys[v.name], written, "materialize") for v in views})
     recomputed.clear(settings, rewritten)
     elapsed = time.perf_counter() - t0
     return {"start": start.isoformat(), "end": end.isoformat(), "seconds": round(elapsed, 2),
-            "online_store": settings.online_store, "full": full}
+            "online_store": settings.online_store, "full": start == EPOCH, "full_reason": reason,
+            "store_lost": lost is not None, "keys": keys}
+
+
+def _lost(settings: Settings, store, views, marks: dict[str, watermark.Mark], loaded: datetime) -> str | None:
+    """Why the online store no longer holds what was loaded into it, or None if it does."""
+    missing = [v.name for v in views if v.name not in marks]
+    if missing:
+        which = "no watermark" if len(missing) == len(views) else f"no watermark for {', '.join(missing)}"
+        return (f"the online store has {which} although the registry says every view was materialized "
+                f"up to {loaded.isoformat()}: its data was lost (a Redis restart without persistence, a flush) "
+                "or predates watermarks")
+    counts = online_key_counts(settings, store, views)
+    short = [f"{v.name} {counts[v.name]} of {marks[v.name].keys}" for v in views if counts[v.name] < marks[v.name].keys]
+    if short:
+        return f"the online store holds fewer entity keys than its watermark recorded ({', '.join(short)})"
+    return None
+
+
+def online_key_counts(settings: Settings, store, views=None) -> dict[str, int]:
+    """How many entity keys hold each feature view's rows in the online store (one scan of
+    the project's keys: for a check per load, not per request)."""
+    views = store.list_feature_views() if views is None else views
+    if settings.online_store == "sqlite":
+        return _sqlite_counts(settings, store, views)
+    import redis
+    from feast.infra.key_encoding_utils import serialize_entity_key_prefix
+
+    # Feast's key layout: the serialized entity key (join-key names first), then the project.
+    groups: dict[bytes, list[str]] = {}
+    for v in views:
+        prefix = serialize_entity_key_prefix(sorted(v.join_keys), store.config.entity_key_serialization_version)
+        groups.setdefault(prefix, []).append(v.name)
+    counts = {v.name: 0 for v in views}
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    client = redis.Redis.from_url(settings.redis_url, password=password, socket_timeout=30)
+    try:
+        batch: list[tuple[bytes, list[str]]] = []
+        for key in client.scan_iter(match=b"*" + _glob_escape(store.project.encode()), count=1000):
+            names = next((n for prefix, n in groups.items() if key.startswith(prefix)), None)
+            if names is not None:
+                batch.append((key, names))
+            if len(batch) == 1000:
+                _count_fields(client, batch, counts)
+                batch = []
+        _count_fields(client, batch, counts)
+    finally:
+        client.close()
+    return counts
+
+
+def _count_fields(client, batch: list[tuple[bytes, list[str]]], counts: dict[str, int]) -> None:
+    """Count the views whose event-time field each key's hash has (one pipeline)."""
+    if not batch:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key, names in batch:
+        pipe.hmget(key, [f"_ts:{n}" for n in names])
+    for (_, names), reply in zip(batch, pipe.execute()):
+        for name, value in zip(names, reply):
+            counts[name] += value is not None
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)
+
+
+def _sqlite_counts(settings: Settings, store, views) -> dict[str, int]:
+    import sqlite3
+    from contextlib import closing
+
+    from feast.infra.online_stores.sqlite import _table_id
+
+    path = watermark.online_sqlite_path(settings)
+    counts = {v.name: 0 for v in views}
+    if not path.exists():
+        return counts
+    versioning = store.config.registry.enable_online_feature_view_versioning
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        for v in views:
+            table = _table_id(store.project, v, versioning).replace('"', '""')
+            try:
+                counts[v.name] = conn.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{table}"').fetchone()[0]
+            except sqlite3.OperationalError:  # no such table
+                pass
+    return counts
 
 
 def get_online(settings: Settings, entity: dict[str, Any], request: dict[str, Any] | None = None,

@@ -29,6 +29,7 @@ from serving.app import create_app
 from serving.champion import ChampionWatcher
 from serving.online_reader import NOT_FOUND, PRESENT, FeaturePlan
 from skewless.features import store as feast_store
+from skewless.features import watermark
 from skewless.services.server_process import ServerProcess, free_port
 from tests.integration.lake_fixtures import land_simulation
 from tests.isolation import isolated_settings, with_overrides
@@ -298,6 +299,9 @@ def test_online_store_down_is_a_quick_503_and_the_service_recovers_by_itself(ser
             assert c.post("/v1/predict", json=_tx("u1", "m1", 5.0)).status_code == 503
             assert c.get("/readyz").status_code == 503
             proc = _redis_server(port)
+            # This store is empty, so /readyz would rightly say "not loaded" (see
+            # test_online_store_recovery.py); here it is about reconnecting: mark it loaded.
+            watermark.write(private, watermark.read(settings))
             # The very next request reconnects: no restart, no waiting period.
             assert c.post("/v1/features", json=body).status_code == 200
             assert c.get("/readyz").status_code == 200
