@@ -294,6 +294,14 @@ def halted(exc: BaseException, tp: TopicPartition | None = None, offset: int | N
     return ConsumeHalted(f"ingest consume stopped: {what}", f"{todo}; {then}")
 
 
+def _all_fetched(consumer: KafkaConsumer) -> bool:
+    """True once partitions are assigned and each has had a fetch answered (its high
+    watermark is known): before that, silence says nothing about the partition (on a
+    busy broker the first fetch can take longer than ``until_idle``)."""
+    assigned = consumer.assignment()
+    return bool(assigned) and all(consumer.highwater(tp) is not None for tp in assigned)
+
+
 def _warn_retrying(retries: dict[str, Any], exc: KafkaError) -> None:
     """A retriable poll failure: warn on the first, then at most every RETRY_WARN_EVERY_S."""
     retries["count"] += 1
@@ -381,7 +389,7 @@ def consume(
                         sink.commit()
                 except _Stop:
                     break
-                if until_idle is not None and now - last_message >= until_idle and consumer.assignment():
+                if until_idle is not None and now - last_message >= until_idle and _all_fetched(consumer):
                     break
             if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
                 break

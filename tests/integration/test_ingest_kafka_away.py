@@ -39,6 +39,11 @@ def _cli(*args: str, env: dict | None = None, timeout: float = 120) -> subproces
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def _nowhere_env(address: str) -> dict:
+    """The address in the environment too: it overrides the file, and an inherited one must not win."""
+    return {"SKEWLESS_KAFKA__BOOTSTRAP_SERVERS": address}
+
+
 @pytest.fixture
 def nowhere(make_settings, settings_file):
     """A settings file whose bootstrap address has nothing listening on it."""
@@ -53,7 +58,7 @@ def _lines(text: str) -> list[str]:
 
 def test_verify_without_a_broker_says_the_offset_check_could_not_run(nowhere):
     settings, cfg, address = nowhere
-    done = _cli("verify", "--config", str(cfg), "--json")
+    done = _cli("verify", "--config", str(cfg), "--json", env=_nowhere_env(address))
     assert done.returncode == 4, (done.returncode, done.stdout, done.stderr)
     assert '"ok": true' not in done.stdout
     lines = _lines(done.stderr)
@@ -62,7 +67,7 @@ def test_verify_without_a_broker_says_the_offset_check_could_not_run(nowhere):
     for part in (address, "skewless services up", "--lake-only"):
         assert part in lines[0], (part, lines[0])
 
-    lake_only = _cli("verify", "--config", str(cfg), "--json", "--lake-only")
+    lake_only = _cli("verify", "--config", str(cfg), "--json", "--lake-only", env=_nowhere_env(address))
     assert lake_only.returncode == 0, lake_only.stderr
     report = summary_of(lake_only.stdout)
     assert report["ok"] is True and report["kafka_checked"] is False
@@ -70,7 +75,7 @@ def test_verify_without_a_broker_says_the_offset_check_could_not_run(nowhere):
 
 def test_consume_without_a_broker_prints_one_clear_line(nowhere):
     settings, cfg, address = nowhere
-    done = _cli("consume", "--config", str(cfg), "--json", "--until-idle", "2")
+    done = _cli("consume", "--config", str(cfg), "--json", "--until-idle", "2", env=_nowhere_env(address))
     assert done.returncode == 4, (done.returncode, done.stderr)
     lines = _lines(done.stderr)
     assert lines == [f"error: no Kafka broker answers at {address} (start one with: skewless services up)"], done.stderr
