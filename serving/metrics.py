@@ -36,9 +36,21 @@ STORE_LOADED = Gauge("skewless_online_store_loaded", "1 when the online store's 
 WATERMARK_AGE = Gauge("skewless_online_store_watermark_age_seconds", "now - the time each feature view is loaded "
                       "up to, from the online store's watermark (+Inf when the view has none); updated when "
                       "skewless_online_store_loaded is", ["view"], multiprocess_mode="livemax")
-LOG_SENT = Counter("skewless_prediction_log_sent_total", "predictions handed to Kafka")
-LOG_DROPPED = Counter("skewless_prediction_log_dropped_total", "predictions not logged (queue full or "
-                      "Kafka unavailable); the predictions themselves were answered")
+LOG_SENT = Counter("skewless_prediction_log_sent_total", "predictions in the predictions topic: acknowledged by "
+                   "the broker, or (for a spilled one that may have been written) found there before a resend")
+LOG_DROPPED = Counter("skewless_prediction_log_dropped_total", "predictions not logged: the in-memory queue or, "
+                      "with Kafka away, the spill was full (or a spilled record was unreadable); the predictions "
+                      "themselves were answered")
+LOG_FAILED = Counter("skewless_prediction_log_failed_deliveries_total", "deliveries to Kafka that ended without "
+                     "an acknowledgement; the record went to the spill, not lost")
+LOG_REPLAYED = Counter("skewless_prediction_log_replayed_total", "spilled predictions acknowledged on replay "
+                       "(also counted in sent)")
+LOG_FOUND = Counter("skewless_prediction_log_found_in_topic_total", "spilled predictions not sent again because "
+                    "they were already in the topic (also counted in sent)")
+LOG_SPILL_RECORDS = Gauge("skewless_prediction_log_spill_records", "predictions waiting in the on-disk spill for "
+                          "Kafka", multiprocess_mode="livesum")
+LOG_SPILL_BYTES = Gauge("skewless_prediction_log_spill_bytes", "bytes of the on-disk spill",
+                        multiprocess_mode="livesum")
 
 
 # Whether samples live in files shared by worker processes: decided when prometheus_client
@@ -52,6 +64,15 @@ def show_model(model: str, version: str) -> None:
     for labels in list(MODEL._metrics):
         MODEL.labels(*labels).set(0)
     MODEL.labels(model, version).set(1)
+
+
+def forget_dead_process(pid: int) -> None:
+    """Drop the live gauges of a worker process that died (its files would otherwise be
+    summed into /metrics forever)."""
+    if MULTIPROCESS and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 def render() -> tuple[bytes, str]:
