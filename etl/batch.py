@@ -157,7 +157,12 @@ def plan_range(settings: Settings, start: date | None, end: date | None,
             if not changed:
                 return None
             start = min(changed)
-    return start, end or last_view_day
+    end = end or last_view_day
+    if end <= start:
+        # Only --end given, before what changed since the last run: nothing to compute.
+        raise ConfigError(f"the ETL range is empty: end {end} is not after start {start} "
+                         "(the earliest date with new events since the last run); give a later --end")
+    return start, end
 
 
 def compute_views(views: tuple[WindowedView, ...], frames: dict[str, DataFrame],

@@ -2,8 +2,9 @@
 
 A contract lists its fields, their types, whether they are required, and the contract
 version that introduced them. Adding an *optional* field in a new version is a
-compatible change: old files simply lack the column, and readers merge schemas
-(Spark ``mergeSchema``, ``pyarrow.dataset`` unification).
+compatible change: old files simply lack the column, and every reader reads the lake
+with the contract's full schema (``skewless.lake``: pyarrow, Spark and DuckDB alike), so
+the column is null where a file lacks it, never silently dropped.
 
 ``parse_message`` turns one Kafka message (key and value bytes) into a lake row or a
 reason it is bad; ``validate`` does the same for one decoded JSON object. The reason is
@@ -42,7 +43,9 @@ constants under "Rules shared with the online API" below, and ``text_problem``):
   is still whole; only the per-key ordering in Kafka is lost (features order by event
   time anyway).
 - Duplicate JSON keys: the last one wins (orjson's behaviour, which RFC 8259 allows);
-  finding duplicates would need a second parse of every event on the hot path.
+  finding duplicates would need a second parse of every event on the hot path. The
+  online API is stricter here (a 422): its caller is there to resend; a topic's producer
+  is not.
 """
 
 from __future__ import annotations

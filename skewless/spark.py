@@ -6,9 +6,12 @@ It lives in the kernel so stages share it without importing each other."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -42,6 +45,31 @@ def _check_can_start(master: str) -> None:
                            "start the standalone master, or set spark_master (or --master) to local[*]")
 
 
+@contextlib.contextmanager
+def _jvm_output_to(log: Path):
+    """Spark's JVM inherits the process's stdout and stderr when it starts: point both at
+    ``log`` for that moment, so its start-up banner and warnings (and later its executors'
+    and Python workers' lines) go to the log, and the terminal shows only our output."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def spark_log(settings: Settings) -> Path:
+    return settings.state_dir / "logs" / "spark.log"
+
+
 def spark_session(settings: Settings, master: str | None = None, app: str = "skewless") -> SparkSession:
     """The session for ``master`` (default ``settings.spark_master``). Spark keeps one
     session per process: if one is running already, it is reused as it is. A master URL
@@ -64,11 +92,14 @@ def spark_session(settings: Settings, master: str | None = None, app: str = "ske
         # pandas <-> Spark through Arrow (entity rows in, training sets out).
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
+    log = spark_log(settings)
     try:
-        session = builder.getOrCreate()
-    except Exception as exc:  # Py4J / PySpark errors: Spark's own lines are above on stderr
+        with _jvm_output_to(log):
+            session = builder.getOrCreate()
+    except Exception as exc:  # Py4J / PySpark errors: Spark's own lines are in the log
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ServiceError(f"Spark could not start on master {master}: {first[:300]}",
-                           "see Spark's messages above; check the master URL and that the cluster accepts jobs") from exc
+                           f"Spark's own messages are in {log}; check the master URL and that the cluster "
+                           "accepts jobs") from exc
     session.sparkContext.setLogLevel("ERROR")
     return session

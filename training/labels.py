@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from skewless.lake import read_events
+from skewless.lake import LANDING_ORDER, read_events
 from skewless.settings import Settings
 
 TX_COLUMNS = ["transaction_id", "user_id", "merchant_id", "amount", "currency", "country",
@@ -24,10 +24,13 @@ def label_frame(settings: Settings, start: datetime | None, end: datetime | None
                 cutoff: datetime | None = None) -> pd.DataFrame:
     """Transactions in ``[start, end)`` with ``label`` (0/1) as known at ``cutoff`` (default: end or now)."""
     cutoff = cutoff or end or datetime.now(timezone.utc)
-    tx = read_events(settings.lake_path, settings.topics.transactions, "event_time", start, end, TX_COLUMNS).to_pandas()
+    tx = read_events(settings.lake_path, settings.topics.transactions, "event_time", start, end,
+                     TX_COLUMNS + list(LANDING_ORDER)).to_pandas()
     if tx.empty:
-        return tx
-    tx = tx.drop_duplicates("transaction_id", keep="first")
+        return tx[TX_COLUMNS]
+    # One row per transaction id, the first landed copy: the rule the ETL's features use.
+    tx = tx.sort_values(list(LANDING_ORDER), kind="stable").drop_duplicates("transaction_id", keep="first")
+    tx = tx[TX_COLUMNS].sort_values("event_time", kind="stable").reset_index(drop=True)
     lb = read_events(settings.lake_path, settings.topics.labels, "label_time", None, None,
                      ["transaction_id", "is_fraud", "label_time"]).to_pandas()
     if not lb.empty:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 
 import typer
@@ -11,6 +12,23 @@ import typer
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*[Ee]xperimental.*")
+# The checkout (or installed tree) holding our packages: warnings raised in our code still show.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
+_OURS = ("skewless", "ingestion", "etl", "training", "serving", "monitoring", "feature_repo", "benchmarks")
+_show_warning = warnings.showwarning
+
+
+def _show_ours_only(message, category, filename, lineno, file=None, line=None):
+    """Feast re-enables DeprecationWarnings when imported (``simplefilter("once")`` at its
+    module level, ahead of the filters above), so the filter alone does not hold: drop
+    deprecation warnings raised in other libraries' code when they are shown."""
+    ours = filename.startswith(_ROOT) and filename[len(_ROOT):].split(os.sep, 1)[0] in _OURS
+    if issubclass(category, (DeprecationWarning, FutureWarning)) and not ours:
+        return
+    _show_warning(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _show_ours_only
 
 app = typer.Typer(
     name="skewless",

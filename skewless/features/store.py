@@ -12,13 +12,14 @@ from urllib.parse import urlparse
 from skewless.errors import ConfigError, ServiceError
 from skewless.features import watermark
 from skewless.settings import Settings
+from skewless.settings_checks import mask_url_password
 
 
 def redis_connection_string(settings: Settings) -> str:
     """``redis://[:pw@]host:port/db`` -> Feast's ``host:port,db=N[,password=...]``."""
     url = urlparse(settings.redis_url)
     if url.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"redis_url must start with redis:// or rediss://, got {settings.redis_url!r}")
+        raise ConfigError(f"redis_url must start with redis:// or rediss://, got {mask_url_password(settings.redis_url)!r}")
     parts = [f"{url.hostname or 'localhost'}:{url.port or 6379}"]
     db = (url.path or "/0").strip("/") or "0"
     parts.append(f"db={db}")
@@ -112,7 +113,7 @@ def _check_online(settings: Settings) -> None:
         redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                              password=settings.redis_password.get_secret_value() if settings.redis_password else None).ping()
     except redis.RedisError as exc:
-        raise ServiceError(f"Redis does not answer at {settings.redis_url}: {exc}",
+        raise ServiceError(f"Redis does not answer at {mask_url_password(settings.redis_url)}: {exc}",
                            "start it with: skewless services up (or set online_store: sqlite)") from exc
 
 

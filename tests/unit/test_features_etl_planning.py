@@ -7,8 +7,11 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+
 from etl.batch import _save_state, needed_columns, plan_range
 from feature_repo.specs import VIEWS
+from skewless.errors import ConfigError
 from skewless.settings import load_settings
 
 
@@ -55,6 +58,9 @@ def test_incremental_runs_start_at_the_earliest_date_with_a_newly_landed_file(tm
     assert plan_range(s, None, None) is None
     _touch(s, s.topics.transactions, "2026-05-07", "late.parquet")  # a late file for an old date
     assert plan_range(s, None, None)[0] == date(2026, 5, 7)
+    # Only --end, before the earliest new date: refused before any Spark work, not run empty.
+    with pytest.raises(ConfigError, match="range is empty"):
+        plan_range(s, None, date(2026, 5, 6))
 
 
 def test_a_lake_on_object_storage_is_refused_with_a_clear_message_and_file_uris_work(tmp_path):
