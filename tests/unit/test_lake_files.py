@@ -28,8 +28,9 @@ def fill(first: int, count: int, partition: int = 0, bad_every: int = 0) -> Part
     batch = PartitionBatch(TOPIC, partition, TRANSACTIONS, IngestSettings())
     bad = [raw for _, raw in bad_messages(count, 3)]
     for i in range(count):
-        value = bad[i] if bad_every and i % bad_every == 0 else orjson.dumps(EVENTS[(first + i) % len(EVENTS)])
-        batch.add(first + i, b"k", value, 1_000)
+        event = EVENTS[(first + i) % len(EVENTS)]
+        value = bad[i] if bad_every and i % bad_every == 0 else orjson.dumps(event)
+        batch.add(first + i, event["user_id"].encode(), value, 1_000)  # the key is the user, as the contract says
     return batch
 
 
