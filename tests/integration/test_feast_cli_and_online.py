@@ -126,12 +126,12 @@ def test_features_cli_get_prints_json(lake, tmp_path):
     cfg.write_text(json.dumps({"lake_path": settings.lake_path, "state_dir": str(settings.state_dir),
                                "online_store": "sqlite", "feast_project": settings.feast_project}))
     user = latest_rows(settings, VIEWS[0], END).user_id.iloc[0]
-    out = subprocess.run([sys.executable, "-m", "skewless.cli", "features", "get", "--entity", f"user_id={user}",
+    out = subprocess.run([sys.executable, "-m", "cli", "features", "get", "--entity", f"user_id={user}",
                           "--json", "--config", str(cfg)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     values = json.loads(out.stdout.strip().splitlines()[-1])
     assert values["user_id"] == user and "user_spend__count_1h" in values
-    bad = subprocess.run([sys.executable, "-m", "skewless.cli", "features", "get", "--entity", "nokey=1",
+    bad = subprocess.run([sys.executable, "-m", "cli", "features", "get", "--entity", "nokey=1",
                           "--config", str(cfg)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no feature view is keyed by" in bad.stderr and "Traceback" not in bad.stderr
 

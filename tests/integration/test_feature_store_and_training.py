@@ -202,7 +202,7 @@ def test_train_cli_selects_the_spark_engine_from_settings(world, settings_file, 
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
-    from skewless.cli.train import app
+    from cli.train import app
     from training import models
 
     settings, store, sim, etl, end = world

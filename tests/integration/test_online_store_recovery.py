@@ -149,7 +149,7 @@ def test_a_flushed_store_is_not_ready_and_a_plain_materialize_reloads_it_in_full
         assert "skewless_online_store_loaded 0.0" in text
         assert 'skewless_online_store_watermark_age_seconds{view="user_spend"} +Inf' in text
 
-        out = subprocess.run([sys.executable, "-m", "skewless.cli", "features", "materialize", "--end", END.isoformat(),
+        out = subprocess.run([sys.executable, "-m", "cli", "features", "materialize", "--end", END.isoformat(),
                               "--json", "--config", str(settings_file(settings))],
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]

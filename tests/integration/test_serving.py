@@ -414,7 +414,7 @@ def test_skewless_serve_runs_the_api_in_worker_processes(served, settings_file, 
 
     settings, *_ = served
     port = free_port()
-    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--config", str(settings_file(settings)),
+    cmd = [sys.executable, "-m", "cli", "serve", "--config", str(settings_file(settings)),
            "--port", str(port), "--workers", "2"]
     server = ServerProcess("skewless serve", cmd, dict(os.environ), tmp_path, tmp_path / "serve.log", port)
     try:

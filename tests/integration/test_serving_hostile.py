@@ -112,7 +112,7 @@ def server(hostile, tmp_path_factory):
     config = tmp / "skewless.yaml"
     config.write_text(yaml.safe_dump(data))
     port = free_port()
-    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--config", str(config), "--port", str(port),
+    cmd = [sys.executable, "-m", "cli", "serve", "--config", str(config), "--port", str(port),
            "--workers", "1"]
     proc = ServerProcess("skewless serve", cmd, dict(os.environ), tmp, tmp / "serve.log", port)
     try:

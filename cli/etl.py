@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
 from skewless.errors import ConfigError
 from skewless.settings_checks import check_spark_master
 

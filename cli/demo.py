@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.settings import Settings
 
 DEMO_SEED = 7
@@ -127,7 +127,7 @@ def _features(settings: Settings, summary: dict[str, Any]) -> None:
 
 
 def _train(settings: Settings, summary: dict[str, Any]) -> None:
-    from skewless.cli.train import results_table
+    from cli.train import results_table
     from skewless.features.store import feature_store
     from training.trainer import train
 
@@ -164,7 +164,7 @@ def _serve(settings: Settings, summary: dict[str, Any]) -> None:
 
     console.rule("[bold]10. serve: the champion behind `skewless serve`; every prediction logged to Kafka")
     port = free_port()
-    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
     if settings.config_file:
         cmd += ["--config", str(settings.config_file)]
     settings.state_dir.mkdir(parents=True, exist_ok=True)
