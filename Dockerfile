@@ -6,6 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-
 WORKDIR /app
 COPY pyproject.toml README.md skewless.yaml ./
 COPY skewless ./skewless
+COPY cli ./cli
 COPY ingestion ./ingestion
 COPY etl ./etl
 COPY training ./training

@@ -39,14 +39,17 @@ def _backfill(settings: Settings, root: Path, name: str, events: int, days: int,
     s = _private(settings, root, name)
     _land(s, events, seed, START, days)
     from etl.batch import run_batch
+    from skewless.features.definitions import load
 
+    views = load(s).views
     t0 = time.perf_counter()
-    summary = run_batch(s)
+    summary = run_batch(s, views=views)
     return s, time.perf_counter() - t0, summary
 
 
 def run(settings: Settings, size: int = 100_000, days: int = 30, seed: int = 7, **_: Any) -> dict[str, Any]:
     from etl.batch import run_batch
+    from skewless.features.definitions import load
 
     base = Path(settings.state_dir) / "bench"
     base.mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ def run(settings: Settings, size: int = 100_000, days: int = 30, seed: int = 7, 
         new = max(1, size // 100)
         _land(big, new, seed + 1, START + timedelta(days=days - 1), 1)
         t0 = time.perf_counter()
-        inc = run_batch(big)
+        inc = run_batch(big, views=load(big).views)
         inc_s = time.perf_counter() - t0
     finally:
         shutil.rmtree(root, ignore_errors=True)

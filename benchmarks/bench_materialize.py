@@ -29,10 +29,10 @@ START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 def _rows(settings: Settings, end: datetime) -> int:
     import duckdb
 
-    from feature_repo.specs import VIEWS
+    from skewless.features.definitions import load
 
     total = 0
-    for v in VIEWS:
+    for v in load(settings).views:
         keys = ", ".join(v.join_keys)
         total += duckdb.sql(f"""SELECT count(*) FROM (SELECT DISTINCT {keys} FROM
             read_parquet('{settings.lake_path}/features/{v.name}/*/*.parquet')
@@ -54,6 +54,7 @@ def _teardown(settings: Settings) -> None:
 def run(settings: Settings, size: int = 100_000, days: int = 7, seed: int = 7, **_: Any) -> dict[str, Any]:
     from benchmarks.bench_etl import _land, _private
     from etl.batch import run_batch
+    from skewless.features.definitions import load
     from skewless.features.store import apply, materialize, write_cli_config
 
     base = Path(settings.state_dir) / "bench"
@@ -63,20 +64,21 @@ def run(settings: Settings, size: int = 100_000, days: int = 7, seed: int = 7, *
     try:
         lake = _private(settings, root, "m")
         _land(lake, size, seed, START, days)
-        run_batch(lake)
+        definitions = load(lake)
+        run_batch(lake, views=definitions.views)
         end = START + timedelta(days=days)
         rows = _rows(lake, end)
 
         ours = _project(lake)
         made.append(ours)
-        apply(ours)
+        apply(ours, definitions)
         t0 = time.perf_counter()
         materialize(ours, end=end)
         ours_s = time.perf_counter() - t0
 
         cli = _project(lake)
         made.append(cli)
-        apply(cli)
+        apply(cli, definitions)
         yaml_path = write_cli_config(cli)
         env = {**os.environ, "SKEWLESS_LAKE_PATH": cli.lake_path}
         cmd = [sys.executable, "-m", "feast.cli.cli", "-c", str(cli.feature_repo_path), "-f", str(yaml_path),

@@ -225,7 +225,7 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
     repo_root = Path(settings.feature_repo_path).resolve().parent
     try:
         ours_port, feast_port = free_port(), free_port()
-        ours_cmd = [sys.executable, "-m", "skewless.cli", "serve", "--host", "127.0.0.1", "--port", str(ours_port),
+        ours_cmd = [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(ours_port),
                     "--workers", str(workers)]
         if settings.config_file:
             ours_cmd += ["--config", str(settings.config_file)]
@@ -336,7 +336,7 @@ def _code_state(repo_root: Path) -> str:
         rev = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(repo_root), "status", "--porcelain", "--", "serving", "feature_repo",
-                                "skewless/cli/serve.py"], capture_output=True, text=True, timeout=10).stdout.strip()
+                                "cli/serve.py"], capture_output=True, text=True, timeout=10).stdout.strip()
         return (rev or "unknown") + (" + uncommitted serving edits" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

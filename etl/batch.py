@@ -208,13 +208,14 @@ def run_batch(
     start: date | None = None,
     end: date | None = None,
     master: str | None = None,
-    views: tuple[WindowedView, ...] | None = None,
+    *,
+    views: tuple[WindowedView, ...],
     on_view: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Compute and write the offline feature tables for output dates in ``[start, end)``."""
-    from feature_repo.specs import VIEWS
-
-    views = views or VIEWS
+    """Compute and write the offline feature tables of ``views`` for output dates in
+    ``[start, end)`` (the deployment's views: ``skewless.features.definitions.load``)."""
+    if not views:
+        raise ConfigError("no feature views to compute", "declare some in the feature definitions (VIEWS)")
     t0 = time.time()
     planned = plan_range(settings, start, end, max(v.max_window + v.hop_td for v in views))
     if planned is None:

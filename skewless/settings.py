@@ -20,7 +20,6 @@ Settings are passed explicitly; there is no module-level instance.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -197,10 +196,10 @@ class ServicesSettings(_Section):
 
 
 def _default_feature_repo() -> Path:
-    spec = importlib.util.find_spec("feature_repo")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
-    return Path("feature_repo")
+    """The checkout's (or installed tree's) ``feature_repo``, next to this package; it is
+    located, not imported (see ``skewless.features.definitions``)."""
+    beside = Path(__file__).resolve().parent.parent / "feature_repo"
+    return beside if beside.is_dir() else Path("feature_repo")
 
 
 class Settings(BaseSettings):

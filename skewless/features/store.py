@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from skewless.errors import ConfigError, ServiceError
 from skewless.features import watermark
+from skewless.features.definitions import Definitions
 from skewless.settings import Settings
 from skewless.settings_checks import mask_url_password
 
@@ -88,16 +89,16 @@ def feature_store(settings: Settings):
     return FeatureStore(config=repo_config(settings))
 
 
-def objects(settings: Settings) -> dict[str, Any]:
-    from feature_repo.specs import ENTITIES, SERVICES, VIEWS
+def objects(settings: Settings, definitions: Definitions) -> dict[str, Any]:
     from skewless.features.feast_objects import build
 
-    return build(ENTITIES, VIEWS, SERVICES, settings.lake_path)
+    return build(definitions.entities, definitions.views, definitions.services, settings.lake_path)
 
 
-def apply(settings: Settings, store=None) -> dict[str, Any]:
+def apply(settings: Settings, definitions: Definitions, store=None) -> dict[str, Any]:
+    """Register the definitions' Feast objects (loaded by the caller: ``definitions.load``)."""
     store = store or feature_store(settings)
-    objs = objects(settings)
+    objs = objects(settings, definitions)
     store.apply(list(objs.values()))
     cli = write_cli_config(settings)
     return {"project": store.project, "applied": sorted(objs), "registry": str(settings.state_dir / "feast" / "registry.db"),
@@ -276,12 +277,12 @@ def _sqlite_counts(settings: Settings, store, views) -> dict[str, int]:
     return counts
 
 
-def get_online(settings: Settings, entity: dict[str, Any], request: dict[str, Any] | None = None,
-               feature_service: str | None = None, store=None) -> dict[str, Any]:
+def get_online(settings: Settings, definitions: Definitions, entity: dict[str, Any],
+               request: dict[str, Any] | None = None, feature_service: str | None = None,
+               store=None) -> dict[str, Any]:
     """Online features for one entity: every view whose keys are given (and the request
     transforms whose inputs are all available), or a whole FeatureService."""
-    from feature_repo.specs import SERVICES, VIEWS
-
+    VIEWS, SERVICES = definitions.views, definitions.services
     _check_online(settings)
     store = store or feature_store(settings)
     row = {**entity, **(request or {})}

@@ -17,7 +17,7 @@ START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
 def consumer_process(config: Path, until_idle: float = 4.0, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "skewless.cli", "ingest", "consume", "--config", str(config), "--json"]
+    cmd = [sys.executable, "-m", "cli", "ingest", "consume", "--config", str(config), "--json"]
     if until_idle:
         cmd += ["--until-idle", str(until_idle)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

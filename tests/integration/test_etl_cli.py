@@ -20,7 +20,7 @@ START = datetime(2026, 8, 1, tzinfo=timezone.utc)
 
 
 def etl(cfg, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skewless.cli", "etl", "run", "--config", str(cfg), *args],
+    return subprocess.run([sys.executable, "-m", "cli", "etl", "run", "--config", str(cfg), *args],
                           capture_output=True, text=True, timeout=600)
 
 

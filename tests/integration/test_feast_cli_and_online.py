@@ -19,6 +19,7 @@ import pytest
 from etl.batch import run_batch
 from feature_repo.specs import SERVICES, VIEWS
 from skewless.features import store as feast_store
+from skewless.features.definitions import load as load_definitions
 from skewless.settings import load_settings
 from tests.integration.lake_fixtures import land_simulation
 from tests.integration.spark_fixtures import REPO, spark  # noqa: F401
@@ -37,7 +38,7 @@ def lake(spark, tmp_path_factory):  # noqa: F811
     settings = load_settings(REPO / "skewless.yaml").model_copy(
         update={"lake_path": str(tmp / "lake"), "state_dir": tmp / "state"})
     land_simulation(settings, events=3_000, seed=5, start=START, days=DAYS)
-    run_batch(settings)
+    run_batch(settings, views=VIEWS)
     return settings
 
 
@@ -76,7 +77,7 @@ def test_the_stock_feast_cli_applies_exactly_the_dsl_objects_and_materializes_th
     assert {fv.name for fv in store.list_feature_views()} == {v.name for v in VIEWS}
     assert {s.name for s in store.list_feature_services()} == {s.name for s in SERVICES}
     assert {o.name for o in store.list_on_demand_feature_views()} == {t.name for s in SERVICES for t in s.transforms}
-    assert set(feast_store.objects(settings)) == (
+    assert set(feast_store.objects(settings, load_definitions(settings))) == (
         {fv.name for fv in store.list_feature_views()} | {s.name for s in store.list_feature_services()}
         | {o.name for o in store.list_on_demand_feature_views()} | {e.name for e in store.list_entities()})
     plan = feast_cli(settings, "plan")
@@ -85,7 +86,7 @@ def test_the_stock_feast_cli_applies_exactly_the_dsl_objects_and_materializes_th
     assert mat.returncode == 0, mat.stderr[-2000:]
     view = next(v for v in VIEWS if v.name == "user_spend")
     want = latest_rows(settings, view, END).head(20)
-    got = feast_store.get_online(settings, {"user_id": want.user_id.iloc[0]})
+    got = feast_store.get_online(settings, load_definitions(settings), {"user_id": want.user_id.iloc[0]})
     for f in view.features:
         assert _equal(want[f].iloc[0], got[f"user_spend__{f}"]), f
 
@@ -94,7 +95,7 @@ def test_the_stock_feast_cli_applies_exactly_the_dsl_objects_and_materializes_th
 def test_online_values_are_the_offline_point_in_time_values(lake, tmp_path, online_store):
     settings = _private(lake, tmp_path, online_store)
     store = feast_store.feature_store(settings)
-    summary = feast_store.apply(settings, store)
+    summary = feast_store.apply(settings, load_definitions(settings), store)
     assert summary["feast_cli"].startswith("feast -c ")
     try:
         feast_store.materialize(settings, end=END, store=store)
@@ -103,7 +104,7 @@ def test_online_values_are_the_offline_point_in_time_values(lake, tmp_path, onli
             want = latest_rows(settings, view, END)
             rows = want.sample(min(15, len(want)), random_state=1)
             for _, r in rows.iterrows():
-                got = feast_store.get_online(settings, {k: r[k] for k in view.join_keys}, store=store)
+                got = feast_store.get_online(settings, load_definitions(settings), {k: r[k] for k in view.join_keys}, store=store)
                 for f in view.features:
                     compared += 1
                     if not _equal(r[f], got[f"{view.name}__{f}"]):
@@ -120,18 +121,18 @@ def test_online_values_are_the_offline_point_in_time_values(lake, tmp_path, onli
 def test_features_cli_get_prints_json(lake, tmp_path):
     settings = _private(lake, tmp_path, "sqlite")
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     feast_store.materialize(settings, end=END, store=store)
     cfg = tmp_path / "skewless.yaml"
     cfg.write_text(json.dumps({"lake_path": settings.lake_path, "state_dir": str(settings.state_dir),
                                "online_store": "sqlite", "feast_project": settings.feast_project}))
     user = latest_rows(settings, VIEWS[0], END).user_id.iloc[0]
-    out = subprocess.run([sys.executable, "-m", "skewless.cli", "features", "get", "--entity", f"user_id={user}",
+    out = subprocess.run([sys.executable, "-m", "cli", "features", "get", "--entity", f"user_id={user}",
                           "--json", "--config", str(cfg)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     values = json.loads(out.stdout.strip().splitlines()[-1])
     assert values["user_id"] == user and "user_spend__count_1h" in values
-    bad = subprocess.run([sys.executable, "-m", "skewless.cli", "features", "get", "--entity", "nokey=1",
+    bad = subprocess.run([sys.executable, "-m", "cli", "features", "get", "--entity", "nokey=1",
                           "--config", str(cfg)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no feature view is keyed by" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -151,19 +152,19 @@ def test_a_late_event_reaches_the_online_store_even_when_it_changes_an_already_l
                 "currency": "EUR", "country": "DE", "channel": "web", "device_id": "d", "event_time": t.isoformat()}
 
     land(settings, "transactions", [tx(0, t0 + timedelta(seconds=30))], tag="a")
-    run_batch(settings)
+    run_batch(settings, views=VIEWS)
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     end = t0 + timedelta(hours=2)
     try:
         feast_store.materialize(settings, end=end, store=store)
-        before = feast_store.get_online(settings, {"user_id": "u1"}, store=store)
+        before = feast_store.get_online(settings, load_definitions(settings), {"user_id": "u1"}, store=store)
         assert (before["user_spend__count_1h"], before["user_spend__count_24h"]) == (0, 1)  # row at 11:01
         # Late: at 11:00:30 it enters at 11:01 (the very row already loaded) and leaves after `end`.
         land(settings, "transactions", [tx(1, t0 + timedelta(hours=1, seconds=30))], tag="late")
-        run_batch(settings)
+        run_batch(settings, views=VIEWS)
         feast_store.materialize(settings, end=end, store=store)
-        after = feast_store.get_online(settings, {"user_id": "u1"}, store=store)
+        after = feast_store.get_online(settings, load_definitions(settings), {"user_id": "u1"}, store=store)
         assert (after["user_spend__count_1h"], after["user_spend__count_24h"]) == (1, 2)
         assert after["user_spend__sum_amount_24h"] == 30.0
         want = latest_rows(settings, VIEWS[0], end)

@@ -15,6 +15,8 @@ import pytest
 from etl.batch import run_batch
 from monitoring.consistency import check, sample_entities
 from skewless.features import store as feast_store
+from skewless.features.definitions import load as load_definitions
+from skewless.lake import read_events
 from tests.integration.lake_fixtures import land_simulation
 from tests.isolation import isolated_settings
 
@@ -27,9 +29,9 @@ def world(services, tmp_path_factory):
     """One simulated month in a private lake, Feast project and MLflow store."""
     settings = isolated_settings(services, tmp_path_factory.mktemp("world"), feast_project=f"t{uuid.uuid4().hex[:8]}")
     sim = land_simulation(settings, events=25_000, seed=3, start=START, days=DAYS)
-    etl = run_batch(settings)
+    etl = run_batch(settings, views=load_definitions(settings).views)
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     end = START + timedelta(days=DAYS)
     feast_store.materialize(settings, end=end, store=store)
     yield settings, store, sim, etl, end
@@ -69,13 +71,21 @@ def _source(store, view: str) -> pd.DataFrame:
     return pd.read_parquet(store.get_feature_view(view).batch_source.path).drop(columns="date", errors="ignore")
 
 
+def entity_rows(settings, size: int, seed: int) -> pd.DataFrame:
+    """Random landed transactions, each at a random time up to an hour after its own."""
+    tx = read_events(settings.lake_path, settings.topics.transactions, "event_time",
+                     columns=["user_id", "merchant_id", "amount", "event_time"]).to_pandas()
+    rng = np.random.default_rng(seed)
+    rows = tx.iloc[rng.integers(0, len(tx), size)].reset_index(drop=True)
+    rows["event_timestamp"] = rows.pop("event_time") + pd.to_timedelta(rng.integers(0, 3600, size), unit="s")
+    return rows
+
+
 @pytest.fixture(scope="module")
 def pit_rows(world):
     """Entity rows for the training-set joins: random times, plus ties (a row's time equal to
     a feature row's time: user_merchant's, user views' and merchant_chargebacks' own rows)
     and rows with no history (unknown entities, a time before the first event)."""
-    from benchmarks.bench_pit import entity_rows
-
     settings, store, *_ = world
     random = entity_rows(settings, 3000, seed=4)
     chargebacks = _source(store, "merchant_chargebacks").sample(50, random_state=1, replace=True)
@@ -154,7 +164,7 @@ def test_a_leaky_feature_is_detected(world):
 
 def test_online_lookup_of_unknown_entity_is_null_not_an_error(world):
     settings, store, *_ = world
-    values = feast_store.get_online(settings, {"user_id": "nobody"}, store=store)
+    values = feast_store.get_online(settings, load_definitions(settings), {"user_id": "nobody"}, store=store)
     assert values["user_spend__count_1h"] is None
 
 
@@ -202,7 +212,7 @@ def test_train_cli_selects_the_spark_engine_from_settings(world, settings_file, 
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
-    from skewless.cli.train import app
+    from cli.train import app
     from training import models
 
     settings, store, sim, etl, end = world

@@ -35,7 +35,7 @@ from tests.isolation import isolated_settings
 def _cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "skewless.cli", "ingest", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", "ingest", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -73,7 +73,7 @@ def test_markers_and_aborted_records_are_accounted_for_not_lost(make_settings, s
         assert entry["committed"] == entry["end_offset"], (p, entry)  # past the last marker too
         assert entry["markers_or_aborted"] == invisible, (p, entry)
 
-    cli = subprocess.run([sys.executable, "-m", "skewless.cli", "ingest", "verify", "--config", str(cfg), "--json"],
+    cli = subprocess.run([sys.executable, "-m", "cli", "ingest", "verify", "--config", str(cfg), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert summary_of(cli.stdout)["ok"] is True

@@ -24,6 +24,7 @@ from etl.batch import run_batch
 from serving.app import create_app
 from serving.store_watermark import FIX
 from skewless.features import store as feast_store
+from skewless.features.definitions import load as load_definitions
 from skewless.features import watermark
 from skewless.services import redis_server
 from skewless.services.process import pid_alive, read_pid
@@ -44,7 +45,7 @@ def lake(spark, services, tmp_path_factory):  # noqa: F811
     settings = with_overrides(services, lake_path=str(tmp / "lake"), state_dir=str(tmp / "state"),
                               serving={"log_predictions": False})
     land_simulation(settings, events=3_000, seed=9, start=START, days=DAYS)
-    run_batch(settings)
+    run_batch(settings, views=load_definitions(settings).views)
     return settings
 
 
@@ -108,7 +109,7 @@ def _aof_written(settings) -> None:
 def test_the_online_store_survives_a_redis_kill_9(lake, private_redis, tmp_path):
     settings = _feast_settings(lake, tmp_path, private_redis)
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     first = feast_store.materialize(settings, end=END, store=store)
     assert first["full"] and first["full_reason"].startswith("first load") and not first["store_lost"]
     assert all(n > 0 for n in first["keys"].values()) and len(first["keys"]) == 5
@@ -131,7 +132,7 @@ def test_a_flushed_store_is_not_ready_and_a_plain_materialize_reloads_it_in_full
         lake, private_redis, tmp_path, settings_file):
     settings = _feast_settings(lake, tmp_path, private_redis)
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     loaded = feast_store.materialize(settings, end=END, store=store)
     before = _dump(settings, store)
     with TestClient(create_app(settings, store)) as c:
@@ -149,7 +150,7 @@ def test_a_flushed_store_is_not_ready_and_a_plain_materialize_reloads_it_in_full
         assert "skewless_online_store_loaded 0.0" in text
         assert 'skewless_online_store_watermark_age_seconds{view="user_spend"} +Inf' in text
 
-        out = subprocess.run([sys.executable, "-m", "skewless.cli", "features", "materialize", "--end", END.isoformat(),
+        out = subprocess.run([sys.executable, "-m", "cli", "features", "materialize", "--end", END.isoformat(),
                               "--json", "--config", str(settings_file(settings))],
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
@@ -172,7 +173,7 @@ def test_a_flushed_store_is_not_ready_and_a_plain_materialize_reloads_it_in_full
 def test_a_partly_lost_store_is_noticed_and_reloaded_in_full(lake, private_redis, tmp_path, online_store):
     settings = _feast_settings(lake, tmp_path, private_redis, online_store)
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     feast_store.materialize(settings, end=END - timedelta(days=1), store=store)
     first = feast_store.materialize(settings, end=END, store=store)  # incremental
     assert not first["full"]

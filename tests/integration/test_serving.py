@@ -29,6 +29,7 @@ from serving.app import create_app
 from serving.champion import ChampionWatcher
 from serving.online_reader import NOT_FOUND, PRESENT, FeaturePlan
 from skewless.features import store as feast_store
+from skewless.features.definitions import load as load_definitions
 from skewless.features import watermark
 from skewless.services.server_process import ServerProcess, free_port
 from tests.integration.lake_fixtures import land_simulation
@@ -45,9 +46,9 @@ def served(services, tmp_path_factory):
     settings = isolated_settings(services, tmp_path_factory.mktemp("served"), feast_project=f"s{uuid.uuid4().hex[:8]}",
                                  serving={"log_predictions": False, "reload_interval_s": 0.2})
     sim = land_simulation(settings, events=20_000, seed=11, start=START, days=DAYS)
-    run_batch(settings)
+    run_batch(settings, views=load_definitions(settings).views)
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     feast_store.materialize(settings, end=END, store=store)
     from training.trainer import train
 
@@ -414,7 +415,7 @@ def test_skewless_serve_runs_the_api_in_worker_processes(served, settings_file, 
 
     settings, *_ = served
     port = free_port()
-    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--config", str(settings_file(settings)),
+    cmd = [sys.executable, "-m", "cli", "serve", "--config", str(settings_file(settings)),
            "--port", str(port), "--workers", "2"]
     server = ServerProcess("skewless serve", cmd, dict(os.environ), tmp_path, tmp_path / "serve.log", port)
     try:

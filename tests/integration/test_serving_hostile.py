@@ -31,6 +31,7 @@ from serving.online_reader import FeaturePlan
 from serving.request_body import MAX_ERRORS
 from skewless.contracts import MAX_TEXT_LENGTH, TRANSACTIONS
 from skewless.features import store as feast_store
+from skewless.features.definitions import load as load_definitions
 from skewless.services.server_process import ServerProcess, free_port
 from tests.isolation import isolated_settings
 
@@ -87,7 +88,7 @@ def hostile(services, tmp_path_factory):
     settings = isolated_settings(services, tmp, feast_project=f"h{uuid.uuid4().hex[:8]}",
                                  serving={"log_predictions": False})
     store = feast_store.feature_store(settings)
-    feast_store.apply(settings, store)
+    feast_store.apply(settings, load_definitions(settings), store)
     _write_online_rows(store)
     _promote_a_champion(settings, store)
     yield settings, store
@@ -112,7 +113,7 @@ def server(hostile, tmp_path_factory):
     config = tmp / "skewless.yaml"
     config.write_text(yaml.safe_dump(data))
     port = free_port()
-    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--config", str(config), "--port", str(port),
+    cmd = [sys.executable, "-m", "cli", "serve", "--config", str(config), "--port", str(port),
            "--workers", "1"]
     proc = ServerProcess("skewless serve", cmd, dict(os.environ), tmp, tmp / "serve.log", port)
     try:

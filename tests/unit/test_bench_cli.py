@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 
-from skewless.cli.bench import available
+from cli.bench import available
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "skewless.cli", "bench", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", "bench", *args], capture_output=True,
                           text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120)
 
 

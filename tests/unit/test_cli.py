@@ -9,7 +9,7 @@ from pathlib import Path
 
 def run(args, cwd, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "skewless.cli", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True,
         env={**os.environ, **(env or {})}, timeout=120,
     )
 
@@ -39,7 +39,7 @@ def test_missing_tool_is_named_with_how_to_install(tmp_path):
     # No redis-server on PATH (and a free port): `services up` must name it and the fix.
     env = {"PATH": str(tmp_path), "SKEWLESS_SERVICES__REDIS_PORT": "6999", "SKEWLESS_SERVICES__KAFKA_PORT": "9999"}
     r = subprocess.run(
-        [sys.executable, "-c", "from skewless.cli import main; main()", "services", "up"],
+        [sys.executable, "-c", "from cli import main; main()", "services", "up"],
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env}, timeout=120,
     )
     assert r.returncode == 3

@@ -60,7 +60,7 @@ def test_as_ranges_joins_consecutive_offsets():
 
 
 def test_the_client_library_log_is_digested_not_printed(monkeypatch, caplog):
-    from skewless.cli import ingest
+    from cli import ingest
 
     clock = {"now": 1000.0}
     monkeypatch.setattr(ingest.time, "monotonic", lambda: clock["now"])

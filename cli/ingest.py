@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
+from cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
 
 app = typer.Typer(help="Streaming ingestion: produce simulated events, land them in the lake, audit.", no_args_is_help=True)
 

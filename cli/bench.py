@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.settings import Settings
 
 DEMO_SEED = 7
@@ -102,20 +102,22 @@ def _features(settings: Settings, summary: dict[str, Any]) -> None:
     from etl.batch import run_batch
     from monitoring.consistency import check, sample_entities
     from skewless.features import store as feast_store
+    from skewless.features.definitions import load
 
+    definitions = load(settings)
     etl = _step("5. etl: Spark computes every feature view from the lake (incremental)",
-                lambda: run_batch(settings), summary, "etl")
+                lambda: run_batch(settings, views=definitions.views), summary, "etl")
     for name, v in etl.get("views", {}).items():
         console.print(f"  {name}: {v['rows']:,} rows")
     store = feast_store.feature_store(settings)
-    _step("6. features apply: register the DSL's objects in Feast", lambda: feast_store.apply(settings, store),
+    _step("6. features apply: register the DSL's objects in Feast", lambda: feast_store.apply(settings, definitions, store),
           summary, "apply")
     _step("7. features materialize: offline tables -> Redis", lambda: feast_store.materialize(settings, store=store, full=True),
           summary, "materialize")
     sample = sample_entities(settings, 3, seed=DEMO_SEED)
     table = Table("user_id", "merchant_id", "tx 1h", "tx 24h", "mean amount 7d", "merchants 24h", "merchant tx 24h")
     for user_id, merchant_id in zip(sample.user_id, sample.merchant_id):
-        v = feast_store.get_online(settings, {"user_id": user_id, "merchant_id": merchant_id}, store=store)
+        v = feast_store.get_online(settings, definitions, {"user_id": user_id, "merchant_id": merchant_id}, store=store)
         table.add_row(user_id, merchant_id, str(v["user_spend__count_1h"]), str(v["user_spend__count_24h"]),
                       f"{v['user_spend__mean_amount_7d'] or 0:.2f}", str(v["user_diversity__distinct_merchants_24h"]),
                       str(v["merchant_activity__count_24h"]))
@@ -127,7 +129,7 @@ def _features(settings: Settings, summary: dict[str, Any]) -> None:
 
 
 def _train(settings: Settings, summary: dict[str, Any]) -> None:
-    from skewless.cli.train import results_table
+    from cli.train import results_table
     from skewless.features.store import feature_store
     from training.trainer import train
 
@@ -164,7 +166,7 @@ def _serve(settings: Settings, summary: dict[str, Any]) -> None:
 
     console.rule("[bold]10. serve: the champion behind `skewless serve`; every prediction logged to Kafka")
     port = free_port()
-    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
     if settings.config_file:
         cmd += ["--config", str(settings.config_file)]
     settings.state_dir.mkdir(parents=True, exist_ok=True)

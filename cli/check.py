@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 
 app = typer.Typer(help="Checks that prove the platform's promises.", no_args_is_help=True)
 

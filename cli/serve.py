@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from skewless.cli.common import ConfigOpt, VerboseOpt, console, handle_errors, settings_from
+from cli.common import ConfigOpt, VerboseOpt, console, handle_errors, settings_from
 from skewless.errors import ServiceError
 
 app = typer.Typer(help="Serve online features and predictions for the champion model.",

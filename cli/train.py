@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.errors import ConfigError
 
 app = typer.Typer(help="Train, evaluate, track and promote the fraud model.", invoke_without_command=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
 from skewless.errors import ConfigError
 from skewless.settings_checks import check_spark_master
 
@@ -43,10 +43,12 @@ def run(
         except ValueError as exc:
             raise ConfigError(f"--master {exc}") from None
     from etl.batch import run_batch
+    from skewless.features.definitions import load
 
+    views = load(settings).views
     with progress() as bar:
         task = bar.add_task("feature views", total=None)
-        summary = run_batch(settings, first, last, master,
+        summary = run_batch(settings, first, last, master, views=views,
                             on_view=lambda name, done, total: bar.update(task, completed=done, total=total))
 
     def human() -> None:

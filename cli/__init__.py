@@ -1,4 +1,7 @@
-"""The ``skewless`` command: one sub-command group per stage, each a thin layer over a library."""
+"""The ``skewless`` command: one sub-command group per stage, each a thin layer over a library.
+
+The composition root: the only package that wires stages together (with the demo and the
+benchmark runner); the kernel ``skewless`` and the stages never import it."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*[Ee]xperimental.*")
 # The checkout (or installed tree) holding our packages: warnings raised in our code still show.
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
-_OURS = ("skewless", "ingestion", "etl", "training", "serving", "monitoring", "feature_repo", "benchmarks")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_OURS = ("cli", "skewless", "ingestion", "etl", "training", "serving", "monitoring", "feature_repo", "benchmarks")
 _show_warning = warnings.showwarning
 
 
@@ -40,15 +43,15 @@ app = typer.Typer(
 
 # (module, group name); a group whose module is absent is simply not offered.
 _GROUPS = [
-    ("skewless.cli.config", "config"),
-    ("skewless.cli.services", "services"),
-    ("skewless.cli.ingest", "ingest"),
-    ("skewless.cli.etl", "etl"),
-    ("skewless.cli.features", "features"),
-    ("skewless.cli.train", "train"),
-    ("skewless.cli.serve", "serve"),
-    ("skewless.cli.check", "check"),
-    ("skewless.cli.monitor", "monitor"),
+    ("cli.config", "config"),
+    ("cli.services", "services"),
+    ("cli.ingest", "ingest"),
+    ("cli.etl", "etl"),
+    ("cli.features", "features"),
+    ("cli.train", "train"),
+    ("cli.serve", "serve"),
+    ("cli.check", "check"),
+    ("cli.monitor", "monitor"),
 ]
 
 for _module, _name in _GROUPS:
@@ -60,8 +63,8 @@ for _module, _name in _GROUPS:
         continue
     app.add_typer(_mod.app, name=_name)
 
-from skewless.cli.bench import bench  # noqa: E402
-from skewless.cli.demo import demo  # noqa: E402
+from cli.bench import bench  # noqa: E402
+from cli.demo import demo  # noqa: E402
 
 app.command("bench")(bench)
 app.command("demo")(demo)

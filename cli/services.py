@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from skewless import services
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka broker and Redis.", no_args_is_help=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 import yaml
 
-from skewless.cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 
 app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from skewless.cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.errors import ConfigError
 
 app = typer.Typer(help="Feast: register features, materialize them online, look them up.", no_args_is_help=True)
@@ -17,9 +17,11 @@ app = typer.Typer(help="Feast: register features, materialize them online, look 
 @handle_errors
 def apply(config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Register the DSL's entities, views, on-demand views and services in Feast."""
+    from skewless.features.definitions import load
     from skewless.features.store import apply as run
 
-    summary = run(settings_from(config))
+    settings = settings_from(config)
+    summary = run(settings, load(settings))
     def human() -> None:
         console.print(f"applied to project {summary['project']}: {', '.join(summary['applied'])}")
         console.print(f"the stock Feast CLI sees the same registry: {summary['feast_cli']}", highlight=False)
@@ -75,9 +77,12 @@ def get(
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Online feature values for one entity."""
+    from skewless.features.definitions import load
     from skewless.features.store import get_online
 
-    values = get_online(settings_from(config), _pairs(entity, "--entity"), _pairs(request or [], "--request"), feature_service)
+    settings = settings_from(config)
+    values = get_online(settings, load(settings), _pairs(entity, "--entity"), _pairs(request or [], "--request"),
+                        feature_service)
 
     def human() -> None:
         t = Table("feature", "value")

@@ -1,3 +1,0 @@
-from skewless.cli import main
-
-main()
