@@ -139,6 +139,7 @@ class Service:
             return f"online store unavailable: {type(exc).__name__}"
 
 
-def service(request: Request) -> Service:
-    """The app's Service (a FastAPI dependency)."""
+async def service(request: Request) -> Service:
+    """The app's Service (a FastAPI dependency; async, so FastAPI calls it inline rather
+    than on its thread pool)."""
     return request.app.state.service

@@ -79,10 +79,15 @@ def prediction_record(transaction: dict[str, Any], decided: dict[str, Any]) -> d
     order, from what was decided, else from the transaction (its ids, amount, time); times
     as ISO-8601 text. A field the contract gains without a value here fails loudly."""
     source = {**transaction, **decided}
-    missing = [f.name for f in PREDICTIONS.fields if f.required and f.name not in source]
+    missing = [name for name in _RECORD_FIELDS if name not in source]
     if missing:
         raise SkewlessError(f"the {PREDICTIONS.name} contract needs {missing}, which /v1/predict does not provide")
-    return {f.name: _wire(source[f.name]) for f in PREDICTIONS.fields if f.required}
+    return {name: _wire(source[name]) for name in _RECORD_FIELDS}
+
+
+# The fields of a predictions event, in the contract's order (``schema_version``, optional,
+# is the predictions contract's own, never the transaction's).
+_RECORD_FIELDS = tuple(f.name for f in PREDICTIONS.fields if f.required)
 
 
 def _wire(value: Any) -> Any:
