@@ -42,6 +42,9 @@ OURS, BASELINES = ("asof", "spark"), ("feast_duckdb", "feast_file")
 
 
 def entity_rows(settings: Settings, size: int, seed: int = 0) -> pd.DataFrame:
+    from skewless.features.feast_objects import service_request_inputs
+    from skewless.features.request_inputs import with_request_inputs
+    from skewless.features.store import feature_store
     from skewless.lake import read_events
 
     tx = read_events(settings.lake_path, settings.topics.transactions, "event_time",
@@ -50,9 +53,10 @@ def entity_rows(settings: Settings, size: int, seed: int = 0) -> pd.DataFrame:
         raise RuntimeError("the lake has no transactions: run `skewless demo` first")
     rng = np.random.default_rng(seed)
     rows = tx.iloc[rng.integers(0, len(tx), size)].reset_index(drop=True)
-    rows["event_timestamp"] = rows.pop("event_time") + pd.to_timedelta(rng.integers(0, 3600, size), unit="s")
-    rows["event_epoch"] = (rows["event_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return rows
+    rows["event_time"] = rows["event_time"] + pd.to_timedelta(rng.integers(0, 3600, size), unit="s")
+    # The request inputs (amount, event_epoch) as training and serving derive them.
+    rows = with_request_inputs(service_request_inputs(feature_store(settings), settings.training.feature_service), rows)
+    return rows.rename(columns={"event_time": "event_timestamp"})
 
 
 def _join_fn(engine: str, settings: Settings, rows: pd.DataFrame, extra: dict[str, Any]):

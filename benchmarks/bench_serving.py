@@ -74,11 +74,22 @@ def _transactions(settings: Settings, n: int, seed: int) -> list[dict[str, Any]]
     return out
 
 
-def _entity(tx: dict[str, Any]) -> dict[str, Any]:
+def _request_inputs(settings: Settings) -> tuple:
+    """The champion FeatureService's request inputs, as declared in Feast's registry."""
+    from skewless.features.feast_objects import service_request_inputs
+    from skewless.features.store import feature_store
+
+    return service_request_inputs(feature_store(settings), settings.training.feature_service)
+
+
+def _entity(tx: dict[str, Any], inputs: tuple) -> dict[str, Any]:
+    """The entity row of a transaction: its keys and its request inputs, derived as /v1/predict does."""
     from datetime import datetime
 
-    epoch = datetime.fromisoformat(tx["event_time"].replace("Z", "+00:00")).timestamp()
-    return {"user_id": tx["user_id"], "merchant_id": tx["merchant_id"], "amount": tx["amount"], "event_epoch": epoch}
+    from skewless.features.request_inputs import derive
+
+    event = {**tx, "event_time": datetime.fromisoformat(tx["event_time"])}
+    return {"user_id": tx["user_id"], "merchant_id": tx["merchant_id"], **derive(inputs, event)}
 
 
 def _ours_body(service: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,9 +141,8 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _verify(ours: ServerProcess, feast: ServerProcess, service: str, txs: list[dict[str, Any]]) -> dict[str, Any]:
+def _verify(ours: ServerProcess, feast: ServerProcess, service: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Both answer 200 and the same value for every feature of the same rows; else raise."""
-    rows = [_entity(t) for t in txs]
     compared = 0
     for batch in ([rows[0]], rows[:20]):
         s1, a = http_json("POST", ours.base + "/v1/features", _ours_body(service, batch))
@@ -216,7 +226,8 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
         raise MissingDependencyError("wrk (the load generator)", "apt-get install -y wrk")
     load_start = os.getloadavg()
     txs = _transactions(settings, size, seed)
-    rows = [_entity(t) for t in txs]
+    inputs = _request_inputs(settings)
+    rows = [_entity(t, inputs) for t in txs]
     batches = [rows[i:i + BATCH] for i in range(0, len(rows) - BATCH + 1, BATCH)] or [(rows * BATCH)[:BATCH]]
 
     root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -244,7 +255,7 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
         service = (ready.get("model") or {}).get("feature_service")
         if not service:
             raise RuntimeError(f"ours is ready but names no champion FeatureService: {ready}")
-        verified = _verify(ours, feast, service, txs)
+        verified = _verify(ours, feast, service, rows)
 
         files = {
             ("ours", "features_1"): _write_lines(root / "ours_1.jsonl", [_ours_body(service, [r]) for r in rows]),

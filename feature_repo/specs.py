@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from skewless.features.dsl import Aggregation as A
-from skewless.features.dsl import Entity, EventSource, FeatureServiceSpec, RequestTransform, WindowedView
+from skewless.features.dsl import Entity, EventSource, FeatureServiceSpec, RequestInput, RequestTransform, WindowedView
 
 user = Entity("user", "user_id", "a card holder")
 merchant = Entity("merchant", "merchant_id", "a merchant accepting payments")
@@ -88,8 +88,11 @@ def _request_features(cols):
 
 request_features = RequestTransform(
     "request_features",
-    # event_epoch: the transaction's time in unix seconds (the request's own clock).
-    request_fields={"amount": "float64", "event_epoch": "float64"},
+    request_inputs=(
+        RequestInput("amount", "amount", as_feature=True),
+        # The transaction's time in unix seconds (the request's own clock).
+        RequestInput("event_epoch", "event_time", derive="epoch_seconds"),
+    ),
     inputs=(("user_spend", "mean_amount_7d"), ("user_diversity", "last_tx_time"), ("user_merchant", "tx_count_30d"),
             ("merchant_activity", "count_30d"), ("merchant_chargebacks", "chargebacks_30d")),
     outputs={"seconds_since_last_tx": "float64", "amount_vs_user_mean_7d": "float64", "first_tx_at_merchant": "int64",

@@ -7,12 +7,15 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from skewless.errors import DataError
+from skewless.features.dsl import RequestInput
+from skewless.features.feast_objects import service_request_inputs
+from skewless.features.request_inputs import derive
 from skewless.settings import Settings
 
 
@@ -40,16 +43,27 @@ def materialized_until(store: Any, service_name: str) -> datetime:
     return min(ends)
 
 
+def request_rows(entities: pd.DataFrame, inputs: Sequence[RequestInput], at: datetime,
+                 request: dict[str, Any] | None = None) -> pd.DataFrame:
+    """``entities`` (renumbered) with the request inputs of an event of each at ``at``."""
+    rows = entities.reset_index(drop=True)
+    events = rows.assign(**{**{i.column: 1.0 for i in inputs if i.derive == "value"}, **(request or {})})
+    when = pd.Timestamp(at) if pd.Timestamp(at).tz else pd.Timestamp(at).tz_localize("UTC")  # Feast's are UTC
+    events = events.assign(**{i.column: when for i in inputs if i.derive == "epoch_seconds"})
+    return pd.concat([rows, derive(inputs, events)], axis=1)
+
+
 def check(settings: Settings, store: Any, entities: pd.DataFrame, service_name: str | None = None,
-          request: dict[str, float] | None = None) -> dict[str, Any]:
-    """Compare online and offline values of a FeatureService for ``entities`` (join keys)."""
+          request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compare online and offline values of a FeatureService for ``entities`` (join keys).
+
+    Each entity makes one event at the comparison time, whose other fields are ``request``
+    (event fields, e.g. ``{"amount": 100.0}``; any field an input needs and ``request``
+    lacks is 1.0: both sides get the same value); the on-demand views' request inputs
+    derive from it as training and serving derive them."""
     service_name = service_name or settings.training.feature_service
     at = materialized_until(store, service_name)
-    rows = entities.drop_duplicates().reset_index(drop=True).copy()
-    request = request or {"amount": 100.0}
-    for k, v in request.items():
-        rows[k] = v
-    rows["event_epoch"] = pd.Timestamp(at).timestamp()
+    rows = request_rows(entities.drop_duplicates(), service_request_inputs(store, service_name), at, request)
     rows["event_timestamp"] = pd.Timestamp(at)
     service = store.get_feature_service(service_name)
     t0 = time.perf_counter()

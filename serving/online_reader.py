@@ -25,15 +25,20 @@ import numpy as np
 import pandas as pd
 
 from skewless.contracts import MAX_AMOUNT, MAX_EVENT_TIME, MIN_AMOUNT, MIN_EVENT_TIME, text_problem
-from skewless.features.feast_objects import ARRAYS_TAG
+from skewless.errors import SkewlessError
+from skewless.features.dsl import RequestInput
+from skewless.features.feast_objects import ARRAYS_TAG, request_inputs
 
 _STRING, _INT64 = 2, 4  # feast.value_type.ValueType.STRING / INT64
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
 _SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"})
 
 
-class PlanError(ValueError):
-    """A request the plan cannot answer (unknown feature, missing key); ``str()`` says which."""
+class PlanError(SkewlessError):
+    """A request the plan cannot answer (unknown feature service or feature, missing key);
+    ``str()`` says which."""
+
+    http_status = 422
 
 
 @dataclass
@@ -54,6 +59,7 @@ class _OnDemand:
     outputs: list[str]
     request_fields: list[str]
     arrays: bool  # the function accepts a mapping of NumPy arrays (fast), else a DataFrame
+    request_inputs: tuple[RequestInput, ...] = ()  # the request fields, each with how it derives from an event
 
 
 @dataclass
@@ -82,12 +88,19 @@ class FeaturePlan:
         self.key_version = key_version
         self.join_keys = sorted({k for v in views for k in v.join_keys})
         self.request_fields = sorted({f for o in on_demand for f in o.request_fields})
+        # How each request field derives from an event (``skewless.features.request_inputs.derive``).
+        self.request_inputs = tuple({r.name: r for o in on_demand for r in o.request_inputs}.values())
         self._encoders = [self._encoder(v) for v in views]
 
     # -- building ---------------------------------------------------------------------
     @classmethod
     def for_service(cls, store: Any, service_name: str) -> "FeaturePlan":
-        service = store.get_feature_service(service_name)
+        from feast.errors import FeatureServiceNotFoundException
+
+        try:
+            service = store.get_feature_service(service_name)
+        except FeatureServiceNotFoundException:  # only "not found" is the request's fault
+            raise PlanError(f"unknown feature service {service_name!r}") from None
         refs = [(p.name_to_use(), p.name, [f.name for f in p.features]) for p in service.feature_view_projections]
         return cls._build(store, refs)
 
@@ -137,7 +150,8 @@ class FeaturePlan:
                     want(src.name, src.name_to_use(), [f.name for f in src.features], False)
                 request = [f.name for rs in odfv.source_request_sources.values() for f in rs.schema]
                 arrays = odfv.tags.get(ARRAYS_TAG) == "true"
-                on_demand.append(_OnDemand(use, odfv.feature_transformation.udf, feats, request, arrays))
+                on_demand.append(_OnDemand(use, odfv.feature_transformation.udf, feats, request, arrays,
+                                           request_inputs(odfv)))
                 names += [f"{use}__{f}" for f in feats]
             else:
                 want(name, use, feats, True)

@@ -10,9 +10,12 @@ the youngest transactions, whose chargebacks mostly have not had time to arrive.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Sequence
 
 import pandas as pd
 
+from skewless.features.dsl import RequestInput
+from skewless.features.request_inputs import with_request_inputs
 from skewless.lake import LANDING_ORDER, read_events
 from skewless.settings import Settings
 
@@ -21,8 +24,9 @@ TX_COLUMNS = ["transaction_id", "user_id", "merchant_id", "amount", "currency", 
 
 
 def label_frame(settings: Settings, start: datetime | None, end: datetime | None,
-                cutoff: datetime | None = None) -> pd.DataFrame:
-    """Transactions in ``[start, end)`` with ``label`` (0/1) as known at ``cutoff`` (default: end or now)."""
+                cutoff: datetime | None = None, request_inputs: Sequence[RequestInput] = ()) -> pd.DataFrame:
+    """Transactions in ``[start, end)`` with ``label`` (0/1) as known at ``cutoff`` (default: end or now),
+    and the ``request_inputs`` of the on-demand features derived from each (as serving derives them)."""
     cutoff = cutoff or end or datetime.now(timezone.utc)
     tx = read_events(settings.lake_path, settings.topics.transactions, "event_time", start, end,
                      TX_COLUMNS + list(LANDING_ORDER)).to_pandas()
@@ -42,7 +46,6 @@ def label_frame(settings: Settings, start: datetime | None, end: datetime | None
     tx["label"] = (tx["is_fraud"] == True).astype("int8")  # noqa: E712 - null (no label) -> 0
     maturity = timedelta(days=settings.training.label_maturity_days)
     tx = tx[tx["event_time"] <= pd.Timestamp(cutoff - maturity)]
+    tx = with_request_inputs(request_inputs, tx)
     tx = tx.rename(columns={"event_time": "event_timestamp"}).drop(columns=["is_fraud"])
-    # Request-time input of the on-demand features: the transaction's own clock.
-    tx["event_epoch"] = (tx["event_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     return tx.sort_values("event_timestamp", kind="stable").reset_index(drop=True)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from skewless.errors import DataError
+from skewless.features.feast_objects import service_request_inputs
 from skewless.model_artifact import ModelArtifact
 from skewless.registry import promote, register
 from skewless.settings import Settings
@@ -36,10 +37,6 @@ from training.evaluation import best_threshold, evaluate
 from training.labels import label_frame
 from training.models import candidates, matrix, time_cv_pr_auc, time_split
 from training.tracking import importance_plot, log_run, pr_curve_plot
-
-# Request-time inputs the caller sends with each prediction (also model inputs).
-REQUEST_FEATURES = ["amount"]
-
 
 def feature_names(store: Any, service_name: str) -> list[str]:
     """The FeatureService's features in order, with Feast's full names ``view__feature``."""
@@ -85,7 +82,10 @@ def train(
     service_name = feature_service or cfg.feature_service
     t0 = time.perf_counter()
     on_step("reading labelled transactions from the lake")
-    rows = label_frame(settings, start, end, cutoff)
+    # The request inputs (amount, event_epoch) derived from each transaction as serving derives them.
+    request_inputs = service_request_inputs(store, service_name)
+    request_features = [r.name for r in request_inputs if r.as_feature]  # also model inputs
+    rows = label_frame(settings, start, end, cutoff, request_inputs)
     if rows.empty or rows["label"].sum() < 10:
         raise DataError(
             f"not enough labelled data to train: {len(rows)} transactions, "
@@ -97,7 +97,7 @@ def train(
     t1 = time.perf_counter()
     data = training_set(store, service_name, rows, cfg.pit_engine, settings)
     build_s = time.perf_counter() - t1
-    features = feature_names(store, service_name) + REQUEST_FEATURES
+    features = feature_names(store, service_name) + request_features
     train_df, val_df, test_df = time_split(data, "event_timestamp")
     for name, part in (("train", train_df), ("validation", val_df), ("test", test_df)):
         if part["label"].sum() < 2:
@@ -106,7 +106,7 @@ def train(
     results: dict[str, dict[str, Any]] = {}
     fitted: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for cand in candidates(features, REQUEST_FEATURES, seed=cfg.seed):
+    for cand in candidates(features, request_features, seed=cfg.seed):
         on_step(f"fitting {cand.name}: {cand.description}")
         Xtr, ytr = matrix(train_df, cand.features), train_df["label"].to_numpy()
         cv = time_cv_pr_auc(cand.pipeline, Xtr, ytr)

@@ -2,5 +2,5 @@
 online path all come from that one declaration. See ``skewless.features.dsl``."""
 
 from skewless.features.dsl import (  # noqa: F401
-    Aggregation, Entity, EventSource, FeatureServiceSpec, RequestTransform, WindowedView,
+    Aggregation, Entity, EventSource, FeatureServiceSpec, RequestInput, RequestTransform, WindowedView,
 )

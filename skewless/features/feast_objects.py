@@ -6,11 +6,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from skewless.features.dsl import FeatureServiceSpec, RequestTransform, WindowedView
+from skewless.errors import ConfigError
+from skewless.features.dsl import FeatureServiceSpec, RequestInput, RequestTransform, WindowedView
 
 TIMESTAMP_FIELD = "event_timestamp"
 REQUEST_SOURCE = "transaction_request"
 ARRAYS_TAG = "skewless.arrays"
+# On each field of an on-demand view's request source: how it derives from an event
+# ("epoch_seconds(event_time)"), and "true" when the model takes it as a feature too.
+DERIVE_TAG = "skewless.derive"
+AS_FEATURE_TAG = "skewless.as_feature"
 
 
 def _feast_type(dtype: str):
@@ -53,7 +58,7 @@ def on_demand_view(transform: RequestTransform, views: dict[str, Any]):
 
     request = RequestSource(
         name=REQUEST_SOURCE,
-        schema=[Field(name=n, dtype=_feast_type(t)) for n, t in transform.request_fields.items()],
+        schema=[Field(name=r.name, dtype=_feast_type(r.dtype), tags=_request_tags(r)) for r in transform.request_inputs],
     )
     used: dict[str, list[str]] = {}
     for view_name, feature in transform.inputs:
@@ -67,6 +72,42 @@ def on_demand_view(transform: RequestTransform, views: dict[str, Any]):
         # Tells online serving it may call the function with NumPy arrays (see RequestTransform).
         tags={ARRAYS_TAG: "true"} if transform.arrays else {},
     )
+
+
+def _request_tags(r: RequestInput) -> dict[str, str]:
+    return {DERIVE_TAG: f"{r.derive}({r.column})", **({AS_FEATURE_TAG: "true"} if r.as_feature else {})}
+
+
+def request_inputs(odfv: Any) -> tuple[RequestInput, ...]:
+    """An on-demand view's request inputs as declared, read back from Feast's registry.
+
+    The derivation travels as a tag on each field of the view's request source: it stays
+    with the field it defines, inside the view Feast stores, so whoever reads the view
+    from the registry (training, serving, monitoring) derives the field the same way."""
+    out = []
+    for source in odfv.source_request_sources.values():
+        for f in source.schema:
+            tag = (f.tags or {}).get(DERIVE_TAG, "")
+            derive, _, rest = tag.partition("(")
+            if not rest.endswith(")") or not derive:
+                raise ConfigError(f"on-demand view {odfv.name!r}: request field {f.name!r} does not say how it "
+                                  f"derives from an event (tag {DERIVE_TAG}={tag!r})",
+                                  "re-apply the feature definitions: skewless features apply")
+            out.append(RequestInput(f.name, rest[:-1], derive, (f.tags or {}).get(AS_FEATURE_TAG) == "true"))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def service_request_inputs(store: Any, service_name: str) -> tuple[RequestInput, ...]:
+    """The request inputs of every on-demand view of a FeatureService, from Feast's registry."""
+    odfvs = {o.name: o for o in store.list_on_demand_feature_views()}
+    seen: dict[str, RequestInput] = {}
+    for proj in store.get_feature_service(service_name).feature_view_projections:
+        if proj.name in odfvs:
+            for r in request_inputs(odfvs[proj.name]):
+                if seen.setdefault(r.name, r) != r:
+                    raise ConfigError(f"feature service {service_name!r}: request field {r.name!r} is declared "
+                                      f"twice, differently ({seen[r.name]} and {r})")
+    return tuple(seen.values())
 
 
 def build(entities_spec, views_spec, services_spec: tuple[FeatureServiceSpec, ...], lake_path: str) -> dict[str, Any]:
