@@ -17,6 +17,7 @@ from serving.online_reader import FeaturePlan
 from serving.routes.predict import request_row
 from serving.schemas import Transaction
 from skewless.errors import DataError
+from skewless.features.definitions import load as load_definitions
 from skewless.features.dsl import RequestInput
 from skewless.features.feast_objects import service_request_inputs
 from skewless.features.request_inputs import derive
@@ -64,7 +65,7 @@ def world(tmp_path_factory):
     settings = isolated_settings(load_settings(REPO / "skewless.yaml"), tmp, online_store="sqlite",
                                  training={"label_maturity_days": 0})
     store = feature_store(settings)
-    apply(settings, store)
+    apply(settings, load_definitions(settings), store)
     land(settings, "transactions", _events())
     return settings, store
 
