@@ -22,11 +22,12 @@ _show_warning = warnings.showwarning
 
 
 def _show_ours_only(message, category, filename, lineno, file=None, line=None):
-    """Feast re-enables DeprecationWarnings when imported (``simplefilter("once")`` at its
-    module level, ahead of the filters above), so the filter alone does not hold: drop
-    deprecation warnings raised in other libraries' code when they are shown."""
+    """Feast re-enables DeprecationWarnings and RuntimeWarnings when imported
+    (``simplefilter("once")`` at its module level, ahead of the filters above), so the
+    filters alone do not hold: drop warnings raised in other libraries' code when they
+    are shown (ours still show)."""
     ours = filename.startswith(_ROOT) and filename[len(_ROOT):].split(os.sep, 1)[0] in _OURS
-    if issubclass(category, (DeprecationWarning, FutureWarning)) and not ours:
+    if not ours:
         return
     _show_warning(message, category, filename, lineno, file, line)
 

@@ -3,6 +3,8 @@ apply (registry), materialize (offline tables -> online store), get (online look
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,7 +181,10 @@ def materialize(settings: Settings, end: datetime | None = None, store=None, ful
         if dedup is not None:
             online.skip_dedup = True
         try:
-            store.materialize(start_date=start, end_date=end)
+            # Feast prints a banner and per-view progress lines of its own; our summary
+            # (views, keys, time) says what happened.
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                store.materialize(start_date=start, end_date=end)
         finally:
             if dedup is not None:
                 online.skip_dedup = dedup
