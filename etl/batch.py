@@ -39,11 +39,15 @@ from skewless.spark import spark_session
 def watched_contracts(views: tuple[WindowedView, ...]) -> tuple[str, ...]:
     """The contracts whose events the views read (their sources, and what enriches them),
     in the order the views name them: the ones whose newly landed files trigger a run."""
+    from skewless.contracts import CONTRACTS
+
     found: dict[str, None] = {}
     for v in views:
-        found[v.source.contract] = None
-        if v.source.enrich:
-            found[v.source.enrich[0]] = None
+        for contract in (v.source.contract, *(v.source.enrich[:1] if v.source.enrich else ())):
+            if contract not in CONTRACTS:
+                raise ConfigError(f"view {v.name} reads events of {contract!r}, which is no event contract",
+                                  f"the contracts are {', '.join(CONTRACTS)} (skewless/contracts.py)")
+            found[contract] = None
     return tuple(found)
 
 

@@ -87,6 +87,10 @@ def test_the_planner_watches_the_contracts_the_views_read():
     assert watched_contracts((SCORES,)) == ("predictions",)
     assert watched_contracts(VIEWS + (SCORES,)) == ("transactions", "labels", "predictions")
     assert {"predicted_at", "user_id", "score", "request_id"} <= set(needed_columns((SCORES,), "predictions"))
+    unknown = WindowedView("v", (Entity("user", "user_id"),), EventSource("s", contract="clicks", time_column="t"),
+                           aggregations=(Aggregation("count", "1h"),))
+    with pytest.raises(ConfigError, match="view v reads events of 'clicks', which is no event contract"):
+        watched_contracts((unknown,))
 
 
 def test_a_file_landed_on_a_third_source_triggers_an_incremental_run(tmp_path):
