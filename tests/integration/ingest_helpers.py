@@ -65,26 +65,6 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1) -> bool:
     return False
 
 
-def partitions_per_member(settings) -> list[int]:
-    """How many partitions each member of the ingest group holds, once the group is stable
-    (``[]`` while it rebalances): what a test waits on instead of sleeping through one."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    group = settings.kafka.consumer_group
-    admin = KafkaAdminClient(**settings.kafka.client_config())
-    try:
-        described = admin.describe_groups([group])[group]
-    except KafkaError:  # e.g. the coordinator is moving: not stable yet
-        return []
-    finally:
-        admin.close()
-    if described["group_state"] != "Stable":
-        return []
-    return [sum(len(t["partitions"]) for t in (m.get("member_assignment") or {}).get("assigned_partitions", []))
-            for m in described["members"]]
-
-
 def kill9(p: subprocess.Popen) -> None:
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
