@@ -30,12 +30,14 @@ def _rows(settings: Settings, end: datetime) -> int:
     import duckdb
 
     from skewless.features.definitions import load
+    from skewless.lake_layout import LakeLayout
 
+    layout = LakeLayout.of(settings)
     total = 0
     for v in load(settings).views:
         keys = ", ".join(v.join_keys)
         total += duckdb.sql(f"""SELECT count(*) FROM (SELECT DISTINCT {keys} FROM
-            read_parquet('{settings.lake_path}/features/{v.name}/*/*.parquet')
+            read_parquet('{layout.features_dir(v.name)}/*/*.parquet')
             WHERE event_timestamp < TIMESTAMPTZ '{end.isoformat()}')""").fetchall()[0][0]
     return total
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
-
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skewless.contracts import CONTRACTS
+from skewless.lake_layout import LakeLayout
 
 
 def land_frame(lake_path: str, topic: str, contract: str, events: list[dict], tag: str | None = None) -> int:
@@ -31,9 +30,10 @@ def land_frame(lake_path: str, topic: str, contract: str, events: list[dict], ta
     keys = ts.dt.strftime("%Y-%m-%d") + "/" + ts.dt.strftime("%H")
     tag = tag or uuid.uuid4().hex[:8]
     files = 0
+    layout = LakeLayout(lake_path)
     for key, idx in df.groupby(keys.values).indices.items():
         d, h = key.split("/")
-        out = Path(lake_path) / "raw" / topic / f"date={d}" / f"hour={h}"
+        out = layout.hour_dir(topic, d, int(h))
         out.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.take(pa.array(idx)), out / f"{tag}.parquet", compression="zstd")
         files += 1

@@ -42,21 +42,29 @@ def _fresh(settings: Settings) -> None:
     """Forget earlier demo data: the topics, the consumer group's offsets and the lake."""
     from kafka import KafkaAdminClient
 
+    import time
+
+    from skewless.errors import ServiceError
+
     admin = KafkaAdminClient(**settings.kafka.client_config())
     try:
         topics = [t for t in settings.topics.by_contract().values() if t in set(admin.list_topics())]
         if topics:
             admin.delete_topics(topics)
-        try:
-            admin.delete_consumer_groups([settings.kafka.consumer_group])
-        except Exception:  # noqa: BLE001 - the group may not exist yet
-            pass
+        group = settings.kafka.consumer_group
+        for outcome in admin.delete_groups([group]).values():  # group -> "OK" or the error's name
+            if outcome not in ("OK", "GroupIdNotFoundError"):  # not found: no run consumed yet
+                raise ServiceError(f"could not delete the consumer group {group!r}: {outcome}",
+                                   "stop every `skewless ingest consume` of this group, then run the demo again")
+        # Topic deletion is asynchronous in Kafka: wait until the broker no longer lists them.
+        deadline = time.monotonic() + 60
+        while (left := set(topics) & set(admin.list_topics())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if left:
+            raise ServiceError(f"Kafka had not deleted the topics {sorted(left)} after 60 s")
     finally:
         admin.close()
     shutil.rmtree(settings.lake_path, ignore_errors=True)
-    import time
-
-    time.sleep(2)  # topic deletion is asynchronous in Kafka
 
 
 def run_demo(settings: Settings, events: int, days: int, fresh: bool) -> dict[str, Any]:

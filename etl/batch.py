@@ -1,12 +1,13 @@
 """``skewless etl run``: the Spark batch job, lake raw events -> offline feature tables.
 
-Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Parquet),
-the path Feast's sources point at. Runs are:
+Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Parquet,
+``LakeLayout.features_uri``), the path Feast's sources point at. Runs are:
 
 * **idempotent** — output dates are replaced whole (dynamic partition overwrite), so a
   re-run of a range rewrites identical rows;
 * **incremental** — by default only dates from the earliest raw file landed since the
-  previous run (late events included) are recomputed, reading raw events back as far as
+  previous run (late events included), in any contract the views read
+  (``watched_contracts``), are recomputed, reading raw events back as far as
   the longest window needs (the lookback);
 * a **backfill** of any range with ``start``/``end`` (dates, UTC); it leaves the
   incremental watermark alone, so the next incremental run still covers what the
@@ -30,29 +31,33 @@ from skewless.errors import ConfigError, DataError
 from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
 from skewless.lake import LANDING_ORDER, topic_schema
+from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
 from skewless.spark import spark_session
 
-STATE_FILE = "etl_state.json"
+
+def watched_contracts(views: tuple[WindowedView, ...]) -> tuple[str, ...]:
+    """The contracts whose events the views read (their sources, and what enriches them),
+    in the order the views name them: the ones whose newly landed files trigger a run."""
+    from skewless.contracts import CONTRACTS
+
+    found: dict[str, None] = {}
+    for v in views:
+        for contract in (v.source.contract, *(v.source.enrich[:1] if v.source.enrich else ())):
+            if contract not in CONTRACTS:
+                raise ConfigError(f"view {v.name} reads events of {contract!r}, which is no event contract",
+                                  f"the contracts are {', '.join(CONTRACTS)} (skewless/contracts.py)")
+            found[contract] = None
+    return tuple(found)
 
 
-def features_dir(settings: Settings, view: str) -> str:
-    return f"{settings.lake_path}/features/{view}"
-
-
-def _local_lake(settings: Settings) -> Path:
-    """The lake as a local directory (plain path or file:// URI)."""
-    lake = settings.lake_path
-    if lake.startswith("file://"):
-        return Path(lake[len("file://"):])
-    if "://" in lake:
-        raise ConfigError(f"etl run plans its work by listing the lake, which must be local for now: {lake}",
-                          "use a local path or file:// URI (object-storage listing is not implemented yet)")
-    return Path(lake)
+def lookback(views: tuple[WindowedView, ...]) -> timedelta:
+    """How far before an output row the views read events: the longest window plus a hop."""
+    return max(v.max_window + v.hop_td for v in views)
 
 
 def _raw_dir(settings: Settings, contract: str) -> Path:
-    return _local_lake(settings) / "raw" / getattr(settings.topics, contract)
+    return LakeLayout.of(settings).raw_dir(getattr(settings.topics, contract))
 
 
 def _raw_dates(settings: Settings, contract: str, newer_than: float | None = None) -> list[date]:
@@ -128,32 +133,34 @@ def _spark_schema(schema) -> Any:
 
 
 def _state(settings: Settings) -> dict:
-    p = settings.state_dir / STATE_FILE
+    p = LakeLayout.of(settings).etl_state_path
     return json.loads(p.read_text()) if p.exists() else {}
 
 
 def _save_state(settings: Settings, state: dict) -> None:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = settings.state_dir / (STATE_FILE + ".tmp")
+    path = LakeLayout.of(settings).etl_state_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, settings.state_dir / STATE_FILE)
+    os.replace(tmp, path)
 
 
-def plan_range(settings: Settings, start: date | None, end: date | None,
-               longest: timedelta = timedelta(days=30)) -> tuple[date, date] | None:
-    """The output dates to (re)compute: explicit, or incremental since the last run."""
-    all_dates = _raw_dates(settings, "transactions") + _raw_dates(settings, "labels")
+def plan_range(settings: Settings, views: tuple[WindowedView, ...], start: date | None,
+               end: date | None) -> tuple[date, date] | None:
+    """The output dates to (re)compute: explicit, or incremental since the last run (a
+    file newly landed in any contract the views read moves the start back to its date)."""
+    contracts = watched_contracts(views)
+    all_dates = [d for c in contracts for d in _raw_dates(settings, c)]
     if not all_dates:
         return None
     # Rows where the last events leave their windows: up to the longest window after the data.
-    last_view_day = max(all_dates) + timedelta(days=longest.days + 2)
+    last_view_day = max(all_dates) + timedelta(days=lookback(views).days + 2)
     if start is None:
         state = _state(settings)
         if state.get("started_at") is None:
             start = min(all_dates)
         else:
-            changed = (_raw_dates(settings, "transactions", state["started_at"])
-                       + _raw_dates(settings, "labels", state["started_at"]))
+            changed = [d for c in contracts for d in _raw_dates(settings, c, state["started_at"])]
             if not changed:
                 return None
             start = min(changed)
@@ -175,12 +182,13 @@ def compute_views(views: tuple[WindowedView, ...], frames: dict[str, DataFrame],
 
 def _write_view(spark: SparkSession, settings: Settings, view: WindowedView, table: DataFrame) -> int:
     """Replace the view's date partitions present in ``table``; returns rows written."""
-    path = features_dir(settings, view.name)
+    layout = LakeLayout.of(settings)
+    path = layout.features_uri(view.name)
     table = table.withColumn("date", F.to_date(F.col(TS)))
     started = time.time()
     (table.repartition("date").sortWithinPartitions(*view.join_keys, TS).write.mode("overwrite")
      .partitionBy("date").option("compression", "zstd").parquet(path))
-    local = _local_lake(settings) / "features" / view.name
+    local = layout.features_dir(view.name)
     rows = _rows_written_since(local, started)
     if not _has_data(local):
         # No row yet (e.g. no chargeback so far): an empty table of the right schema, so
@@ -217,26 +225,27 @@ def run_batch(
     if not views:
         raise ConfigError("no feature views to compute", "declare some in the feature definitions (VIEWS)")
     t0 = time.time()
-    planned = plan_range(settings, start, end, max(v.max_window + v.hop_td for v in views))
+    layout = LakeLayout.of(settings)
+    contracts = watched_contracts(views)
+    planned = plan_range(settings, views, start, end)
     if planned is None:
-        has_raw = _raw_dates(settings, "transactions")
-        if not has_raw:
-            raise DataError(f"no raw events in {settings.lake_path}/raw", "land some with: skewless ingest consume")
+        if not any(_raw_dates(settings, c) for c in contracts):
+            raise DataError(f"no raw events of {', '.join(contracts)} in {layout.raw_root}",
+                            "land some with: skewless ingest consume")
         return {"views": {}, "skipped": "no raw files landed since the previous run", "seconds": 0.0}
     out_start, out_end = planned
     spark = spark_session(settings, master, app="skewless-etl")
-    lookback = max(v.max_window + v.hop_td for v in views)
-    read_start = out_start - timedelta(days=lookback.days + 1)
+    read_start = out_start - timedelta(days=lookback(views).days + 1)
     # Every view reads the same events: read them once, one copy per id (each view then
     # keeps only the lookback its own windows need). A retried event's copies share its
     # event time, hence its date partition: a copy landed since the last run lands in a
     # date this run recomputes, and the copy landed before it is read with it.
     raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c))
-           for c in ("transactions", "labels")}
+           for c in contracts}
     frames = {c: f.persist() for c, f in unique_events(raw).items()}
     landed = {c: f.count() for c, f in raw.items()}
     duplicates = {c: landed[c] - frames[c].count() for c in frames}
-    events_read = landed["transactions"]
+    events_read = landed[contracts[0]]  # the first view's source: the run's throughput figure
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
     summary: dict[str, Any] = {"views": {}}
@@ -245,7 +254,7 @@ def run_batch(
             view = next(v for v in views if v.name == name)
             tv = time.perf_counter()
             rows = _write_view(spark, settings, view, table)
-            summary["views"][name] = {"rows": rows, "path": features_dir(settings, name),
+            summary["views"][name] = {"rows": rows, "path": layout.features_uri(name),
                                       "seconds": round(time.perf_counter() - tv, 2)}
             if on_view:
                 on_view(name, i + 1, len(views))

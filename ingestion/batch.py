@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skewless.contracts import Contract, InvalidEvent
-from ingestion.lake_files import TMP_PREFIX, BatchRange, LakeLayout, fsync
+from ingestion.lake_files import fsync
+from skewless.lake_layout import TMP_PREFIX, BatchRange, LakeLayout
 
 DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("topic", pa.string(), nullable=False),

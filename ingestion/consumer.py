@@ -1,9 +1,10 @@
 """The Kafka -> lake sink: a kafka-python consumer group that lands every event exactly once.
 
-See ``ingestion.lake_files`` for the file layout and the commit protocol. Auto-commit is
-off; offsets are committed only after a batch's files are renamed into place. On every
-partition assignment the partition is recovered and the consumer seeks past what
-already landed; on revocation open batches are flushed and committed first.
+See ``skewless.lake_layout`` for the file layout and ``ingestion.lake_files`` for the
+commit protocol. Auto-commit is off; offsets are committed only after a batch's files
+are renamed into place. On every partition assignment the partition is recovered and
+the consumer seeks past what already landed; on revocation open batches are flushed
+and committed first.
 
 Runs until SIGTERM/SIGINT (flush, commit, exit) or, with ``until_idle``, until no
 message arrived for that many seconds. A signal also interrupts a poll or commit that is
@@ -37,8 +38,9 @@ from ingestion.batch import PartitionBatch
 from skewless.contracts import contract_for_topic
 from skewless.topics import ensure_topics
 from ingestion.faults import crash_point
-from ingestion.lake_files import LakeLayout, recover_partition, roll_forward, write_manifest
+from ingestion.lake_files import recover_partition, roll_forward, write_manifest
 from skewless.errors import ServiceError, SkewlessError
+from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class LakeSink:
     def __init__(self, settings: Settings, consumer: KafkaConsumer):
         self.settings = settings
         self.consumer = consumer
-        self.layout = LakeLayout(settings.lake_path)
+        self.layout = LakeLayout.of(settings)
         self.topics_by_contract = settings.topics.by_contract()
         self.batches: dict[TopicPartition, PartitionBatch] = {}
         self.pending_commits: dict[TopicPartition, int] = {}

@@ -1,15 +1,9 @@
-"""The lake's file layout and its crash-safe commit protocol.
+"""The lake's crash-safe commit protocol (the paths are ``skewless.lake_layout``'s).
 
-Layout (``lake`` is ``settings.lake_path``)::
-
-    lake/raw/<topic>/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first>-<last>.parquet
-    lake/dead_letter/<topic>/<topic>+<partition>+<first>-<last>.parquet
-    lake/_manifests/<topic>/<partition>/<first>-<last>.json
-
-One *batch* covers a contiguous offset range ``[first, last]`` of one Kafka partition.
-Its rows go to one file per event-time hour, its bad messages to one dead-letter file;
-every file of the batch is named by the batch's range, so a replay of the same range
-writes the same names.
+One *batch* covers a contiguous offset range ``[first, last]`` of one Kafka partition
+(``BatchRange``). Its rows go to one file per event-time hour, its bad messages to one
+dead-letter file; every file of the batch is named by the batch's range, so a replay of
+the same range writes the same names.
 
 Commit protocol for a batch (readers never see a half-written file, a crash at any
 point loses nothing and duplicates nothing):
@@ -32,73 +26,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
-TMP_PREFIX = ".tmp-"
-
-
-@dataclass(frozen=True)
-class BatchRange:
-    topic: str
-    partition: int
-    first: int
-    last: int
-
-    @property
-    def stem(self) -> str:
-        return f"{self.topic}+{self.partition}+{self.first:020d}-{self.last:020d}"
-
-
-class LakeLayout:
-    """Paths of the lake on the local filesystem (or a mounted object store)."""
-
-    def __init__(self, lake_path: str | Path):
-        if "://" in str(lake_path):
-            raise NotImplementedError(
-                "the Kafka->lake sink commits with atomic renames and needs a POSIX path; "
-                "for object storage, mount the bucket (e.g. s3fs/gcsfuse) or land locally and sync"
-            )
-        self.root = Path(lake_path)
-
-    def raw_dir(self, topic: str) -> Path:
-        return self.root / "raw" / topic
-
-    def hour_dir(self, topic: str, date: str, hour: int) -> Path:
-        return self.raw_dir(topic) / f"date={date}" / f"hour={hour:02d}"
-
-    def dead_letter_dir(self, topic: str) -> Path:
-        return self.root / "dead_letter" / topic
-
-    def manifest_dir(self, topic: str, partition: int) -> Path:
-        return self.root / "_manifests" / topic / str(partition)
-
-    def manifest_path(self, batch: BatchRange) -> Path:
-        return self.manifest_dir(batch.topic, batch.partition) / f"{batch.first:020d}-{batch.last:020d}.json"
-
-    # --- reading back what landed
-
-    def manifests(self, topic: str, partition: int) -> list[tuple[int, int, Path]]:
-        d = self.manifest_dir(topic, partition)
-        out = []
-        if d.is_dir():
-            for p in d.iterdir():
-                if p.suffix == ".json" and not p.name.startswith("."):
-                    first, last = p.stem.split("-")
-                    out.append((int(first), int(last), p))
-        return sorted(out)
-
-    def landed_end(self, topic: str, partition: int) -> int | None:
-        """The last offset of ``partition`` that landed, or None."""
-        ms = self.manifests(topic, partition)
-        return ms[-1][1] if ms else None
-
-    def temp_files(self, topic: str, partition: int) -> Iterable[Path]:
-        prefix = f"{TMP_PREFIX}{topic}+{partition}+"
-        for base in (self.raw_dir(topic), self.dead_letter_dir(topic)):
-            if base.is_dir():
-                yield from (p for p in base.rglob(f"{prefix}*") if p.is_file())
+from skewless.errors import DataError
+from skewless.lake_layout import TMP_PREFIX, BatchRange, LakeLayout
 
 
 def fsync(path: Path) -> None:
@@ -141,7 +72,8 @@ def roll_forward(layout: LakeLayout, manifest: Path) -> int:
             dirs.add(final.parent)
             done += 1
         elif not final.exists():
-            raise FileNotFoundError(f"manifest {manifest} lists {final}, which is missing (the lake was altered)")
+            raise DataError(f"manifest {manifest} lists {final}, which is missing (the lake was altered)",
+                            "restore the file; `skewless ingest verify` shows what the lake is missing")
     for d in dirs:
         fsync(d)
     return done

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow.dataset as ds
 
-from ingestion.lake_files import LakeLayout
+from skewless.lake_layout import LakeLayout
 from skewless.errors import ServiceError
 from skewless.settings import Settings
 
@@ -237,7 +237,7 @@ def _partition_entry(v: np.ndarray, d: np.ndarray, k: dict, broker: BrokerView |
 
 def verify(settings: Settings, topics: list[str] | None = None, check_kafka: bool = True) -> dict[str, Any]:
     """Audit ``topics`` (default: all); ``check_kafka=False`` audits the lake alone."""
-    layout = LakeLayout(settings.lake_path)
+    layout = LakeLayout.of(settings)
     topics = topics or list(settings.topics.by_contract().values())
     broker = BrokerView(settings) if check_kafka else None
     report: dict[str, Any] = {"topics": {}, "ok": True, "kafka_checked": check_kafka}

@@ -31,12 +31,12 @@ def _equal(a: Any, b: Any) -> bool:
 
 def materialized_until(store: Any, service_name: str) -> datetime:
     service = store.get_feature_service(service_name)
+    on_demand = {o.name for o in store.list_on_demand_feature_views()}  # computed per request, never materialized
     ends = []
     for proj in service.feature_view_projections:
-        try:
-            fv = store.get_feature_view(proj.name)
-        except Exception:  # noqa: BLE001 - on-demand views are not materialized
+        if proj.name in on_demand:
             continue
+        fv = store.get_feature_view(proj.name)
         if not fv.materialization_intervals:
             raise DataError(f"feature view {fv.name} was never materialized", "run: skewless features materialize")
         ends.append(fv.materialization_intervals[-1][1])

@@ -58,6 +58,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from skewless.errors import ConfigError
+
 # -- Rules shared with the online API (serving/schemas.py): one definition for both. ----
 # Event times outside this range are "absurd" and dead-lettered.
 MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -345,4 +347,5 @@ def contract_for_topic(topic: str, topics_by_contract: dict[str, str]) -> Contra
     for name, t in topics_by_contract.items():
         if t == topic:
             return CONTRACTS[name]
-    raise KeyError(f"no event contract is configured for topic '{topic}'")
+    raise ConfigError(f"no event contract is configured for topic '{topic}'",
+                      f"the topics with one are {', '.join(sorted(topics_by_contract.values()))} (settings: topics)")

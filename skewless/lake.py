@@ -1,12 +1,13 @@
 """Read a topic's events back from the lake: the same rows, columns and types in every engine.
 
 The sink lays a topic out as ``raw/<topic>/date=YYYY-MM-DD/hour=HH/*.parquet`` (event
-time, UTC; ``hour`` zero-padded), and files written under different contract versions
-hold different columns (``mcc``, added by transactions v2, is absent from v1 files).
-The engines' defaults disagree on both: DuckDB reads ``hour=05`` as text, Spark and
-pyarrow as an integer (and pyarrow ``date`` as text); Spark (without ``mergeSchema``) and
-DuckDB (without ``union_by_name``) take one file's columns and silently drop the columns
-only other files have. So every reader of the lake states both, the same way:
+time, UTC; ``hour`` zero-padded; the paths are ``skewless.lake_layout``'s), and files
+written under different contract versions hold different columns (``mcc``, added by
+transactions v2, is absent from v1 files). The engines' defaults disagree on both:
+DuckDB reads ``hour=05`` as text, Spark and pyarrow as an integer (and pyarrow ``date``
+as text); Spark (without ``mergeSchema``) and DuckDB (without ``union_by_name``) take one
+file's columns and silently drop the columns only other files have. So every reader of
+the lake states both, the same way:
 
 * partitions: ``date`` a date, ``hour`` a 32-bit integer (``PARTITIONS``);
 * columns: the topic's contract, every version's fields (``topic_schema``); a file
@@ -29,12 +30,13 @@ Files whose names start with ``.`` or ``_`` (temp files, manifests) are never ro
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from skewless.lake_layout import LakeLayout
 
 if TYPE_CHECKING:
     from skewless.contracts import Contract
@@ -64,7 +66,7 @@ def topic_schema(contract: Contract) -> pa.Schema:
 def duckdb_source(lake_path: str, topic: str) -> str:
     """A DuckDB table expression for the topic's rows, typed as the other readers type them:
     ``SELECT ... FROM <this>``."""
-    glob = str(Path(lake_path) / "raw" / topic / "date=*" / "hour=*" / "[!._]*.parquet").replace("'", "''")
+    glob = LakeLayout(lake_path).raw_glob(topic).replace("'", "''")
     types = ", ".join(f"'{f.name}': {_DUCKDB_TYPES[f.type]}" for f in PARTITIONS)
     return f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})"
 
@@ -75,7 +77,7 @@ _DUCKDB_TYPES = {pa.date32(): "DATE", pa.int32(): "INTEGER"}
 def dataset(lake_path: str, topic: str, contract: Contract | None = None) -> ds.Dataset | None:
     """The topic's rows as a pyarrow dataset (None if nothing landed). Columns: the
     contract's (``topic_schema``), or without one the union of every file's."""
-    root = Path(lake_path) / "raw" / topic
+    root = LakeLayout(lake_path).raw_dir(topic)
     if not root.is_dir():
         return None
     found = ds.dataset(str(root), format="parquet", partitioning=PARTITIONING)

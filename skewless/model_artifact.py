@@ -16,6 +16,8 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from skewless.errors import DataError
+
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 
@@ -48,13 +50,18 @@ class ModelArtifact:
     @classmethod
     def load(cls, directory: Path) -> "ModelArtifact":
         directory = Path(directory)
+        missing = [name for name in (META_FILE, MODEL_FILE) if not (directory / name).is_file()]
+        if missing:
+            raise DataError(f"no model artifact in {directory}: {' and '.join(missing)} missing",
+                            "a model directory is written by `skewless train`")
         meta = json.loads((directory / META_FILE).read_text())
         return cls(pipeline=joblib.load(directory / MODEL_FILE), **meta)
 
     def matrix(self, rows: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.features if f not in rows.columns]
         if missing:
-            raise KeyError(f"model {self.model_name} v{self.version} needs features {missing}")
+            raise DataError(f"model {self.model_name} v{self.version} needs features {missing}, which the rows lack",
+                            f"the rows must hold every feature of the feature service {self.feature_service}")
         return rows[self.features].apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:

@@ -12,7 +12,7 @@ from the environment, and are masked when settings are shown.
 Relative paths are resolved against the directory holding the settings file (or the
 working directory when there is none), so every command works from any directory.
 Scaling out is a settings change: a Kafka bootstrap list, a Spark master URL, a Redis
-URL, a lake URI on object storage.
+URL. The lake is local for now (a path or a ``file://`` URI; see ``skewless.lake_layout``).
 
 Settings are passed explicitly; there is no module-level instance.
 """

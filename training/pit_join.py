@@ -43,13 +43,13 @@ class ViewJoin:
 def join_plan(store: Any, service_name: str) -> tuple[list[ViewJoin], list[Any]]:
     """The service's feature views as joins, and its on-demand views (applied after)."""
     service = store.get_feature_service(service_name)
+    on_demand = {o.name for o in store.list_on_demand_feature_views()}
     joins, odfvs = [], []
     for proj in service.feature_view_projections:
-        try:
-            fv = store.get_feature_view(proj.name)
-        except Exception:  # noqa: BLE001 - an on-demand view: applied after the joins
+        if proj.name in on_demand:  # applied after the joins
             odfvs.append(store.get_on_demand_feature_view(proj.name))
             continue
+        fv = store.get_feature_view(proj.name)
         keys = fv.join_keys if hasattr(fv, "join_keys") else [e.join_key for e in fv.entity_columns]
         joins.append(ViewJoin(proj.name_to_use(), tuple(keys), tuple(f.name for f in proj.features),
                               fv.batch_source.path))

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from skewless.errors import DataError
+from skewless.errors import ConfigError, DataError
 from skewless.features.feast_objects import service_request_inputs
 from skewless.model_artifact import ModelArtifact
 from skewless.registry import promote, register
@@ -61,7 +61,7 @@ def training_set(store: Any, service_name: str, rows: pd.DataFrame, engine: str 
         from training.pit_join_spark import historical_features as on_spark
 
         if settings is None:
-            raise ValueError("the spark engine needs the settings (its master URL)")
+            raise ConfigError("the spark engine needs the settings (its master URL)")
         return on_spark(store, service_name, rows, settings)
     service = store.get_feature_service(service_name)
     job = store.get_historical_features(entity_df=rows, features=service, full_feature_names=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from skewless.errors import ConfigError
 from skewless.features.dsl import FeatureServiceSpec, RequestInput, RequestTransform, WindowedView
+from skewless.lake_layout import LakeLayout
 
 TIMESTAMP_FIELD = "event_timestamp"
 REQUEST_SOURCE = "transaction_request"
@@ -29,7 +30,7 @@ def view_source(view: WindowedView, lake_path: str):
     from feast.data_format import ParquetFormat
 
     return FileSource(
-        name=f"{view.name}_source", path=f"{lake_path}/features/{view.name}",
+        name=f"{view.name}_source", path=LakeLayout(lake_path).features_uri(view.name),
         timestamp_field=TIMESTAMP_FIELD, file_format=ParquetFormat(),
         description=f"offline table of {view.name}, written by `skewless etl run`",
     )

@@ -14,13 +14,12 @@ import json
 import os
 from datetime import datetime
 
+from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
-
-FILE = "features_recomputed.json"
 
 
 def _path(settings: Settings):
-    return settings.state_dir / FILE
+    return LakeLayout.of(settings).recomputed_path
 
 
 def since(settings: Settings) -> datetime | None:
@@ -36,7 +35,7 @@ def mark(settings: Settings, start: datetime) -> None:
     current = since(settings)
     if current is not None and current <= start:
         return
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    _path(settings).parent.mkdir(parents=True, exist_ok=True)
     tmp = _path(settings).with_suffix(".tmp")
     tmp.write_text(json.dumps({"since": start.isoformat()}))
     os.replace(tmp, _path(settings))

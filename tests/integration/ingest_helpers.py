@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from skewless.lake_layout import TMP_PREFIX, LakeLayout
+
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
@@ -31,7 +33,7 @@ def run_consumer(config: Path, until_idle: float = 4.0, env: dict | None = None,
 
 
 def lake_table(settings, contract: str = "transactions") -> pa.Table:
-    root = Path(settings.lake_path) / "raw" / getattr(settings.topics, contract)
+    root = LakeLayout.of(settings).raw_dir(getattr(settings.topics, contract))
     if not root.exists():
         return pa.table({"transaction_id": pa.array([], pa.string())})
     return ds.dataset(str(root), format="parquet", partitioning="hive").to_table(
@@ -39,18 +41,19 @@ def lake_table(settings, contract: str = "transactions") -> pa.Table:
 
 
 def dead_letters(settings, contract: str = "transactions") -> pa.Table | None:
-    root = Path(settings.lake_path) / "dead_letter" / getattr(settings.topics, contract)
+    root = LakeLayout.of(settings).dead_letter_dir(getattr(settings.topics, contract))
     if not root.exists():
         return None
     return ds.dataset(str(root), format="parquet").to_table()
 
 
 def temp_files(settings) -> list[Path]:
-    return [p for p in Path(settings.lake_path).rglob(".tmp-*")]
+    return [p for p in LakeLayout.of(settings).root.rglob(f"{TMP_PREFIX}*")]
 
 
 def landed_files(settings) -> int:
-    return sum(1 for _ in (Path(settings.lake_path) / "raw").rglob("*.parquet")) if Path(settings.lake_path, "raw").exists() else 0
+    raw = LakeLayout.of(settings).raw_root
+    return sum(1 for _ in raw.rglob("*.parquet")) if raw.exists() else 0
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1) -> bool:
@@ -87,7 +90,7 @@ def expected_transaction_ids(produced: dict, events: int, days: int, start=START
 
 
 def manifest_count(settings) -> int:
-    root = Path(settings.lake_path) / "_manifests"
+    root = LakeLayout.of(settings).manifests_root
     return sum(1 for p in root.rglob("*.json") if not p.name.startswith(".")) if root.exists() else 0
 
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from ingestion.simulator import simulate
 from skewless.contracts import CONTRACTS
+from skewless.lake_layout import LakeLayout
 
 
 def land(settings, contract: str, events: list[dict], tag: str = "t") -> None:
@@ -24,7 +25,7 @@ def land(settings, contract: str, events: list[dict], tag: str = "t") -> None:
         ts = r[c.time_field]
         by_hour.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(r)
     for (d, h), rows in by_hour.items():
-        path = Path(settings.lake_path) / "raw" / topic / f"date={d}" / f"hour={h:02d}"
+        path = LakeLayout.of(settings).hour_dir(topic, d, h)
         path.mkdir(parents=True, exist_ok=True)
         present = set().union(*(r.keys() for r in rows))
         pq.write_table(pa.Table.from_pylist(rows, schema=c.arrow_schema(present)), path / f"{tag}.parquet")
@@ -36,9 +37,9 @@ def land_batch(settings, contract: str, partition: int, first_offset: int, messa
     code (files, manifest, renames; every row stamped with this moment's ``_ingested_at``).
     ``commit=False`` stops before the manifest, as a crash would: temp files only."""
     from ingestion.batch import PartitionBatch
-    from ingestion.lake_files import LakeLayout, roll_forward, write_manifest
+    from ingestion.lake_files import roll_forward, write_manifest
 
-    layout = LakeLayout(settings.lake_path)
+    layout = LakeLayout.of(settings)
     batch = PartitionBatch(getattr(settings.topics, contract), partition, CONTRACTS[contract], settings.ingest)
     for i, value in enumerate(messages):
         batch.add(first_offset + i, None, value, None)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from skewless.lake_layout import LakeLayout
 from tests.integration.lake_fixtures import land_simulation
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_etl_run_backfills_a_range_then_runs_incrementally(tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert (summary["start"], summary["end"], summary["master"]) == ("2026-08-02", "2026-08-03", "local[2]")
     assert summary["views"]["user_spend"]["rows"] > 0
-    dates = {str(d) for d in pd.read_parquet(tmp_path / "lake" / "features" / "user_spend")["date"].unique()}
+    dates = {str(d) for d in pd.read_parquet(LakeLayout(tmp_path / "lake").features_dir("user_spend"))["date"].unique()}
     assert dates == {"2026-08-02"}  # only the requested range was written
 
     first = etl(cfg, "--json")  # incremental: a range backfill set no watermark, so everything

@@ -14,10 +14,11 @@ import orjson
 import pandas as pd
 import pytest
 
-from etl.batch import features_dir, run_batch
+from etl.batch import run_batch
 from etl.transforms import first_landed
 from skewless.features.dsl import Aggregation as A
 from skewless.features.dsl import Entity, EventSource, WindowedView
+from skewless.lake_layout import LakeLayout
 from tests.integration.lake_fixtures import land_batch
 from tests.integration.spark_fixtures import etl_settings, spark  # noqa: F401
 
@@ -62,7 +63,7 @@ def land_copies(settings) -> None:
 def tables(settings) -> dict[str, pd.DataFrame]:
     out = {}
     for v in VIEWS:
-        df = pd.read_parquet(features_dir(settings, v.name)).drop(columns="date")
+        df = pd.read_parquet(LakeLayout.of(settings).features_dir(v.name)).drop(columns="date")
         out[v.name] = df.sort_values([*v.join_keys, "event_timestamp"]).reset_index(drop=True)
     return out
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -22,6 +21,7 @@ import pytest
 from etl.batch import run_batch
 from skewless.features.dsl import Aggregation as A
 from skewless.features.dsl import Entity, EventSource, WindowedView
+from skewless.lake_layout import LakeLayout
 from tests.integration.lake_fixtures import land
 from tests.integration.spark_fixtures import etl_settings, spark  # noqa: F401
 
@@ -87,7 +87,7 @@ def looked_up(settings, view: WindowedView, q: pd.DataFrame) -> pd.DataFrame:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("q", q)
-    f = con.execute(f"SELECT * FROM read_parquet('{settings.lake_path}/features/{view.name}/*/*.parquet')").df()
+    f = con.execute(f"SELECT * FROM read_parquet('{LakeLayout.of(settings).features_dir(view.name)}/*/*.parquet')").df()
     con.register("f", f)
     got = con.execute("""SELECT q.qid, f.* EXCLUDE (user_id, event_timestamp) FROM q
                          ASOF LEFT JOIN f ON q.user_id = f.user_id AND q.t >= f.event_timestamp""").df()
@@ -134,7 +134,7 @@ def test_window_boundaries_are_half_open_and_evaluated_at_hops(etl_settings):
     queries = [("u1", t) for t in around(b, timedelta(0), m, 5 * m, 6 * m, 10 * m, 60 * m, 61 * m, 66 * m)]
     assert_same(etl_settings, VIEW, events, queries)
     # The event at b is not seen at b (strictly before), and is seen from the next hop on.
-    table = pd.read_parquet(f"{etl_settings.lake_path}/features/{VIEW.name}")
+    table = pd.read_parquet(LakeLayout.of(etl_settings).features_dir(VIEW.name))
     at = table.set_index(pd.to_datetime(table["event_timestamp"], utc=True))
     assert at.loc[pd.Timestamp(b), "count_5m"] == 1 and at.loc[pd.Timestamp(b + m), "count_5m"] == 3
 
@@ -147,7 +147,7 @@ def test_empty_windows_decay_to_zero_and_before_the_first_event_there_is_nothing
     queries = [("quiet", t - timedelta(hours=1)), ("quiet", t), ("quiet", t + timedelta(minutes=30)),
                ("quiet", t + timedelta(hours=2)), ("quiet", t + timedelta(days=3)), ("nobody", t + timedelta(hours=1))]
     assert_same(etl_settings, VIEW, events, queries)
-    table = pd.read_parquet(f"{etl_settings.lake_path}/features/{VIEW.name}").sort_values("event_timestamp")
+    table = pd.read_parquet(LakeLayout.of(etl_settings).features_dir(VIEW.name)).sort_values("event_timestamp")
     first, last = table.iloc[0], table.iloc[-1]
     assert pd.Timestamp(first["event_timestamp"]) == pd.Timestamp(t).ceil("1min")
     assert (last["count_1h"], last["sum_amount_5m"], last["merchants_long"]) == (0, 0.0, 0)
@@ -187,12 +187,12 @@ def test_timezones_event_times_in_any_offset_are_utc_and_days_split_at_utc_midni
     events = [event("tz", midnight + timedelta(minutes=m), float(i + 1), f"m{i % 3}", offset_h=off)
               for i, (m, off) in enumerate([(-7, 5.5), (-2, -8), (0, 14), (1, 5.5), (3, -8), (58, 14)])]
     land(etl_settings, "transactions", events)
-    raw_dates = sorted(p.name for p in (Path(etl_settings.lake_path) / "raw" / etl_settings.topics.transactions).iterdir())
+    raw_dates = sorted(p.name for p in LakeLayout.of(etl_settings).raw_dir(etl_settings.topics.transactions).iterdir())
     assert raw_dates == [f"date={T0.date()}", f"date={midnight.date()}"]
     run_batch(etl_settings, views=(VIEW,))
     queries = [("tz", midnight + timedelta(minutes=m, seconds=s)) for m in range(-10, 130, 1) for s in (0, 45)]
     assert_same(etl_settings, VIEW, events, queries)
-    table = pd.read_parquet(f"{etl_settings.lake_path}/features/{VIEW.name}")
+    table = pd.read_parquet(LakeLayout.of(etl_settings).features_dir(VIEW.name))
     days = {str(d) for d in table["date"].unique()}
     assert {str(T0.date()), str(midnight.date())} <= days
 
@@ -220,7 +220,7 @@ def test_files_of_an_older_contract_version_read_the_new_column_as_null(etl_sett
     land(etl_settings, "transactions", v1, tag="v1")  # files without the mcc column at all
     land(etl_settings, "transactions", v2, tag="v2")
     run_batch(etl_settings, views=(view,))
-    table = pd.read_parquet(f"{etl_settings.lake_path}/features/e_mcc").sort_values("event_timestamp")
+    table = pd.read_parquet(LakeLayout.of(etl_settings).features_dir("e_mcc")).sort_values("event_timestamp")
     last = table[pd.to_datetime(table.event_timestamp, utc=True) == pd.Timestamp(T0 + timedelta(minutes=6))].iloc[0]
     assert (last["count_1h"], last["mccs_1h"]) == (5, 2)
 
@@ -231,7 +231,7 @@ def test_a_file_written_before_a_run_but_renamed_into_place_during_it_is_picked_
     # The sink writes a temp file (ignored: leading underscore), then renames it.
     late = [event("u1", T0 + timedelta(minutes=4, seconds=30), 100.0)]
     land(etl_settings, "transactions", late, tag="_inflight")
-    temp = next(Path(etl_settings.lake_path).rglob("_inflight.parquet"))
+    temp = next(LakeLayout.of(etl_settings).root.rglob("_inflight.parquet"))
     old = temp.stat().st_mtime - 5
     os.utime(temp, (old, old))  # written well before the run starts
     run_batch(etl_settings, views=(VIEW,))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +17,7 @@ from etl.batch import run_batch
 from skewless.contracts import TRANSACTIONS
 from skewless.features.dsl import Aggregation as A
 from skewless.features.dsl import Entity, EventSource, WindowedView
+from skewless.lake_layout import LakeLayout
 from tests.integration.spark_fixtures import etl_settings, spark  # noqa: F401
 
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
@@ -39,7 +39,7 @@ def write_lake(settings, events: list[dict], tag: str) -> None:
         ts = r["event_time"]
         by_hour.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(r)
     for (d, h), rs in by_hour.items():
-        path = Path(settings.lake_path) / "raw" / settings.topics.transactions / f"date={d}" / f"hour={h:02d}"
+        path = LakeLayout.of(settings).hour_dir(settings.topics.transactions, d, h)
         path.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rs, schema=TRANSACTIONS.arrow_schema(set(rs[0]))), path / f"{tag}.parquet")
 
@@ -100,7 +100,7 @@ def same(a, b) -> bool:
 
 
 def assert_matches(settings, events: list[dict], queries: list[tuple[str, pd.Timestamp]]) -> int:
-    table = pd.read_parquet(f"{settings.lake_path}/features/{VIEW.name}")
+    table = pd.read_parquet(LakeLayout.of(settings).features_dir(VIEW.name))
     table["event_timestamp"] = pd.to_datetime(table["event_timestamp"], utc=True)
     ev = pd.DataFrame([TRANSACTIONS.validate(e) for e in events])
     ev["event_time"] = pd.to_datetime(ev["event_time"], utc=True)
@@ -162,23 +162,23 @@ def test_values_decay_to_zero_for_a_quiet_user_and_events_never_see_themselves(l
           ("quiet", pd.Timestamp(T0 + timedelta(minutes=16))),  # left the 5m window
           ("quiet", pd.Timestamp(T0 + timedelta(hours=3)))]  # quiet for hours: all decayed
     assert assert_matches(lake_settings, events, qs) == 4
-    table = pd.read_parquet(f"{lake_settings.lake_path}/features/{VIEW.name}")
+    table = pd.read_parquet(LakeLayout.of(lake_settings).features_dir(VIEW.name))
     last = table.sort_values("event_timestamp").iloc[-1]
     assert last["count_5m"] == 0 and last["merchants_1h"] == 0 and pd.isna(last["mean_amount_1h"])
 
 
 def test_late_events_are_picked_up_by_the_next_incremental_run_and_reruns_are_idempotent(lake_settings):
-    lake = Path(lake_settings.lake_path)
+    layout = LakeLayout.of(lake_settings)
     events = gen_events(2, n=150)
     write_lake(lake_settings, events, "a")
     first = run_batch(lake_settings, views=(VIEW,))
     assert first["views"][VIEW.name]["rows"] > 0
     again = run_batch(lake_settings, views=(VIEW,))
     assert again.get("skipped")  # nothing new landed: incremental run does nothing
-    before = pd.read_parquet(lake / "features" / VIEW.name).sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+    before = pd.read_parquet(layout.features_dir(VIEW.name)).sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
     # Backfill the same range again: identical output.
     run_batch(lake_settings, start=date(2026, 4, 30), end=date(2026, 5, 3), views=(VIEW,))
-    after = pd.read_parquet(lake / "features" / VIEW.name).sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+    after = pd.read_parquet(layout.features_dir(VIEW.name)).sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
     # A late event (its time is hours in the past) lands after the run.
     late = [event("u1", T0 + timedelta(hours=1, minutes=3, seconds=5), 999.0, "late-merchant")]

@@ -20,6 +20,7 @@ from etl.batch import run_batch
 from feature_repo.specs import SERVICES, VIEWS
 from skewless.features import store as feast_store
 from skewless.features.definitions import load as load_definitions
+from skewless.lake_layout import LakeLayout
 from skewless.settings import load_settings
 from tests.integration.lake_fixtures import land_simulation
 from tests.integration.spark_fixtures import REPO, spark  # noqa: F401
@@ -49,7 +50,7 @@ def _private(settings, tmp_path: Path, online_store: str):
 
 def latest_rows(settings, view, end: datetime) -> pd.DataFrame:
     """The offline table's latest row per entity at or before ``end``."""
-    t = pd.read_parquet(f"{settings.lake_path}/features/{view.name}")
+    t = pd.read_parquet(LakeLayout.of(settings).features_dir(view.name))
     t["event_timestamp"] = pd.to_datetime(t["event_timestamp"], utc=True)
     t = t[t.event_timestamp <= pd.Timestamp(end)].sort_values("event_timestamp")
     return t.groupby(view.join_keys).tail(1).reset_index(drop=True)  # (.last() would skip nulls)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import timezone
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -22,6 +21,7 @@ from ingestion.producer import produce
 from ingestion.simulator import bad_messages, simulate
 from ingestion.verify import verify
 from skewless.contracts import LABELS, TRANSACTIONS
+from skewless.lake_layout import LakeLayout
 from tests.integration.ingest_helpers import START, assert_exactly_once, dead_letters, isolated_settings
 
 HIVE = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
@@ -29,12 +29,12 @@ EVENTS, SEED, DAYS, BAD = 3000, 101, 7, 0.08
 
 
 def read_raw(settings, contract) -> pa.Table:
-    root = Path(settings.lake_path) / "raw" / getattr(settings.topics, contract.name)
+    root = LakeLayout.of(settings).raw_dir(getattr(settings.topics, contract.name))
     return ds.dataset(str(root), format="parquet", partitioning=HIVE).to_table()
 
 
 def lake_files(settings) -> dict[str, float]:
-    root = Path(settings.lake_path)
+    root = LakeLayout.of(settings).root
     return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
 
 
@@ -86,7 +86,7 @@ def test_rows_sit_in_the_hour_directory_of_their_event_time(landed, contract):
     assert len(set(zip(dates, hours))) > min(24, table.num_rows // 2)
     # File names hold topic, partition and offset range, and match the rows inside.
     topic = getattr(settings.topics, contract.name)
-    for path in (Path(settings.lake_path) / "raw" / topic).rglob("*.parquet"):
+    for path in LakeLayout.of(settings).raw_dir(topic).rglob("*.parquet"):
         name_topic, part, rng = path.stem.split("+")
         first, last = (int(x) for x in rng.split("-"))
         rows = ds.dataset(str(path), format="parquet").to_table(columns=["_kafka_partition", "_kafka_offset"])
@@ -164,7 +164,7 @@ def test_schema_v1_then_v2_read_together_by_spark_with_merged_schema(make_settin
     v2 = produce(settings, events=400, seed=202, start=START, days=1, schema_version=2)
     consume(settings, until_idle=1.5, topics=[tx])
 
-    raw = Path(settings.lake_path) / "raw" / tx
+    raw = LakeLayout.of(settings).raw_dir(tx)
     # Files of both versions exist: v1 files have no `mcc` column at all.
     with_mcc = {"mcc" in ds.dataset(str(p), format="parquet").schema.names for p in raw.rglob("*.parquet")}
     assert with_mcc == {True, False}

@@ -14,7 +14,6 @@ import random
 import signal
 import threading
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -24,6 +23,7 @@ from ingestion.consumer import consume
 from ingestion.producer import produce
 from ingestion.simulator import simulate
 from skewless.topics import ensure_topics
+from skewless.lake_layout import LakeLayout
 from ingestion.verify import verify
 from tests.integration.ingest_helpers import (
     START, assert_exactly_once, broker_settings, consumer_process, dead_letters, expected_transaction_ids, kill9,
@@ -38,7 +38,7 @@ def landed_total(settings) -> int:
 
 def manifest_records(settings) -> int:
     """Offsets covered by the batches that landed (their manifests), whatever their files' state."""
-    root = Path(settings.lake_path) / "_manifests"
+    root = LakeLayout.of(settings).manifests_root
     return sum(json.loads(p.read_text())["records"] for p in root.rglob("*.json") if not p.name.startswith("."))
 
 

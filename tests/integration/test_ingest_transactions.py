@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
 
 from ingestion.simulator import simulate
 from ingestion.verify import verify
+from skewless.lake_layout import LakeLayout
 from skewless.topics import ensure_topics
 from tests.integration.ingest_helpers import START, lake_table, librdkafka_producer, run_consumer, summary_of
 
@@ -79,7 +79,7 @@ def test_markers_and_aborted_records_are_accounted_for_not_lost(make_settings, s
     assert summary_of(cli.stdout)["ok"] is True
 
     # A record that really went missing from the lake is still a gap (not taken for a marker).
-    raw = Path(settings.lake_path) / "raw" / topic
+    raw = LakeLayout.of(settings).raw_dir(topic)
     victim = next(f for f in sorted(raw.rglob("*.parquet"))
                   if ds.dataset(str(f), format="parquet").count_rows() > 0)
     rows = ds.dataset(str(victim), format="parquet").to_table(columns=["_kafka_partition", "_kafka_offset"])

@@ -6,7 +6,6 @@ the same columns (``mcc``, which only v2 files hold, included) and the same type
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import duckdb
 import orjson
@@ -15,6 +14,7 @@ import pyarrow as pa
 from etl.batch import read_raw
 from skewless.contracts import TRANSACTIONS
 from skewless.lake import duckdb_source, read_events, topic_schema
+from skewless.lake_layout import LakeLayout
 from tests.integration.lake_fixtures import land_batch
 from tests.integration.spark_fixtures import etl_settings, spark  # noqa: F401
 
@@ -48,7 +48,7 @@ def as_table(t: pa.Table) -> pa.Table:
 def test_spark_duckdb_and_pyarrow_read_the_same_rows_columns_and_types(etl_settings, spark):
     land_two_versions(etl_settings)
     topic = etl_settings.topics.transactions
-    assert any(p.name.startswith(".tmp-") for p in Path(etl_settings.lake_path, "raw", topic).rglob("*"))
+    assert any(p.name.startswith(".tmp-") for p in LakeLayout.of(etl_settings).raw_dir(topic).rglob("*"))
 
     by_spark = read_raw(spark, etl_settings, "transactions", None, None).toArrow()
     con = duckdb.connect()

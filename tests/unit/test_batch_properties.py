@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ingestion.batch as batch_module
 from ingestion.batch import PartitionBatch
-from ingestion.lake_files import LakeLayout
+from skewless.lake_layout import LakeLayout
 from skewless.contracts import (AMOUNT, CODE2, CODE3, INT, LABELS, NUMBERS, PREDICTIONS, PROB, STR, TIME, TRANSACTIONS,
                                 InvalidEvent)
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from skewless.contracts import LABELS, TRANSACTIONS, InvalidEvent, contract_for_topic
+from skewless.errors import ConfigError
 
 TX = {"schema_version": 2, "transaction_id": "t1", "user_id": "u1", "merchant_id": "m1", "amount": 12.5,
       "currency": "EUR", "country": "DE", "channel": "web", "device_id": "d1", "event_time": "2026-01-01T10:00:00Z",
@@ -109,7 +110,7 @@ def test_contract_for_topic():
     topics = {"transactions": "tx-a", "labels": "lb-a"}
     assert contract_for_topic("tx-a", topics) is TRANSACTIONS
     assert contract_for_topic("lb-a", topics) is LABELS
-    with pytest.raises(KeyError, match="other"):
+    with pytest.raises(ConfigError, match="no event contract is configured for topic 'other'"):
         contract_for_topic("other", topics)
 
 

@@ -14,7 +14,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from ingestion.batch import PartitionBatch
-from ingestion.lake_files import TMP_PREFIX, BatchRange, LakeLayout, recover_partition, roll_forward, write_manifest
+from ingestion.lake_files import recover_partition, roll_forward, write_manifest
+from skewless.errors import ConfigError, DataError
+from skewless.lake_layout import TMP_PREFIX, BatchRange, LakeLayout
 from ingestion.simulator import bad_messages, simulate
 from skewless.contracts import TRANSACTIONS
 from skewless.settings import IngestSettings
@@ -74,7 +76,7 @@ def test_names_are_deterministic_and_hold_topic_partition_and_range(layout):
     _, moves_b, _ = land_until(layout, fill(0, 50, partition=3), "manifest")
     assert [f for _, f in moves_a] == [f for _, f in moves_b]
     assert all(t.name.startswith(TMP_PREFIX) and t.parent == f.parent for t, f in moves_b)
-    with pytest.raises(NotImplementedError, match="POSIX"):
+    with pytest.raises(ConfigError, match="must be local"):
         LakeLayout("s3://bucket/lake")
 
 
@@ -153,5 +155,5 @@ def test_recovery_is_idempotent_and_landed_end_is_the_newest_batch(layout):
 def test_a_landed_file_that_vanished_is_reported_not_ignored(layout):
     _, moves, manifest = land_until(layout, fill(0, 30), "done")
     moves[0][1].unlink()
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(DataError, match="missing"):
         roll_forward(layout, manifest)
