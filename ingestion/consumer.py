@@ -46,6 +46,7 @@ from skewless.settings import Settings
 log = logging.getLogger(__name__)
 
 COMMIT_TIMEOUT_MS = 10_000  # a commit while the broker is away gives up (and is retried) after this
+REBALANCE_WAIT_S = 60.0  # how long an idle stop waits for a rebalance in flight to assign partitions again
 CLOSE_TIMEOUT_MS = 3_000  # bounds the last commit and leaving the group, so a stop is prompt
 RETRY_WARN_EVERY_S = 30.0
 
@@ -71,6 +72,10 @@ class LakeSink:
         self.committed: dict[TopicPartition, int] = {}  # what this run committed (settle skips these)
         self.stats: dict[str, dict[str, int]] = {}
         self.assigned_at = time.monotonic()  # the idle clock starts again at each assignment
+        # Between a revocation and the next assignment the group is rebalancing: the
+        # revoked partitions' landed offsets are committed by whoever gets them next
+        # (``assign``), so an idle stop must wait for that assignment.
+        self.rebalancing_since: float | None = None
 
     # --- partition lifecycle
 
@@ -188,11 +193,15 @@ class _Listener(ConsumerRebalanceListener):
         self.sink = sink
 
     def on_partitions_revoked(self, revoked):
+        if revoked:
+            self.sink.rebalancing_since = time.monotonic()
         for tp in revoked:
             if tp in self.sink.batches:
                 self.sink.revoke(tp)
 
     def on_partitions_assigned(self, assigned):
+        self.sink.rebalancing_since = None
+        self.sink.assigned_at = time.monotonic()
         for tp in assigned:
             self.sink.assign(tp)
 
@@ -345,6 +354,7 @@ def consume(
     received = 0
     settled = True  # False after a poll was interrupted: the position may be past records we never got
     fatal: ConsumeHalted | None = None
+    final_commit_ok = False
     retries: dict[str, Any] = {"count": 0, "warned_at": None}
     try:
         while not signals.stopping:
@@ -392,7 +402,13 @@ def consume(
                 except _Stop:
                     break
                 if until_idle is not None and now - last_message >= until_idle and _all_fetched(consumer):
-                    break
+                    since = sink.rebalancing_since
+                    if since is None:
+                        break
+                    if now - since >= REBALANCE_WAIT_S:
+                        log.warning("the group has been rebalancing for %.0f s; stopping without the new "
+                                    "assignment (landed data is safe; the next run commits its offsets)", now - since)
+                        break
             if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
                 break
             if max_messages is not None and received >= max_messages:
@@ -402,7 +418,11 @@ def consume(
         sink.flush_all()
         if settled and fatal is None:
             sink.settle()
-        sink.commit(timeout_ms=CLOSE_TIMEOUT_MS)
+        # A stop asked by a signal must be prompt; any other end (idle, a limit, an error)
+        # waits as long as a normal commit may, so a busy broker or machine does not leave
+        # the group's offsets behind the lake (harmless, the lake decides where a run
+        # resumes, but `verify` would report lag).
+        final_commit_ok = sink.commit(timeout_ms=CLOSE_TIMEOUT_MS if signals.stopping else 3 * COMMIT_TIMEOUT_MS)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -421,5 +441,6 @@ def consume(
         "dead_lettered": sum(s["dead_lettered"] for s in sink.stats.values()),
         "seconds": round(elapsed, 3),
         "events_per_s": round(consumed / elapsed, 1) if elapsed else None,
+        "offsets_committed": final_commit_ok,
         "lake_path": settings.lake_path,
     }
