@@ -28,17 +28,9 @@ import json
 import os
 from pathlib import Path
 
+from skewless.durable import fsync
 from skewless.errors import DataError
 from skewless.lake_layout import TMP_PREFIX, BatchRange, LakeLayout
-
-
-def fsync(path: Path) -> None:
-    """Flush a file's data, or a directory's entries (a rename), to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_manifest(layout: LakeLayout, batch: BatchRange, moves: list[tuple[Path, Path]], counts: dict) -> Path:

@@ -37,6 +37,8 @@ from typing import NamedTuple
 
 import orjson
 
+from skewless.durable import fsync
+
 SEGMENT_SUFFIX = ".seg"
 MARKER_SUFFIX = ".replaying"
 LOCK_NAME = "lock"
@@ -71,14 +73,6 @@ class Segment:
     @property
     def marker(self) -> Path:
         return self.path.with_suffix(MARKER_SUFFIX)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _try_lock(directory: Path) -> int | None:
@@ -130,7 +124,7 @@ class Spill:
         assert fd is not None  # nobody else knows the hidden name
         final = root / name
         tmp.rename(final)
-        _fsync_dir(root)
+        fsync(root)
         return cls(final, fd, max_bytes, writable=True, **kw)
 
     @classmethod
@@ -235,7 +229,7 @@ class Spill:
         seq = self.segments[-1].seq + 1 if self.segments else 1
         path = self.directory / f"{seq:012d}{SEGMENT_SUFFIX}"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        _fsync_dir(self.directory)
+        fsync(self.directory)
         self.segments.append(Segment(seq, path))
         self._dirty = False
 
@@ -288,7 +282,7 @@ class Spill:
         """Note (durably) that records of ``seg`` are about to be sent again."""
         if not seg.marker.exists():
             seg.marker.touch()
-            _fsync_dir(self.directory)
+            fsync(self.directory)
 
     def remove(self, seg: Segment) -> None:
         """Forget a segment whose every record is confirmed in the topic."""
