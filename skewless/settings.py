@@ -118,6 +118,22 @@ class IngestSettings(_Section):
     compression: str = "zstd"
 
 
+class StreamSettings(_Section):
+    """The streaming feature job (``skewless etl stream``): Kafka -> online store."""
+
+    trigger_ms: int = Field(
+        0, ge=0, description="micro-batch interval in ms; 0 starts the next batch as soon as one ends")
+    max_offsets_per_trigger: int = Field(
+        200_000, ge=1, description="records per micro-batch at most (a backlog is replayed in batches this big)")
+    dedupe_horizon_s: int = Field(
+        900, ge=0, description="an event id seen again within this many seconds of arrival is a retry and dropped")
+    enrich_horizon_s: int = Field(
+        45 * 86400, ge=0,
+        description="how long a transaction's enrichment columns are kept for labels that arrive later")
+    idle_publish_ms: int = Field(
+        100, ge=10, description="how often due rows (windows decaying without new events) are published")
+
+
 class TrainingSettings(_Section):
     """Model training, evaluation and tracking."""
 
@@ -225,6 +241,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
+    stream: StreamSettings = StreamSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     services: ServicesSettings = ServicesSettings()

@@ -1,0 +1,332 @@
+"""``skewless etl stream``: the streaming feature job, Kafka -> online store, exact and decaying.
+
+A Spark Structured Streaming query reads the views' topics (Spark's Kafka source,
+``read_committed``) and hands each micro-batch to ``Processor.apply``, which runs the
+batch job's own window code (``etl.windows``) on it:
+
+1. parse each record with its contract (what ingestion lands; an invalid record is
+   skipped and counted: ingestion dead-letters it), drop retries (an id seen within
+   ``stream.dedupe_horizon_s``), enrich (a label gets its transaction's merchant);
+2. per view, the new events' per-hop partials are merged with the affected entities'
+   stored partials (``merge_partials``) and ``view_rows`` computes their rows from the
+   current boundary on: the value now and the value at every coming change point — the
+   pending rows, stored with the partials;
+3. the state, the pending rows, the dedupe ids and the batch id go to Redis in one
+   transaction; a batch that Spark replays after a crash finds its id there and is
+   skipped (exactly once);
+4. the ``Publisher`` writes each pending row into Feast's online store when its boundary
+   passes — now for the current values, and later, with no new events, as buckets leave
+   windows: the values decay on time (every ``stream.idle_publish_ms``).
+
+So the online value at ``t`` is the offline value at ``t`` (same code, same partials), up
+to the time a micro-batch takes: an event is visible from its hop boundary, or from when
+its micro-batch is applied if that is later. Late and out-of-order events are exact as far
+as the state reaches: an event within the longest window of now changes the current and
+coming values exactly; an older one cannot change any of them (it left every window) and
+is left to the batch job, which writes it into the offline table.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from etl import windows
+from etl.stream_state import StreamState, decode_partials, encode_partials, entity_id
+from skewless.contracts import CONTRACTS, InvalidEvent
+from skewless.features.dsl import WindowedView
+from skewless.settings import Settings
+
+DAY_S = 86400
+
+
+@dataclass
+class BatchReport:
+    batch_id: int
+    records: int = 0
+    invalid: int = 0
+    retries: int = 0
+    too_late: int = 0
+    applied: int = 0
+    skipped: bool = False
+    rows_published: int = 0
+    pending_rows: int = 0
+    seconds: float = 0.0
+    newest: dict[str, float] = field(default_factory=dict)
+
+
+class Publisher:
+    """Writes pending rows into Feast's online store once their boundary has passed."""
+
+    def __init__(self, state: StreamState, views: tuple[WindowedView, ...], writer, lock: threading.Lock):
+        self.state, self.views, self.writer, self.lock = state, views, writer, lock
+        self.published = 0
+
+    def publish_due(self, now: float, limit: int = 5000) -> int:
+        """Publish every pending row due at ``now`` (unix s); returns rows written."""
+        written = 0
+        with self.lock:
+            for view in self.views:
+                while True:
+                    due = self.state.r.zrangebyscore(self.state.due_key(view.name), "-inf", now, start=0, num=limit)
+                    if not due:
+                        break
+                    written += self._publish(view, [d.decode() for d in due], now)
+                    if len(due) < limit:
+                        break
+        self.published += written
+        return written
+
+    def _publish(self, view: WindowedView, eids: list[str], now: float) -> int:
+        r, st = self.state.r, self.state
+        blobs = r.mget([st.blob_key(view.name, e) for e in eids])
+        out, updates = [], []
+        for eid, blob in zip(eids, blobs):
+            if blob is None:
+                updates.append((eid, None, None))
+                continue
+            d = json.loads(blob)
+            rows = d["rows"]
+            past = [row for row in rows if row[0] <= now]
+            if past:
+                out.append((json.loads(eid), past[-1]))
+            rest = [row for row in rows if row[0] > now]
+            d["rows"] = rest
+            updates.append((eid, d, rest[0][0] if rest else None))
+        if out:
+            self.writer.write(view.name, rows_frame(view, out))
+        with r.pipeline(transaction=True) as pipe:
+            for eid, d, next_b in updates:
+                if d is not None:
+                    pipe.set(st.blob_key(view.name, eid), json.dumps(d, separators=(",", ":")), keepttl=True)
+                if next_b is None:
+                    pipe.zrem(st.due_key(view.name), eid)
+                else:
+                    pipe.zadd(st.due_key(view.name), {eid: next_b})
+            pipe.execute()
+        return len(out)
+
+
+def rows_frame(view: WindowedView, rows: list[tuple[list, list]]) -> pd.DataFrame:
+    """(key values, [b_seconds, feature values...]) pairs -> the frame Feast writes."""
+    data: dict[str, Any] = {k: [kv[i] for kv, _ in rows] for i, k in enumerate(view.join_keys)}
+    data[windows.TS] = pd.to_datetime([row[0] for _, row in rows], unit="s", utc=True)
+    for j, a in enumerate(view.aggregations):
+        values = [row[1 + j] for _, row in rows]
+        if a.output_type == "int64":
+            data[a.feature_name] = pd.array(values, dtype="Int64")
+        elif a.output_type == "float64":
+            data[a.feature_name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        else:
+            data[a.feature_name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(data)
+
+
+def _row_values(view: WindowedView, rec: dict) -> list:
+    """One row of ``view_rows`` as JSON-able values: [b (unix s), features...]."""
+    b = rec[windows.TS].timestamp()
+    vals: list[Any] = [b]
+    for a in view.aggregations:
+        v = rec[a.feature_name]
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+            vals.append(None)
+        elif a.output_type == "int64":
+            vals.append(int(v))
+        elif a.output_type == "float64":
+            vals.append(float(v))
+        else:
+            vals.append(v.item() if hasattr(v, "item") else v)
+    return vals
+
+
+class Processor:
+    """Applies micro-batches of Kafka records to the stream's state (pandas in, Redis out)."""
+
+    def __init__(self, settings: Settings, views: tuple[WindowedView, ...], state: StreamState, writer,
+                 clock: Callable[[], float] = time.time):
+        self.settings, self.views, self.state, self.clock = settings, views, state, clock
+        self.lock = threading.Lock()
+        self.publisher = Publisher(state, views, writer, self.lock)
+        topics = settings.topics
+        self.contract_of_topic = {getattr(topics, c): c for c in self._contracts()}
+
+    def _contracts(self) -> list[str]:
+        names: dict[str, None] = {}
+        for v in self.views:
+            if v.source.enrich:
+                names[v.source.enrich[0]] = None
+            names[v.source.contract] = None
+        # Enriching contracts first: a label in the same batch as its transaction finds it.
+        return sorted(names, key=lambda c: 0 if any(v.source.enrich and v.source.enrich[0] == c for v in self.views) else 1)
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.contract_of_topic)
+
+    # -- parsing
+    def parse(self, records: pd.DataFrame, report: BatchReport) -> dict[str, pd.DataFrame]:
+        """Kafka records (topic, partition, offset, key, value, timestamp) -> valid events per
+        contract, one copy per id (the first: earliest Kafka time, then partition, offset)."""
+        out: dict[str, pd.DataFrame] = {}
+        records = records.sort_values(["timestamp", "partition", "offset"], kind="mergesort")
+        for topic, group in records.groupby("topic", sort=False):
+            name = self.contract_of_topic.get(topic)
+            if name is None:
+                continue
+            contract = CONTRACTS[name]
+            rows, arrived = [], []
+            for key, value, ts in zip(group["key"], group["value"], group["timestamp"]):
+                try:
+                    rows.append(contract.parse_message(_bytes(key), _bytes(value)))
+                    arrived.append(ts)
+                except (InvalidEvent, ValueError, TypeError, KeyError):
+                    report.invalid += 1
+            if not rows:
+                continue
+            ev = pd.DataFrame(rows)
+            ev["_arrived"] = pd.to_datetime(pd.Series(arrived), utc=True).astype("int64").to_numpy() / 1e9
+            first = ~ev.duplicated(contract.id_field, keep="first")
+            seen = np.array(self.state.seen(name, ev[contract.id_field].astype(str).tolist()), dtype=bool)
+            keep = first.to_numpy() & ~seen
+            report.retries += int((~keep).sum())
+            out[name] = ev[keep].reset_index(drop=True)
+        return out
+
+    # -- one micro-batch
+    def apply(self, records: pd.DataFrame, batch_id: int, lag: int | None = None, query_id: str | None = None) -> BatchReport:
+        t0 = time.perf_counter()
+        report = BatchReport(batch_id, records=len(records))
+        status = self.state.status()
+        if status is not None and status.batch is not None and batch_id <= status.batch:
+            report.skipped = True  # applied before a crash: Spark replays it with the same id
+            return report
+        now = self.clock()
+        events = self.parse(records, report)
+        r = self.state.r
+        with self.lock:
+            pipe = r.pipeline(transaction=True)
+            enrich = self._dedupe_and_enrich(pipe, events, now)
+            for view in self.views:
+                self._apply_view(pipe, view, events, enrich, now, report)
+            applied = sum(len(e) for e in events.values())
+            report.applied = applied
+            meta = {"batch": batch_id, "applied_at": now}
+            if query_id:
+                meta["query_id"] = query_id
+            if lag is not None:
+                meta["lag"] = lag
+            meta.update({f"newest:{v}": t for v, t in report.newest.items()})
+            pipe.hset(self.state.meta, mapping=meta)
+            pipe.hincrby(self.state.meta, "events", applied)
+            pipe.execute()
+        report.rows_published = self.publisher.publish_due(now)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _dedupe_and_enrich(self, pipe, events: dict[str, pd.DataFrame], now: float) -> dict:
+        batch_enrich: dict[tuple[str, str], dict] = {}
+        horizon = self.settings.stream.dedupe_horizon_s
+        for name, ev in events.items():
+            if ev.empty:
+                continue
+            contract = CONTRACTS[name]
+            key = self.state.seen_key(name)
+            if horizon:
+                pipe.zadd(key, dict(zip(ev[contract.id_field].astype(str), ev["_arrived"].astype(float))))
+                pipe.zremrangebyscore(key, "-inf", float(ev["_arrived"].max()) - horizon)
+        # What another contract's events join by id (a label -> its transaction's merchant).
+        for v in self.views:
+            if not v.source.enrich:
+                continue
+            other, key_col, cols = v.source.enrich
+            ev = events.get(other)
+            if ev is not None and not ev.empty:
+                days = (pd.to_datetime(ev[CONTRACTS[other].time_field], utc=True).astype("int64") // 10**9 // DAY_S)
+                for day, part in ev.groupby(days.to_numpy()):
+                    k = self.state.enrich_key(other, int(day))
+                    pipe.hset(k, mapping={str(i): json.dumps({c: part[c].iloc[j] for c in cols})
+                                          for j, i in enumerate(part[key_col])})
+                    pipe.expire(k, max(1, int((int(day) + 1) * DAY_S + self.settings.stream.enrich_horizon_s - now)))
+                # lookups in this batch find the batch's own events first
+                batch_enrich.update({(other, str(i)): {c: ev[c].iloc[j] for c in cols}
+                                     for j, i in enumerate(ev[key_col])})
+        return batch_enrich
+
+    def _source(self, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float) -> pd.DataFrame:
+        src = view.source
+        ev = events.get(src.contract)
+        if ev is None or ev.empty:
+            return pd.DataFrame()
+        if src.where:
+            ev = ev[ev[src.where].astype(bool)]
+        if src.enrich and not ev.empty:
+            other, key_col, cols = src.enrich
+            ids = ev[key_col].astype(str).tolist()
+            found = {i: enrich[(other, i)] for i in ids if (other, i) in enrich}
+            missing = [i for i in ids if i not in found]
+            if missing:
+                now_day = int(now // DAY_S)
+                horizon_days = self.settings.stream.enrich_horizon_s // DAY_S + 2
+                days = range(now_day - horizon_days, now_day + 2)
+                found.update(self.state.lookup(other, missing, days))
+            ok = [i in found for i in ids]
+            ev = ev[ok].copy()
+            for c in cols:
+                ev[c] = [found[i][c] for i in ev[key_col].astype(str)]
+        return ev.rename(columns={src.time_column: "_ts"})
+
+    def _apply_view(self, pipe, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float,
+                    report: BatchReport) -> None:
+        ev = self._source(view, events, enrich, now)
+        if ev.empty:
+            return
+        hop = windows.hop_us(view)
+        now_b = int(now * 1_000_000) // hop  # the current boundary (hop units)
+        wmax = max(windows.hops(view, a) for a in view.aggregations)
+        k = windows.micros(ev["_ts"]) // hop
+        # An event that left every window before now changes no value from now on; it still
+        # makes its entity known (the offline table has its decayed row), and the batch job
+        # writes it into the offline history.
+        report.too_late += int((k < now_b - wmax).sum())
+        report.newest[view.name] = max(report.newest.get(view.name, 0.0), float(windows.micros(ev["_ts"]).max()) / 1e6)
+        new = windows.bucket_partials(view, ev)
+        keys = view.join_keys
+        eids = [entity_id(t) for t in new[keys].drop_duplicates().itertuples(index=False)]
+        stored, _ = self.state.load(view, eids)
+        merged = windows.merge_partials(view, pd.concat([stored, new], ignore_index=True) if not stored.empty else new)
+        probes = merged[keys].drop_duplicates().assign(_b=now_b)
+        rows = windows.view_rows(view, merged, since_b=now_b, probes=probes)
+        # What is kept: the buckets that can still change a value at now or later.
+        merged = merged[merged["_k"] >= now_b - wmax]
+        rows_by: dict[str, list] = {}
+        for rec in rows.sort_values(windows.TS, kind="mergesort").to_dict("records"):
+            rows_by.setdefault(entity_id(rec[k_] for k_ in keys), []).append(_row_values(view, rec))
+        hop_s = hop / 1e6
+        parts = {entity_id(eid if isinstance(eid, tuple) else (eid,)): part
+                 for eid, part in merged.groupby(keys, sort=False)}
+        for e in set(parts) | set(rows_by):
+            part = parts.get(e, merged.iloc[:0])
+            pending = rows_by.get(e, [])
+            blob = {"p": encode_partials(view, part), "rows": pending}
+            # Kept until its last row is published and its buckets left every window.
+            last_b = max([int(part["_k"].max()) + wmax + 1 if len(part) else now_b]
+                         + [int(round(r[0] / hop_s)) for r in pending])
+            # Expiry relative to the stream's clock (which tests set), an hour after the last row.
+            expire = max(1, int(last_b * hop_s - now) + 3600)
+            pipe.set(self.state.blob_key(view.name, e), json.dumps(blob, separators=(",", ":")), ex=expire)
+            if pending:
+                pipe.zadd(self.state.due_key(view.name), {e: pending[0][0]})
+            report.pending_rows += len(pending)
+
+
+def _bytes(v: Any) -> bytes | None:
+    if v is None:
+        return None
+    return bytes(v)
