@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Skewless needs on a fresh Debian machine with Python 3.11+:
-# system packages (Java 17, Maven, redis-server) when missing, then the project itself.
+# system packages (Java 17, Maven, redis-server) when missing, then the project itself and
+# the jars of Spark's Kafka source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +24,17 @@ fi
 
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 "$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# Spark's Kafka source (spark-sql-kafka-0-10, the installed pyspark's version) is not part of
+# pyspark: fetch its jars with mvn now, once, so no test or job pays for it later.
+"$PY" - <<'PYEOF'
+import sys
+from skewless.errors import SkewlessError
+from skewless.settings import load_settings
+from skewless.spark_kafka import kafka_connector_jars
+try:
+    jars = kafka_connector_jars(load_settings())
+except SkewlessError as exc:
+    sys.exit(f"error: {exc}")
+print(f"Spark's Kafka connector: {', '.join(j.name for j in jars)} in {jars[0].parent}")
+PYEOF

@@ -18,8 +18,10 @@ from pyspark.sql import SparkSession
 from skewless.errors import ConfigError, MissingDependencyError, ServiceError
 from skewless.settings import Settings
 from skewless.settings_checks import check_spark_master, spark_standalone_hosts
+from skewless.spark_kafka import kafka_connector_jars
 
 JAVA_INSTALL = "apt-get install -y openjdk-17-jre-headless"
+KAFKA_SOURCE_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 
 
 def _check_can_start(master: str) -> None:
@@ -70,12 +72,22 @@ def spark_log(settings: Settings) -> Path:
     return settings.state_dir / "logs" / "spark.log"
 
 
-def spark_session(settings: Settings, master: str | None = None, app: str = "skewless") -> SparkSession:
+def spark_session(settings: Settings, master: str | None = None, app: str = "skewless",
+                  kafka: bool = False) -> SparkSession:
     """The session for ``master`` (default ``settings.spark_master``). Spark keeps one
     session per process: if one is running already, it is reused as it is. A master URL
-    that cannot work, or a Spark that fails to start, is a one-line error naming the master."""
+    that cannot work, or a Spark that fails to start, is a one-line error naming the master.
+
+    ``kafka=True``: the session can read Kafka (``format("kafka")``, batch and streaming).
+    A new session starts with ``spark.jars`` = :func:`kafka_connector_jars`. A session
+    (or its JVM) already running without them gets them added, not restarted: Spark reads
+    ``spark.jars`` only when its JVM launches (a stopped-and-restarted session in the same
+    process still cannot find the source), and restarting would stop DataFrames others in
+    the process hold. So the jars go into the running driver's class loader and are shipped
+    to the executors (``addJar``); if that cannot be done, a one-line error says so."""
     master = master or settings.spark_master
     _check_can_start(master)
+    jars = kafka_connector_jars(settings) if kafka else []
     builder = (
         SparkSession.builder.master(master).appName(app)
         .config("spark.sql.session.timeZone", "UTC")
@@ -92,6 +104,8 @@ def spark_session(settings: Settings, master: str | None = None, app: str = "ske
         # pandas <-> Spark through Arrow (entity rows in, training sets out).
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
+    if jars:
+        builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     log = spark_log(settings)
     try:
         with _jvm_output_to(log):
@@ -102,4 +116,42 @@ def spark_session(settings: Settings, master: str | None = None, app: str = "ske
                            f"Spark's own messages are in {log}; check the master URL and that the cluster "
                            "accepts jobs") from exc
     session.sparkContext.setLogLevel("ERROR")
+    if jars:
+        _ensure_kafka_source(session, jars)
     return session
+
+
+def has_kafka_source(session: SparkSession) -> bool:
+    """Can this session's driver load Spark's Kafka source?"""
+    jvm = session.sparkContext._jvm
+    loader = jvm.org.apache.spark.util.Utils.getContextOrSparkClassLoader()
+    try:
+        jvm.java.lang.Class.forName(KAFKA_SOURCE_CLASS, False, loader)
+        return True
+    except Exception:  # Py4JJavaError(ClassNotFoundException)
+        return False
+
+
+def _ensure_kafka_source(session: SparkSession, jars: list[Path]) -> None:
+    """Add the connector's jars to a session already running without them (see
+    :func:`spark_session`): into the driver's class loader, which every Py4J thread and, in
+    local mode, every executor shares; and to the executors through ``addJar``."""
+    if has_kafka_source(session):
+        return
+    jvm = session.sparkContext._jvm
+    loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    mutable = jvm.java.lang.Class.forName("org.apache.spark.util.MutableURLClassLoader")
+    if loader is None or not mutable.isInstance(loader):
+        raise ServiceError("a Spark session without the Kafka connector is already running in this process "
+                           "and its class loader cannot take more jars",
+                           "start the process's first Spark session with kafka=True, or run the Kafka job "
+                           "in its own process")
+    context = session.sparkContext._jsc.sc()
+    listed = {u.rsplit("/", 1)[-1] for u in context.listJars().mkString("\n").splitlines()}
+    for jar in jars:
+        loader.addURL(jvm.java.io.File(str(jar)).toURI().toURL())
+        if jar.name not in listed:
+            context.addJar(str(jar))
+    if not has_kafka_source(session):
+        raise ServiceError(f"Spark's Kafka source ({KAFKA_SOURCE_CLASS}) is still not loadable after adding "
+                           f"{', '.join(j.name for j in jars)}", "run the Kafka job in its own process")
