@@ -84,6 +84,7 @@ def _served(settings: Any, sample: float | None, since: str | None, at: str, fea
 
 def _human(report: dict[str, Any]) -> None:
     from rich import box
+    from rich.console import Console
     from rich.table import Column, Table
 
     t = report["totals"]
@@ -107,7 +108,9 @@ def _human(report: dict[str, Any]) -> None:
         style = None if c["compared"] == c["matches"] else "red"
         table.add_row(name, f"{c['compared']:,}", f"{c['matches']:,}", f"{c['mismatches']:,}", f"{c['missing']:,}",
                       f"{c['extra']:,}", smape, style=style)
-    console.print(table, width=max(console.width, 120))  # feature names are long: never squeeze the counts
+    # Feature names are long: never squeeze the counts (a wider copy of the console, same stream).
+    Console(file=console.file, width=max(console.width, 120), force_terminal=console.is_terminal,
+            no_color=console.no_color).print(table)
     for ex in report["examples"]:
         console.print(f"  {ex['kind']}: {ex['feature']} request {ex['request_id']} {ex['entity']} at "
                       f"{ex[report['at']]}: served {ex['served']}, offline {ex['offline']}", highlight=False, soft_wrap=True)
