@@ -30,7 +30,7 @@ from etl.transforms import TS, source_events, unique_events, windowed_features
 from skewless.errors import ConfigError, DataError
 from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
-from skewless.lake import LANDING_ORDER, topic_schema
+from skewless.lake import LANDING_ORDER, landed_at, topic_schema
 from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
 from skewless.spark import spark_session
@@ -71,17 +71,9 @@ def _raw_dates(settings: Settings, contract: str, newer_than: float | None = Non
             continue
         files = (p for p in d.rglob("*.parquet")
                  if not any(part.startswith((".", "_")) for part in p.relative_to(d).parts))
-        if newer_than is None or any(_landed_at(p) >= newer_than for p in files):
+        if newer_than is None or any(landed_at(p) >= newer_than for p in files):
             out.add(date.fromisoformat(d.name[5:]))
     return sorted(out)
-
-
-def _landed_at(path: Path) -> float:
-    """When a file appeared under its final name: the sink writes a temp file and renames
-    it, and a rename updates ctime (not mtime) — so a file written before a run started
-    but renamed into place during it still counts as new for the next run."""
-    st = path.stat()
-    return max(st.st_mtime, st.st_ctime)
 
 
 def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None,

@@ -19,14 +19,34 @@ from skewless.features.request_inputs import derive
 from skewless.settings import Settings
 
 
+# When two feature values are the same: null equals only null; integers exactly; floats
+# to REL_TOL relative (ABS_TOL near zero). Both checks (online vs offline, and as served)
+# use these.
+REL_TOL = 1e-9
+ABS_TOL = 1e-9
+
+
 def _equal(a: Any, b: Any) -> bool:
     a_null = a is None or (isinstance(a, float) and math.isnan(a))
     b_null = b is None or (isinstance(b, float) and math.isnan(b))
     if a_null or b_null:
         return a_null and b_null
     if isinstance(a, (float, np.floating)) or isinstance(b, (float, np.floating)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+        return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
     return a == b
+
+
+def equal_values(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
+    """``_equal`` element-wise over two float64 arrays (NaN is null): exactly for integer
+    features (``exact``), else as ``math.isclose`` with the same tolerances."""
+    a_null, b_null = np.isnan(a), np.isnan(b)
+    with np.errstate(invalid="ignore"):
+        if exact:
+            same = a == b
+        else:
+            same = np.abs(a - b) <= np.maximum(REL_TOL * np.maximum(np.abs(a), np.abs(b)), ABS_TOL)
+            same |= a == b  # equal infinities
+    return np.where(a_null | b_null, a_null & b_null, same)
 
 
 def materialized_until(store: Any, service_name: str) -> datetime:

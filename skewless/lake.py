@@ -30,6 +30,7 @@ Files whose names start with ``.`` or ``_`` (temp files, manifests) are never ro
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -52,6 +53,15 @@ PARTITIONING = ds.partitioning(PARTITIONS, flavor="hive")
 # within one batch (one stamp) the Kafka offset, across partitions landed in the same
 # microsecond the partition, break the tie.
 LANDING_ORDER = ("_ingested_at", "_kafka_partition", "_kafka_offset")
+
+
+def landed_at(path: Path) -> float:
+    """When a lake file appeared under its final name (unix time): the sink writes a temp
+    file and renames it, and a rename updates ctime (not mtime) — so a file written before
+    a run started but renamed into place during it counts as landed after the start (the
+    ETL's incremental planning and the served-consistency coverage both ask this)."""
+    st = path.stat()
+    return max(st.st_mtime, st.st_ctime)
 
 
 def topic_schema(contract: Contract) -> pa.Schema:

@@ -335,6 +335,79 @@ def test_prediction_log_lands_in_the_lake_like_any_topic(served):
         assert orjson.loads(row["features"]) == answer["features"]
 
 
+def _check_served(settings_file, settings, *args) -> tuple[int, dict]:
+    r = subprocess.run([sys.executable, "-m", "cli", "check", "consistency", "--served", "--json",
+                        "--config", str(settings_file(settings)), *args], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip(), r.stderr
+    return r.returncode, orjson.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_consistency_as_served_counts_what_the_logged_predictions_were_scored_with(served, settings_file):
+    """serve -> predictions topic -> ingest consume -> ``check consistency --served``.
+
+    The online store holds the values materialized up to END (batch only). Scored at END,
+    every served value equals the offline point-in-time value; scored as of three days
+    earlier, the served (END's) values of the windowed features are stale, and the check
+    counts exactly the differences an independent point-in-time join (Feast's registry,
+    DuckDB) finds between the vectors the API returned and the offline values."""
+    from ingestion.consumer import consume
+    from skewless.registry import load_champion
+    from training.pit_join import historical_features
+
+    settings, store, sim, _ = served
+    logged = with_overrides(settings, serving={"log_predictions": True},
+                            topics={"predictions": f"pr-served-{uuid.uuid4().hex[:8]}"})
+    art = load_champion(settings)
+
+    def predict(pairs: list[dict], at: datetime) -> dict[str, dict]:
+        answers = {}
+        with TestClient(create_app(logged, store)) as c:
+            for p in pairs:
+                rid = uuid.uuid4().hex
+                r = c.post("/v1/predict", params={"include_features": "true"}, json=_tx(**p, at=at),
+                           headers={"x-request-id": rid})
+                assert r.status_code == 200, r.text
+                answers[rid] = r.json()["features"]
+        consume(logged, until_idle=3.0, topics=[logged.topics.predictions])  # leaving the client flushed the log
+        return answers
+
+    # 1. At the materialized time: zero differences.
+    fresh = predict(_pairs(sim, 30, seed=21) + [{"user_id": "nobody", "merchant_id": "nowhere", "amount": 9.0}], END)
+    code, report = _check_served(settings_file, logged)
+    assert code == 0, report
+    assert (report["predictions"], report["compared_predictions"], report["not_yet_covered"]) == (31, 31, 0)
+    assert set(report["features"]) == set(art.features) and report["unknown_features"] == []
+    t = report["totals"]
+    assert (t["compared"], t["matches"], t["mismatches"], t["missing"], t["extra"]) == (31 * len(art.features),) * 2 + (0, 0, 0)
+
+    # 2. Three days earlier, scored with END's values: stale, and counted exactly.
+    since = datetime.now(timezone.utc)
+    then = END - timedelta(days=3)
+    pairs = _pairs(sim, 40, seed=22)
+    stale = predict(pairs, then)
+    code, report = _check_served(settings_file, logged, "--since", since.isoformat())
+    assert report["predictions"] == report["compared_predictions"] == 40 and report["not_yet_covered"] == 0
+    rows = pd.DataFrame([{**p, "event_timestamp": then, "event_epoch": then.timestamp()} for p in pairs])
+    offline = historical_features(store, SERVICE, rows)
+    expected = {f: {"matches": 0, "mismatches": 0, "missing": 0, "extra": 0} for f in art.features}
+    for i, features in enumerate(stale.values()):  # answers in the order the pairs were sent
+        for f in art.features:
+            s, o = features[f], offline[f].iloc[i]
+            o = None if pd.isna(o) else float(o)
+            kind = ("matches" if (s is None and o is None) or (s is not None and o is not None and math.isclose(
+                s, o, rel_tol=1e-9, abs_tol=1e-9)) else "missing" if s is None else "extra" if o is None else "mismatches")
+            expected[f][kind] += 1
+    got = {f: {k: c[k] for k in ("matches", "mismatches", "missing", "extra")} for f, c in report["features"].items()}
+    assert got == expected
+    for c in report["features"].values():
+        assert c["compared"] == c["matches"] + c["mismatches"] + c["missing"] + c["extra"] == 40
+    t = report["totals"]
+    assert t["mismatches"] > 0 and code == 1  # velocity features changed in those three days
+    assert t["compared"] == t["matches"] + t["mismatches"] + t["missing"] + t["extra"] == 40 * len(art.features)
+    assert report["examples"] and all(e["request_id"] in stale for e in report["examples"])
+    assert not set(stale) & set(fresh)
+
+
 def test_logging_never_blocks_or_fails_a_prediction_when_kafka_is_away(served):
     settings, store, *_ = served
     away = with_overrides(settings, kafka={"bootstrap_servers": [f"127.0.0.1:{free_port()}"]},
