@@ -63,3 +63,51 @@ def run(
                           f"{summary['seconds']}s on {summary['master']}")
 
     emit(summary, json_out, human)
+
+
+@app.command("stream")
+@handle_errors
+def stream(
+    until_idle: Annotated[Optional[float], typer.Option(
+        "--until-idle", help="stop once no record arrived for this many seconds and nothing is left to read")] = None,
+    master: Annotated[Optional[str], typer.Option(help="Spark master URL (default: settings.spark_master)")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Keep the online store current from Kafka: the same views, exact and decaying (Ctrl-C stops)."""
+    import signal
+    import threading
+
+    settings = settings_from(config)
+    if until_idle is not None and until_idle <= 0:
+        raise ConfigError(f"--until-idle must be positive seconds, got {until_idle}")
+    if master is not None:
+        try:
+            check_spark_master(master)
+        except ValueError as exc:
+            raise ConfigError(f"--master {exc}") from None
+    from etl.stream import run_stream
+    from skewless.features.definitions import load
+
+    views = load(settings).views
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with progress() as bar:
+        task = bar.add_task("events applied", total=None)
+        done = [0]
+
+        def on_batch(report) -> None:
+            done[0] += report.applied
+            bar.update(task, completed=done[0])
+
+        summary = run_stream(settings, views=views, until_idle=until_idle, master=master, on_batch=on_batch, stop=stop)
+
+    def human() -> None:
+        console.print(f"{summary['applied']:,} events applied in {summary['batches']} micro-batches "
+                      f"({summary['invalid']} invalid, {summary['retries']} retries dropped, "
+                      f"{summary['too_late']} past every window); {summary['rows_published']:,} rows published; "
+                      f"lag {summary['lag']} records; {summary['seconds']}s on {summary['master']}")
+        if summary["rebuilt"]:
+            console.print("the state did not match the checkpoint: rebuilt from the earliest offsets")
+
+    emit(summary, json_out, human)

@@ -330,3 +330,139 @@ def _bytes(v: Any) -> bytes | None:
     if v is None:
         return None
     return bytes(v)
+
+
+def _kafka_options(settings: Settings) -> dict[str, str]:
+    k = settings.kafka
+    opts = {"kafka.bootstrap.servers": ",".join(k.bootstrap_servers), "kafka.security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        opts["kafka.sasl.mechanism"] = k.sasl_mechanism
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        login = ("org.apache.kafka.common.security.plain.PlainLoginModule" if k.sasl_mechanism == "PLAIN"
+                 else "org.apache.kafka.common.security.scram.ScramLoginModule")
+        opts["kafka.sasl.jaas.config"] = f'{login} required username="{k.sasl_username}" password="{password}";'
+    return opts
+
+
+def _lag(progress: dict | None) -> int | None:
+    """Kafka records between what the last micro-batch read and the newest offsets."""
+    if not progress:
+        return None
+    total = 0
+    for src in progress.get("sources", []):
+        end, latest = src.get("endOffset"), src.get("latestOffset")
+        if not end or not latest:
+            return None
+        end, latest = (json.loads(x) if isinstance(x, str) else x for x in (end, latest))
+        for topic, parts in latest.items():
+            for part, off in parts.items():
+                total += max(0, int(off) - int(end.get(topic, {}).get(part, 0)))
+    return total
+
+
+def _checkpoint_id(checkpoint) -> str | None:
+    meta = checkpoint / "metadata"
+    try:
+        return json.loads(meta.read_text().splitlines()[0])["id"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idle: float | None = None,
+               master: str | None = None, on_batch: Callable[[BatchReport], None] | None = None,
+               stop: threading.Event | None = None) -> dict[str, Any]:
+    """Run the streaming job until ``stop`` is set, or until no record arrived for
+    ``until_idle`` seconds with nothing left to read; returns the summary."""
+    import shutil
+
+    import redis
+
+    from etl.online_writer import OnlineWriter
+    from skewless.errors import ConfigError, ServiceError
+    from skewless.lake_layout import LakeLayout
+    from skewless.settings_checks import mask_url_password
+    from skewless.spark import spark_session
+
+    if settings.online_store != "redis":
+        raise ConfigError("the streaming job writes the Redis online store; online_store is sqlite",
+                          "set online_store: redis (and redis_url)")
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    client = redis.Redis.from_url(settings.redis_url, password=password, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServiceError(f"Redis does not answer at {mask_url_password(settings.redis_url)}: {exc}",
+                           "start it with: skewless services up") from exc
+    writer = OnlineWriter(settings)
+    for v in views:
+        writer._view(v.name)  # every view registered, or one clear error now
+    state = StreamState(client, settings.feast_project)
+    checkpoint = LakeLayout.of(settings).stream_checkpoint
+    status = state.status()
+    rebuilt = False
+    if (status.query_id if status else None) != _checkpoint_id(checkpoint):
+        # The state and the checkpoint are not each other's (one is new or was lost):
+        # start both again from the earliest offsets, which rebuilds the state exactly.
+        state.reset()
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        rebuilt = status is not None or checkpoint.exists()
+    proc = Processor(settings, views, state, writer)
+    spark = spark_session(settings, master, app="skewless-stream", kafka=True)
+    reader = spark.readStream.format("kafka")
+    for key, value in {**_kafka_options(settings), "subscribe": ",".join(proc.topics),
+                       "startingOffsets": "earliest", "kafka.isolation.level": "read_committed",
+                       "failOnDataLoss": "false",
+                       "maxOffsetsPerTrigger": str(settings.stream.max_offsets_per_trigger)}.items():
+        reader = reader.option(key, value)
+    source = reader.load().select("topic", "partition", "offset", "key", "value", "timestamp")
+    totals = {"batches": 0, "records": 0, "applied": 0, "invalid": 0, "retries": 0, "too_late": 0,
+              "rows_published": 0, "replayed_batches_skipped": 0}
+    last_data = [time.monotonic()]
+    batch_seconds: list[float] = []
+
+    def apply(df, batch_id: int) -> None:
+        records = df.toPandas()
+        report = proc.apply(records, batch_id, query_id=_checkpoint_id(checkpoint))
+        totals["batches"] += 1
+        for name in ("records", "applied", "invalid", "retries", "too_late", "rows_published"):
+            totals[name] += getattr(report, name)
+        totals["replayed_batches_skipped"] += int(report.skipped)
+        if report.records:
+            last_data[0] = time.monotonic()
+            batch_seconds.append(report.seconds)
+        if on_batch:
+            on_batch(report)
+
+    writer_ = source.writeStream.foreachBatch(apply).option("checkpointLocation", str(checkpoint))
+    if settings.stream.trigger_ms:
+        writer_ = writer_.trigger(processingTime=f"{settings.stream.trigger_ms} milliseconds")
+    t0 = time.time()
+    query = writer_.start()
+    stop = stop or threading.Event()
+    lag = None
+    try:
+        while query.isActive and not stop.is_set():
+            stop.wait(settings.stream.idle_publish_ms / 1000)
+            totals["rows_published"] += proc.publisher.publish_due(time.time())
+            lag = _lag(query.lastProgress)
+            if lag is not None:
+                client.hset(state.meta, mapping={"lag": lag})
+            if until_idle is not None and time.monotonic() - last_data[0] >= until_idle and lag in (0, None) \
+                    and query.lastProgress is not None:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if query.isActive:
+            query.stop()
+    error = query.exception()
+    if error is not None:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ServiceError(f"the streaming job failed: {first[:400]}",
+                           f"Spark's messages are in {settings.state_dir / 'logs' / 'spark.log'}")
+    elapsed = time.time() - t0
+    batch_seconds.sort()
+    return {**totals, "seconds": round(elapsed, 2), "lag": lag, "rebuilt": rebuilt,
+            "events_per_s": round(totals["applied"] / elapsed, 1) if elapsed else None,
+            "batch_seconds_p50": round(batch_seconds[len(batch_seconds) // 2], 3) if batch_seconds else None,
+            "checkpoint": str(checkpoint), "topics": proc.topics, "master": master or settings.spark_master}

@@ -155,5 +155,10 @@ class LakeLayout:
         return self.state_dir / ETL_STATE_FILE
 
     @property
+    def stream_checkpoint(self) -> Path:
+        """The streaming feature job's Spark checkpoint (its Kafka offsets per micro-batch)."""
+        return self.state_dir / "stream" / "checkpoint"
+
+    @property
     def recomputed_path(self) -> Path:
         return self.state_dir / RECOMPUTED_FILE
