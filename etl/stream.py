@@ -81,6 +81,8 @@ class Publisher:
                     written += self._publish(view, [d.decode() for d in due], now)
                     if len(due) < limit:
                         break
+            # The instant the online values are exact at (until the next boundary passes).
+            self.state.r.hset(self.state.meta, "published_at", now)
         self.published += written
         return written
 
@@ -222,7 +224,9 @@ class Processor:
                 meta["query_id"] = query_id
             if lag is not None:
                 meta["lag"] = lag
-            meta.update({f"newest:{v}": t for v, t in report.newest.items()})
+            # Never backwards: a batch of late events leaves the newest time where it was.
+            before = status.newest if status else {}
+            meta.update({f"newest:{v}": max(t, before.get(v, t)) for v, t in report.newest.items()})
             pipe.hset(self.state.meta, mapping=meta)
             pipe.hincrby(self.state.meta, "events", applied)
             pipe.execute()
@@ -354,6 +358,8 @@ def _lag(progress: dict | None) -> int | None:
         if not end or not latest:
             return None
         end, latest = (json.loads(x) if isinstance(x, str) else x for x in (end, latest))
+        if not isinstance(end, dict) or not isinstance(latest, dict):
+            return None
         for topic, parts in latest.items():
             for part, off in parts.items():
                 total += max(0, int(off) - int(end.get(topic, {}).get(part, 0)))

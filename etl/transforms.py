@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -82,7 +83,24 @@ def windowed_features(view: WindowedView, events: DataFrame, since: datetime | N
     until_b = to_hop(view, until) if until is not None else None
     columns = list(dict.fromkeys([*view.join_keys, "_ts", *(a.column for a in view.aggregations if a.column)]))
 
-    def rows(group):
-        return windows.events_rows(view, group, since_b, until_b)
+    keys = view.join_keys
 
-    return events.select(*columns).groupBy(*view.join_keys).applyInPandas(rows, row_schema(view, events))
+    def rows(batches):
+        # Partitions hold whole entities, sorted: each Arrow batch is computed at once (the
+        # kernel is vectorized over entities), holding back the last entity, which may go
+        # on in the next batch.
+        carry = None
+        for batch in batches:
+            if carry is not None:
+                batch = pd.concat([carry, batch], ignore_index=True)
+            if batch.empty:
+                continue
+            last = (batch[keys] == batch[keys].iloc[-1]).all(axis=1)
+            carry, done = batch[last], batch[~last]
+            if not done.empty:
+                yield windows.events_rows(view, done, since_b, until_b)
+        if carry is not None and not carry.empty:
+            yield windows.events_rows(view, carry, since_b, until_b)
+
+    return (events.select(*columns).repartition(*keys).sortWithinPartitions(*keys)
+            .mapInPandas(rows, row_schema(view, events)))

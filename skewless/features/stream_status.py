@@ -2,7 +2,7 @@
 beside the values it writes (so serving can export it without talking to Spark).
 
 One hash ``skewless:stream:<project>:meta``: the last micro-batch applied (its Spark batch
-id and query id), when, how many events it has applied in total, and per view the newest
+id and query id), when, the clock of its last publication of due rows, how many events it has applied in total, and per view the newest
 event time applied (``newest:<view>``, unix seconds) and the stream's lag in Kafka
 records (``lag``). Written by ``etl.stream``; read by serving's ``/metrics``.
 """
@@ -25,7 +25,8 @@ def meta_key(project: str) -> str:
 class StreamStatus:
     batch: int | None  # last micro-batch applied
     query_id: str | None  # the Spark query (checkpoint) the batches belong to
-    applied_at: float | None  # unix seconds of the last micro-batch or publication
+    applied_at: float | None  # unix seconds of the last micro-batch
+    published_at: float | None  # the stream's clock at its last publication of due rows
     events: int  # events applied since the state was (re)built
     lag: int | None  # Kafka records behind the latest offsets at the last micro-batch
     newest: dict[str, float]  # view -> newest event time applied (unix seconds)
@@ -41,7 +42,7 @@ def decode(raw: Mapping[Any, Any]) -> StreamStatus | None:
         return kind(d[name]) if d.get(name) not in (None, "") else None
 
     return StreamStatus(
-        batch=num("batch", int), query_id=d.get("query_id"), applied_at=num("applied_at"),
+        batch=num("batch", int), query_id=d.get("query_id"), applied_at=num("applied_at"), published_at=num("published_at"),
         events=num("events", int) or 0, lag=num("lag", int),
         newest={k[len("newest:"):]: float(v) for k, v in d.items() if k.startswith("newest:")},
     )
