@@ -12,8 +12,10 @@ batch over ``serving.max_entities`` is a 413; an unexpected error is a 500 that 
 connection (``serving.guard``); an unreachable online store is a 503 within
 ``serving.redis_timeout_s`` (the Redis client reconnects by itself on the next request);
 no champion yet is a 503 on /v1/predict; an empty or lost online store (no watermark, see
-``serving.store_watermark``) makes /readyz a 503; a feature registry that cannot be read is
-a 503, never an "unknown feature service". Prediction logging never delays an answer.
+``serving.store_watermark``) makes /readyz a 503; /metrics answers whatever Redis does (a
+failed read of the stream's status, ``serving.stream_freshness``, is
+``skewless_stream_status_readable`` 0); a feature registry that cannot be read is a 503,
+never an "unknown feature service". Prediction logging never delays an answer.
 
 Layout: this module composes the app (the ``Service`` the routes share, the lifespan
 that loads and watches the champion, one handler mapping every ``SkewlessError`` to its
@@ -41,6 +43,7 @@ from serving.request_body import StrictJSONRoute, validation_error_body
 from serving.routes import features, health, predict
 from serving.service import Service, json_response
 from serving.store_watermark import StoreWatermark
+from serving.stream_freshness import StreamFreshness
 from skewless.contracts import TRANSACTIONS
 from skewless.errors import SkewlessError
 from skewless.settings import Settings
@@ -72,8 +75,10 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
     watcher = watcher or ChampionWatcher(settings, store)
     if prediction_log is None and settings.serving.log_predictions:
         prediction_log = PredictionLog(settings)
-    loaded = StoreWatermark(store.project, [fv.name for fv in store.list_feature_views()])
-    svc = Service(settings, store, watcher, prediction_log, loaded)
+    views = [fv.name for fv in store.list_feature_views()]
+    loaded = StoreWatermark(store.project, views)
+    stream = StreamFreshness(store.project, views)
+    svc = Service(settings, store, watcher, prediction_log, loaded, stream)
 
     def _publish_model() -> None:
         if watcher.current:
@@ -89,6 +94,7 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
                 metrics.MODEL_RELOADS.inc()
                 _publish_model()
             await loaded.check(svc.redis)  # keeps the online-store metrics current
+            await stream.check(svc.redis)  # and the stream's (also read on every scrape)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,6 +102,7 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
             await asyncio.to_thread(watcher.refresh)
         _publish_model()
         await loaded.check(svc.redis)
+        await stream.check(svc.redis)
         task = asyncio.create_task(_watch())
         yield
         task.cancel()

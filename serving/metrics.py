@@ -36,6 +36,35 @@ STORE_LOADED = Gauge("skewless_online_store_loaded", "1 when the online store's 
 WATERMARK_AGE = Gauge("skewless_online_store_watermark_age_seconds", "now - the time each feature view is loaded "
                       "up to, from the online store's watermark (+Inf when the view has none); updated when "
                       "skewless_online_store_loaded is", ["view"], multiprocess_mode="livemax")
+# The streaming feature job's status (``skewless.features.stream_status``), read from the
+# online store's Redis on every scrape and every serving.reload_interval_s. NaN = unknown.
+# "mostrecent": with several workers /metrics shows the value computed last, by any of them.
+_STREAM_READ = ("read from the stream's status hash in the online store on every scrape of /metrics and every "
+                "serving.reload_interval_s")
+STREAM_STATUS_READ = Gauge("skewless_stream_status_readable", "1 when the last read of the streaming job's status "
+                           "(" + _STREAM_READ + ") succeeded; 0 when Redis failed or answered with an error: the "
+                           "other skewless_stream_* values are then the last ones read, and the ages keep growing "
+                           "from them", multiprocess_mode="livemostrecent")
+STREAM_RAN = Gauge("skewless_stream_ran", "1 when the streaming job (skewless etl stream) has applied at least one "
+                   "micro-batch to this online store (its status hash exists); 0 when it never ran here or its "
+                   "state was lost with the store: then every other skewless_stream_* gauge and "
+                   "skewless_feature_freshness_seconds are NaN", multiprocess_mode="livemostrecent")
+FRESHNESS = Gauge("skewless_feature_freshness_seconds", "now - the newest event time the streaming job has applied "
+                  "to the feature view (the age of its freshest event online); NaN when the stream never ran or "
+                  "applied no event of the view yet; negative when event times are ahead of serving's clock; "
+                  + _STREAM_READ, ["view"], multiprocess_mode="livemostrecent")
+STREAM_LAG = Gauge("skewless_stream_lag_records", "Kafka records the streaming job was behind the latest offsets "
+                   "(all its topics and partitions) at its last micro-batch; NaN when it never ran or did not "
+                   "measure it; " + _STREAM_READ, multiprocess_mode="livemostrecent")
+STREAM_BATCH_AGE = Gauge("skewless_stream_last_batch_age_seconds", "now - when the streaming job last applied a "
+                         "micro-batch (Spark runs one when records arrive: this grows while the stream is stopped "
+                         "or stalled, and while its topics are quiet); NaN when it never ran; " + _STREAM_READ,
+                         multiprocess_mode="livemostrecent")
+STREAM_EVENTS = Gauge("skewless_stream_events_applied", "events the streaming job has applied since its state was "
+                      "(re)built (grows like a counter; drops to 0 when the state is rebuilt); NaN when it never "
+                      "ran; " + _STREAM_READ, multiprocess_mode="livemostrecent")
+STREAM_BATCH = Gauge("skewless_stream_last_batch", "Spark batch id of the last micro-batch the streaming job "
+                     "applied; NaN when it never ran; " + _STREAM_READ, multiprocess_mode="livemostrecent")
 LOG_SENT = Counter("skewless_prediction_log_sent_total", "predictions in the predictions topic: acknowledged by "
                    "the broker, or (for a spilled one that may have been written) found there before a resend")
 LOG_DROPPED = Counter("skewless_prediction_log_dropped_total", "predictions not logged: the in-memory queue or, "

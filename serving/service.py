@@ -18,6 +18,7 @@ from serving.champion import ChampionWatcher
 from serving.online_reader import FeaturePlan, FeatureRows
 from serving.prediction_log import PredictionLog
 from serving.store_watermark import StoreWatermark
+from serving.stream_freshness import StreamFreshness
 from skewless.errors import ServiceError, SkewlessError
 from skewless.settings import Settings
 
@@ -58,12 +59,13 @@ class Service:
     """What the routes share: settings, Feast registry, Redis, the champion, the log."""
 
     def __init__(self, settings: Settings, store: Any, watcher: ChampionWatcher, prediction_log: PredictionLog | None,
-                 loaded: StoreWatermark):
+                 loaded: StoreWatermark, stream: StreamFreshness):
         self.settings = settings
         self.store = store
         self.watcher = watcher
         self.log = prediction_log
         self.loaded = loaded  # whether the online store holds what materialize wrote
+        self.stream = stream  # how fresh the streaming job keeps it (/metrics)
         self._redis: Any = None
         self._threads: Any = None
         self._loop: Any = None

@@ -51,3 +51,8 @@ def decode(raw: Mapping[Any, Any]) -> StreamStatus | None:
 def read(client, project: str) -> StreamStatus | None:
     """The status through a synchronous Redis client."""
     return decode(client.hgetall(meta_key(project)))
+
+
+async def aread(client, project: str) -> StreamStatus | None:
+    """The status through an asyncio Redis client (serving's)."""
+    return decode(await client.hgetall(meta_key(project)))
