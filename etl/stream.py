@@ -54,6 +54,7 @@ class BatchReport:
     invalid: int = 0
     retries: int = 0
     too_late: int = 0
+    parked: int = 0  # events waiting for what enriches them (counted per batch while they wait)
     applied: int = 0
     skipped: bool = False
     rows_published: int = 0
@@ -263,32 +264,50 @@ class Processor:
                                      for j, i in enumerate(ev[key_col])})
         return batch_enrich
 
-    def _source(self, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float) -> pd.DataFrame:
+    def _source(self, pipe, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float,
+                report: BatchReport) -> pd.DataFrame:
+        """The view's new events: filtered, enriched, time column ``_ts``. An event whose
+        enrichment has not arrived yet (a label read before its transaction: Spark reads
+        the topics side by side) is parked in the state and tried again with each batch."""
         src = view.source
-        ev = events.get(src.contract)
-        if ev is None or ev.empty:
-            return pd.DataFrame()
-        if src.where:
+        ev = events.get(src.contract, pd.DataFrame())
+        if src.where and not ev.empty:
             ev = ev[ev[src.where].astype(bool)]
-        if src.enrich and not ev.empty:
-            other, key_col, cols = src.enrich
-            ids = ev[key_col].astype(str).tolist()
-            found = {i: enrich[(other, i)] for i in ids if (other, i) in enrich}
-            missing = [i for i in ids if i not in found]
-            if missing:
-                now_day = int(now // DAY_S)
-                horizon_days = self.settings.stream.enrich_horizon_s // DAY_S + 2
-                days = range(now_day - horizon_days, now_day + 2)
-                found.update(self.state.lookup(other, missing, days))
-            ok = [i in found for i in ids]
-            ev = ev[ok].copy()
-            for c in cols:
-                ev[c] = [found[i][c] for i in ev[key_col].astype(str)]
-        return ev.rename(columns={src.time_column: "_ts"})
+        ev = ev.rename(columns={src.time_column: "_ts"})
+        if not src.enrich:
+            return ev
+        other, key_col, cols = src.enrich
+        parked_key = self.state.parked_key(view.name)
+        parked = self.state.parked(view.name)
+        if parked:
+            pipe.delete(parked_key)
+            back = pd.DataFrame(parked)
+            back["_ts"] = pd.to_datetime(back["_ts"], unit="us", utc=True)
+            ev = back if ev.empty else pd.concat([back, ev], ignore_index=True)
+        if ev.empty:
+            return ev
+        ids = ev[key_col].astype(str).tolist()
+        found = {i: enrich[(other, i)] for i in ids if (other, i) in enrich}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            now_day = int(now // DAY_S)
+            horizon_days = self.settings.stream.enrich_horizon_s // DAY_S + 2
+            found.update(self.state.lookup(other, missing, range(now_day - horizon_days, now_day + 2)))
+        ok = np.array([i in found for i in ids], dtype=bool)
+        if (~ok).any():
+            waiting = ev[~ok].drop(columns=list(cols), errors="ignore").assign(_ts=windows.micros(ev.loc[~ok, "_ts"]))
+            pipe.hset(parked_key, mapping={str(rec[key_col]): json.dumps(rec, default=_plain)
+                                           for rec in waiting.to_dict("records")})
+            pipe.expire(parked_key, max(1, self.settings.stream.enrich_horizon_s))
+            report.parked += int((~ok).sum())
+        ev = ev[ok].copy()
+        for c in cols:
+            ev[c] = [found[i][c] for i in ev[key_col].astype(str)]
+        return ev
 
     def _apply_view(self, pipe, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float,
                     report: BatchReport) -> None:
-        ev = self._source(view, events, enrich, now)
+        ev = self._source(pipe, view, events, enrich, now, report)
         if ev.empty:
             return
         hop = windows.hop_us(view)
@@ -328,6 +347,11 @@ class Processor:
             if pending:
                 pipe.zadd(self.state.due_key(view.name), {e: pending[0][0]})
             report.pending_rows += len(pending)
+
+
+def _plain(v: Any) -> Any:
+    """JSON for NumPy scalars and times in a parked event."""
+    return v.item() if hasattr(v, "item") else str(v)
 
 
 def _bytes(v: Any) -> bytes | None:

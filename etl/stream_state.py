@@ -10,6 +10,8 @@
 * ``due:<view>`` — sorted set, entity -> the boundary (unix s) of its next pending row.
 * ``seen:<contract>`` — sorted set, event id -> Kafka time it arrived: ids seen within
   ``stream.dedupe_horizon_s`` are retries and dropped (the first copy counts).
+* ``parked:<view>`` — hash, event id -> an event whose enrichment has not arrived yet
+  (a label read before its transaction), tried again with every micro-batch.
 * ``enrich:<contract>:<day>`` — hashes, event id -> the columns another source joins by
   it (a label gets its transaction's merchant), kept ``stream.enrich_horizon_s``.
 * ``meta`` — the last micro-batch applied and the status figures (``stream_status``).
@@ -52,6 +54,13 @@ class StreamState:
 
     def seen_key(self, contract: str) -> str:
         return f"{self.prefix}:seen:{contract}"
+
+    def parked_key(self, view: str) -> str:
+        return f"{self.prefix}:parked:{view}"
+
+    def parked(self, view: str) -> list[dict]:
+        """Events of the view waiting for their enrichment (``_ts`` in unix µs)."""
+        return [json.loads(v) for v in self.r.hvals(self.parked_key(view))]
 
     def enrich_key(self, contract: str, day: int) -> str:
         return f"{self.prefix}:enrich:{contract}:{day}"
