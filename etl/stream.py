@@ -59,7 +59,11 @@ class BatchReport:
     skipped: bool = False
     rows_published: int = 0
     pending_rows: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole micro-batch in the processor, then its phases:
+    parse_s: float = 0.0  # contract validation and dedupe lookups
+    compute_s: float = 0.0  # partials merged and rows computed (etl.windows), state loads included
+    commit_s: float = 0.0  # the Redis transaction
+    publish_s: float = 0.0  # due rows written into Feast's online store
     newest: dict[str, float] = field(default_factory=dict)
 
 
@@ -212,12 +216,16 @@ class Processor:
             return report
         now = self.clock()
         events = self.parse(records, report)
+        t1 = time.perf_counter()
+        report.parse_s = t1 - t0
         r = self.state.r
         with self.lock:
             pipe = r.pipeline(transaction=True)
             enrich = self._dedupe_and_enrich(pipe, events, now)
             for view in self.views:
                 self._apply_view(pipe, view, events, enrich, now, report)
+            t2 = time.perf_counter()
+            report.compute_s = t2 - t1
             applied = sum(len(e) for e in events.values())
             report.applied = applied
             meta = {"batch": batch_id, "applied_at": now}
@@ -231,7 +239,10 @@ class Processor:
             pipe.hset(self.state.meta, mapping=meta)
             pipe.hincrby(self.state.meta, "events", applied)
             pipe.execute()
+        t3 = time.perf_counter()
+        report.commit_s = t3 - t2
         report.rows_published = self.publisher.publish_due(now)
+        report.publish_s = time.perf_counter() - t3
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -450,9 +461,17 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     last_data = [time.monotonic()]
     batch_seconds: list[float] = []
 
+    phases: dict[str, list[float]] = {"read_s": [], "parse_s": [], "compute_s": [], "commit_s": [], "publish_s": []}
+
     def apply(df, batch_id: int) -> None:
+        t_read = time.perf_counter()
         records = df.toPandas()
+        read_s = time.perf_counter() - t_read
         report = proc.apply(records, batch_id, query_id=_checkpoint_id(checkpoint))
+        if report.records:
+            phases["read_s"].append(read_s)
+            for name in ("parse_s", "compute_s", "commit_s", "publish_s"):
+                phases[name].append(getattr(report, name))
         totals["batches"] += 1
         for name in ("records", "applied", "invalid", "retries", "too_late", "rows_published"):
             totals[name] += getattr(report, name)
@@ -495,4 +514,6 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     return {**totals, "seconds": round(elapsed, 2), "lag": lag, "rebuilt": rebuilt,
             "events_per_s": round(totals["applied"] / elapsed, 1) if elapsed else None,
             "batch_seconds_p50": round(batch_seconds[len(batch_seconds) // 2], 3) if batch_seconds else None,
+            # Where a micro-batch's time goes (medians over batches with records).
+            "phase_seconds_p50": {k: round(sorted(v)[len(v) // 2], 4) for k, v in phases.items() if v},
             "checkpoint": str(checkpoint), "topics": proc.topics, "master": master or settings.spark_master}
