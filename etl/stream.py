@@ -420,6 +420,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
 
     from etl.online_writer import OnlineWriter
     from skewless.errors import ConfigError, ServiceError
+    from skewless.features import watermark
     from skewless.lake_layout import LakeLayout
     from skewless.settings_checks import mask_url_password
     from skewless.spark import spark_session
@@ -489,6 +490,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     query = writer_.start()
     stop = stop or threading.Event()
     lag = None
+    marked = [0.0]
     try:
         while query.isActive and not stop.is_set():
             stop.wait(settings.stream.idle_publish_ms / 1000)
@@ -496,6 +498,11 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             lag = _lag(query.lastProgress)
             if lag is not None:
                 client.hset(state.meta, mapping={"lag": lag})
+            if time.monotonic() - marked[0] >= 1.0 and totals["batches"]:
+                # The online store holds every view's values up to now (where a load made a
+                # watermark; a missing one stays missing: serving's /readyz keeps saying so).
+                watermark.advance(settings, {v.name: datetime.now(timezone.utc) for v in views}, "stream")
+                marked[0] = time.monotonic()
             if until_idle is not None and time.monotonic() - last_data[0] >= until_idle and lag in (0, None) \
                     and query.lastProgress is not None:
                 break

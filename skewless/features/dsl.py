@@ -39,7 +39,10 @@ than the longest window (+1 day) are beyond that guarantee.
 
 Late events (landed after the rows they affect were computed) are picked up by the next
 incremental ETL run, which recomputes from the late event's date; the next
-materialization reloads the online store from there.
+materialization reloads the online store from there. The streaming job (``etl.stream``)
+computes the same rows from the same code as events arrive: an event within the longest
+window of now changes the current and coming values exactly; an older one changes no
+value from now on and reaches the offline table through the batch run.
 
 Event time is UTC throughout; the time column decides when a fact is *known*: events by
 ``event_time``, chargebacks by ``label_time``.
