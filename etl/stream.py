@@ -91,6 +91,12 @@ class Publisher:
         self.published += written
         return written
 
+    def next_due(self) -> float | None:
+        """The earliest boundary (unix s) a pending row waits for, over every view."""
+        firsts = [self.state.r.zrange(self.state.due_key(v.name), 0, 0, withscores=True) for v in self.views]
+        times = [f[0][1] for f in firsts if f]
+        return min(times) if times else None
+
     def _publish(self, view: WindowedView, eids: list[str], now: float) -> int:
         r, st = self.state.r, self.state
         blobs = r.mget([st.blob_key(view.name, e) for e in eids])
@@ -493,7 +499,13 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     marked = [0.0]
     try:
         while query.isActive and not stop.is_set():
-            stop.wait(settings.stream.idle_publish_ms / 1000)
+            # Wake at the next due boundary (a row is published within milliseconds of it),
+            # or after idle_publish_ms to look at the query and the lag.
+            wait = settings.stream.idle_publish_ms / 1000
+            due = proc.publisher.next_due()
+            if due is not None:
+                wait = min(wait, max(0.0, due - time.time()))
+            stop.wait(wait)
             totals["rows_published"] += proc.publisher.publish_due(time.time())
             lag = _lag(query.lastProgress)
             if lag is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,6 +63,26 @@ def materialized_until(store: Any, service_name: str) -> datetime:
     return min(ends)
 
 
+def streamed_until(settings: Settings) -> datetime | None:
+    """The instant the streaming job last published due rows at (its online values are the
+    values at that instant), or None when no stream runs on this store."""
+    if settings.online_store != "redis":
+        return None
+    import redis
+
+    from skewless.features import stream_status
+
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    try:
+        with redis.Redis.from_url(settings.redis_url, password=password, socket_timeout=5) as client:
+            status = stream_status.read(client, settings.feast_project)
+    except redis.RedisError:
+        return None
+    if status is None or status.published_at is None:
+        return None
+    return datetime.fromtimestamp(status.published_at, timezone.utc)
+
+
 def request_rows(entities: pd.DataFrame, inputs: Sequence[RequestInput], at: datetime,
                  request: dict[str, Any] | None = None) -> pd.DataFrame:
     """``entities`` (renumbered) with the request inputs of an event of each at ``at``."""
@@ -83,6 +103,12 @@ def check(settings: Settings, store: Any, entities: pd.DataFrame, service_name: 
     derive from it as training and serving derive them."""
     service_name = service_name or settings.training.feature_service
     at = materialized_until(store, service_name)
+    # With the streaming job on this store, the online values are those of its last
+    # publication (newer than any materialization): compare at that instant.
+    streamed = streamed_until(settings)
+    source = "materialize"
+    if streamed is not None and streamed > at:
+        at, source = streamed, "stream"
     rows = request_rows(entities.drop_duplicates(), service_request_inputs(store, service_name), at, request)
     rows["event_timestamp"] = pd.Timestamp(at)
     service = store.get_feature_service(service_name)
@@ -104,7 +130,7 @@ def check(settings: Settings, store: Any, entities: pd.DataFrame, service_name: 
                 mismatches.append({"feature": f, **{k: r[k] for k in keys}, "online": a, "offline": b})
     compared = len(merged) * len(features)
     return {
-        "feature_service": service_name, "at": str(at), "entities": len(merged), "features": len(features),
+        "feature_service": service_name, "at": str(at), "at_from": source, "entities": len(merged), "features": len(features),
         "values_compared": compared, "mismatches": len(mismatches),
         "mismatch_rate": len(mismatches) / compared if compared else None,
         "examples": mismatches[:10], "offline_seconds": round(t1 - t0, 3), "online_seconds": round(t2 - t1, 3),
