@@ -143,7 +143,7 @@ def _train(settings: Settings, summary: dict[str, Any]) -> None:
 
     result = _step("9. train: Feast training set -> models -> cost-based evaluation -> MLflow champion",
                    lambda: train(settings, feature_store(settings), promote_champion=True), summary, "train")
-    console.print(results_table(result["results"]))
+    console.print(results_table(result["results"], result["chosen"]))
     console.print(f"champion: {result['model']} v{result['registered_version']} ({result['chosen']}), "
                   f"training set {result['rows']:,} rows ({result['frauds']} known frauds) in {result['training_set_seconds']}s")
 

@@ -16,13 +16,17 @@ app = typer.Typer(help="Train, evaluate, track and promote the fraud model.", in
 METRICS = ["pr_auc", "roc_auc", "cv_pr_auc_mean", "cost", "savings", "caught_fraud", "false_alarms"]
 
 
-def results_table(results: dict) -> Table:
+def results_table(results: dict, chosen: str | None = None) -> Table:
+    """Chosen on validation PR-AUC (first column); the rest is the test split, reported only."""
     recall_key = next((k for k in next(iter(results.values())) if k.startswith("recall_at_p")), None)
-    cols = METRICS[:2] + ([recall_key] if recall_key else []) + METRICS[2:]
-    table = Table("model (test)", *[c.replace("_", " ") for c in cols])
+    cols = ["val_pr_auc"] + METRICS[:2] + ([recall_key] if recall_key else []) + METRICS[2:]
+    table = Table("model", *[c.replace("_", " ") for c in cols],
+                  caption="* chosen by val pr auc (thresholds too: cost on validation); cv on train; "
+                          "the other columns are the test split, reported only")
     for name, r in results.items():
-        table.add_row(name, *(f"{r[c]:,.0f}" if c in ("cost", "savings") else f"{r[c]:.3f}" if isinstance(r[c], float)
-                              else f"{r[c]:,}" for c in cols))
+        table.add_row(f"{name} *" if name == chosen else name,
+                      *(f"{r[c]:,.0f}" if c in ("cost", "savings") else f"{r[c]:.3f}" if isinstance(r[c], float)
+                        else f"{r[c]:,}" for c in cols))
     return table
 
 
@@ -66,8 +70,9 @@ def train(
                       promote_champion=promote, on_step=lambda s: status.update(s))
 
     def human() -> None:
-        console.print(results_table(summary["results"]))
-        console.print(f"chosen: {summary['chosen']} -> {summary['model']} version {summary['registered_version']}"
+        console.print(results_table(summary["results"], summary["chosen"]))
+        console.print(f"chosen on {summary['selected_on']} {summary['selection_metric'].replace('_', '-')}: "
+                      f"{summary['chosen']} -> {summary['model']} version {summary['registered_version']}"
                       f"{' (champion)' if summary['promoted'] else ''}; training set {summary['rows']:,} rows "
                       f"in {summary['training_set_seconds']}s")
 

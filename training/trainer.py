@@ -9,8 +9,9 @@
    beyond one machine), or Feast's own ``get_historical_features``; tested to return the
    same values;
 3. a time-ordered split (train < validation < test), time-series cross-validation on
-   train, each candidate fitted on train, its threshold chosen by cost on validation,
-   everything reported on test;
+   train, each candidate fitted on train, its threshold chosen by cost on validation, the
+   model chosen by validation PR-AUC (``training.selection``: the choice never sees the
+   test split); then every candidate reported on test, once, the others for comparison;
 4. MLflow: parameters, metrics, data window, Feast project and FeatureService, feature
    list, plots; the best candidate is saved as a model artifact and registered (and
    promoted to champion on request).
@@ -25,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 from skewless.errors import ConfigError, DataError
@@ -33,9 +33,9 @@ from skewless.features.feast_objects import service_request_inputs
 from skewless.model_artifact import ModelArtifact
 from skewless.registry import promote, register
 from skewless.settings import Settings
-from training.evaluation import best_threshold, evaluate
 from training.labels import label_frame
-from training.models import candidates, matrix, time_cv_pr_auc, time_split
+from training.models import candidates, matrix, time_split
+from training.selection import fit_and_choose, report_on_test
 from training.tracking import importance_plot, log_run, pr_curve_plot
 
 def feature_names(store: Any, service_name: str) -> list[str]:
@@ -103,27 +103,13 @@ def train(
         if part["label"].sum() < 2:
             raise DataError(f"the {name} split has fewer than 2 frauds; ingest more days of data")
 
-    results: dict[str, dict[str, Any]] = {}
-    fitted: dict[str, Any] = {}
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for cand in candidates(features, request_features, seed=cfg.seed):
-        on_step(f"fitting {cand.name}: {cand.description}")
-        Xtr, ytr = matrix(train_df, cand.features), train_df["label"].to_numpy()
-        cv = time_cv_pr_auc(cand.pipeline, Xtr, ytr)
-        model = cand.pipeline.fit(Xtr, ytr)
-        s_val = model.predict_proba(matrix(val_df, cand.features))[:, 1]
-        chosen = best_threshold(val_df["label"].to_numpy(), s_val, val_df["amount"].to_numpy(), cfg.review_cost)
-        s_test = model.predict_proba(matrix(test_df, cand.features))[:, 1]
-        metrics = evaluate(test_df["label"].to_numpy(), s_test, test_df["amount"].to_numpy(), chosen.threshold,
-                           cfg.review_cost, cfg.target_precision)
-        metrics["cv_pr_auc_mean"] = float(np.mean(cv)) if cv else float("nan")
-        metrics["threshold"] = chosen.threshold
-        results[cand.name] = {"description": cand.description, "features": len(cand.features), **metrics}
-        fitted[cand.name] = (cand, model)
-        curves[cand.name] = (test_df["label"].to_numpy(), s_test)
-
-    best_name = max(("hgb", "logreg"), key=lambda n: results[n]["pr_auc"])
-    cand, model = fitted[best_name]
+    # Every choice (thresholds, then the model) on train and validation; test only reports.
+    selection = fit_and_choose(candidates(features, request_features, seed=cfg.seed), train_df, val_df,
+                               cfg.review_cost, cfg.target_precision, on_step=on_step)
+    best_name = selection.chosen
+    cand, model = selection.fitted[best_name].candidate, selection.fitted[best_name].model
+    on_step(f"chose {best_name} on {selection.split} {selection.metric}; reporting every candidate on test")
+    results, curves = report_on_test(selection, test_df, cfg.review_cost, cfg.target_precision)
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     window = {"start": str(rows["event_timestamp"].min()), "end": str(rows["event_timestamp"].max()),
               "cutoff": str(cutoff or end or datetime.now(timezone.utc))}
@@ -147,14 +133,18 @@ def train(
         params = {"feature_service": service_name, "feast_project": store.project, "features": ",".join(features),
                   "rows": len(data), "train_rows": len(train_df), "val_rows": len(val_df), "test_rows": len(test_df),
                   "review_cost": cfg.review_cost, "pit_engine": cfg.pit_engine, "chosen_model": best_name,
+                  "selected_on": selection.split, "selection_metric": selection.metric,
+                  "choosable": ",".join(selection.eligible), "test_split": "reported only, not used to choose",
                   "model_version": version, **window}
         run_id = log_run(settings, params, flat, artifact, plots,
-                         tags={"feature_service": service_name, "feast_project": store.project})
+                         tags={"feature_service": service_name, "feast_project": store.project,
+                               "selected_on": selection.split})
     registered = register(settings, run_id)
     promoted = promote(settings, registered) if promote_champion else None
     return {
         "run_id": run_id, "model": cfg.model_name, "registered_version": registered,
         "promoted": promoted is not None, "model_version": version, "chosen": best_name,
+        "selected_on": selection.split, "selection_metric": selection.metric, "choosable": list(selection.eligible),
         "feature_service": service_name, "features": features, "rows": len(data),
         "frauds": int(data["label"].sum()), "pit_engine": cfg.pit_engine, "training_set_seconds": round(build_s, 2),
         "training_set_rows_per_s": round(len(data) / build_s, 1) if build_s else None,

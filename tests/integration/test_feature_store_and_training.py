@@ -176,16 +176,24 @@ def test_training_through_the_feature_service(world):
     res = summary["results"]
     mature = pd.Timestamp(end - timedelta(days=settings.training.label_maturity_days))
     assert summary["rows"] == sum(pd.Timestamp(t["event_time"]) <= mature for t in sim.transactions)
-    print({name: {k: r[k] for k in ("pr_auc", "roc_auc", "cost", "savings")} for name, r in res.items()})
+    print({name: {k: r[k] for k in ("val_pr_auc", "pr_auc", "roc_auc", "cost", "savings")} for name, r in res.items()})
     assert summary["promoted"] and summary["registered_version"] == "1"
     # Windowed features carry the signal: the model with them beats request-only features.
     assert res["hgb"]["pr_auc"] > res["hgb_no_windows"]["pr_auc"] + 0.1
     assert res["hgb"]["pr_auc"] < 0.999  # a perfect score here would be a leak to hunt
     from skewless.registry import load_champion
 
+    # Chosen on validation (the test figures above only report): the best validation PR-AUC, recorded as such.
+    assert summary["selected_on"] == "validation"
+    assert summary["chosen"] == max(("hgb", "logreg"), key=lambda n: res[n]["val_pr_auc"])
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(settings.mlflow_tracking_uri()).get_run(summary["run_id"])
+    assert run.data.params["selected_on"] == "validation" and run.data.params["chosen_model"] == summary["chosen"]
     champion = load_champion(settings)
-    assert champion.feature_service == "fraud_model_v1"
-    assert champion.features == summary["features"] if summary["chosen"] != "hgb_no_windows" else True
+    assert champion.feature_service == "fraud_model_v1" and champion.candidate == summary["chosen"]
+    assert champion.features == summary["features"]
+    assert champion.threshold == res[summary["chosen"]]["threshold"]
     assert 0.0 <= champion.threshold <= 1.0 or champion.threshold == float("inf")
 
 
