@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 
-def _count(events: list[dict], rows: pd.DataFrame, window: str, inclusive: bool, hop: str = "1min") -> np.ndarray:
+def _count(events: list[dict], rows: pd.DataFrame, window: str, inclusive: bool, hop) -> np.ndarray:
     ev = pd.DataFrame(events)[["user_id", "event_time"]]
     ev["event_time"] = pd.to_datetime(ev["event_time"], utc=True)
     by_user = {u: np.sort(g["event_time"].to_numpy()) for u, g in ev.groupby("user_id")}
@@ -25,11 +25,11 @@ def _count(events: list[dict], rows: pd.DataFrame, window: str, inclusive: bool,
     return out
 
 
-def strict_counts(events, rows, window):
-    """Events in [b - w, b), b = t's hop boundary: what an honest feature sees."""
-    return _count(events, rows, window, inclusive=False)
+def strict_counts(events, rows, window, hop):
+    """Events in [b - w, b), b = t's boundary of ``hop`` (a timedelta): what an honest feature sees."""
+    return _count(events, rows, window, inclusive=False, hop=pd.Timedelta(hop))
 
 
-def leaky_rows(events, rows, window):
+def leaky_rows(events, rows, window, hop):
     """Events in [b - w, t]: a leaky feature that also counts the row's own transaction."""
-    return _count(events, rows, window, inclusive=True)
+    return _count(events, rows, window, inclusive=True, hop=pd.Timedelta(hop))

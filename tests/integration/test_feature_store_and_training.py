@@ -145,12 +145,13 @@ def test_spark_training_join_equals_asof_join(world, pit_rows):
 def test_a_leaky_feature_is_detected(world):
     """A feature that counts the row's own transaction (window [t-w, t]) disagrees with the
     independent recomputation from raw events strictly before t: the leak check catches it."""
+    from feature_repo.specs import user_spend
     from tests.integration.leakage import leaky_rows, strict_counts
 
     settings, store, sim, *_ = world
     rows = pd.DataFrame(sim.transactions[:4000])
     rows["event_timestamp"] = pd.to_datetime(rows["event_time"], utc=True)
-    honest = strict_counts(sim.transactions, rows, "1h")
+    honest = strict_counts(sim.transactions, rows, "1h", user_spend.hop_td)
     from training.pit_join import historical_features
 
     rows["event_epoch"] = (rows["event_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
@@ -158,7 +159,7 @@ def test_a_leaky_feature_is_detected(world):
     # What the platform serves equals the honest recomputation, row by row...
     assert (served["user_spend__count_1h"].fillna(0).to_numpy() == honest).all()
     # ...and a leaky definition cannot pass the same check: it sees the row's own transaction.
-    leaky = leaky_rows(sim.transactions, rows, "1h")
+    leaky = leaky_rows(sim.transactions, rows, "1h", user_spend.hop_td)
     assert (leaky != honest).all()
 
 
