@@ -3,12 +3,15 @@ measured in the same run.
 
 Benchmarks are discovered, not listed here: every module ``benchmarks/bench_<name>.py``
 with ``run(settings, size, **kw) -> dict`` is benchmark ``<name>``. The figures are printed
-as a table (stderr) and, with or without ``--json``, one JSON line ends stdout.
+as a table (stderr; the module's own ``table(result)`` when it has one) and, with or
+without ``--json``, one JSON line ends stdout. ``--size`` left out, each benchmark uses its
+own default size; a ``run`` taking ``progress`` gets a callback that updates the status line.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from typing import Annotated, Any, Optional
 
@@ -49,12 +52,15 @@ _NAMES = ", ".join(available()) or "(none found)"
 @handle_errors
 def bench(
     name: Annotated[Optional[str], typer.Argument(help=f"benchmark to run, one of: {_NAMES}; omit to list them")] = None,
-    size: Annotated[int, typer.Option("--size", min=1, help="problem size (events, rows, ...)")] = 100_000,
+    size: Annotated[Optional[int], typer.Option("--size", min=1, help="problem size (events, rows, ...); default: "
+                                                "the benchmark's own (100,000 for most)")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="alternating repetitions; medians reported")] = 3,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="serving: worker processes of both "
                                                    "servers (default 1)")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", min=1, help="serving: seconds per load run "
                                                       "(default 10)")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="drift: trials per size and scenario "
+                                                  "(default 200)")] = None,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Run benchmark NAME and print its figures, the baseline's, and their ratio.
@@ -70,8 +76,13 @@ def bench(
         raise ConfigError(f"unknown benchmark '{name}'", f"choose one of: {', '.join(names)}")
     module = importlib.import_module(f"benchmarks.bench_{name}")
     settings = settings_from(config)
-    with console.status(f"running benchmark {name} (size {size:,}) ..."):
-        extra = {k: v for k, v in (("workers", workers), ("duration", duration)) if v is not None}
-        result = module.run(settings, size=size, repeats=repeats, **extra)
+    sized = f"size {size:,}" if size is not None else "default size"
+    with console.status(f"running benchmark {name} ({sized}) ...") as status:
+        extra: dict[str, Any] = {k: v for k, v in (("size", size), ("workers", workers), ("duration", duration),
+                                                    ("trials", trials)) if v is not None}
+        if "progress" in inspect.signature(module.run).parameters:
+            extra["progress"] = lambda msg: status.update(f"running benchmark {name}: {msg}")
+        result = module.run(settings, repeats=repeats, **extra)
     # The JSON line always ends a benchmark's output (machines read it; people read the table).
-    emit(result, True, lambda: console.print(_table(name, result)))
+    render = getattr(module, "table", None)
+    emit(result, True, lambda: console.print(render(result) if callable(render) else _table(name, result)))

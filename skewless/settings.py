@@ -187,6 +187,75 @@ class ServingSettings(_Section):
     )
 
 
+class FeatureDriftSettings(_Section):
+    """One feature's drift settings (``monitoring.features.<name>``); unset keys take the defaults."""
+
+    kind: Literal["numeric", "categorical"] | None = Field(
+        None, description="how the feature is compared; default: numeric for numbers, categorical otherwise")
+    threshold: float | None = Field(
+        None, gt=0, description="smallest drift of the feature's distribution worth flagging: the normalised "
+        "Wasserstein distance (numeric) or the Jensen-Shannon distance (categorical)")
+    missing_threshold: float | None = Field(
+        None, gt=0, le=1, description="smallest change of the feature's missing rate worth flagging")
+    ignore: bool = Field(False, description="leave the feature out of drift checks")
+
+    @model_validator(mode="after")
+    def _js_at_most_one(self) -> "FeatureDriftSettings":
+        if self.kind == "categorical" and self.threshold is not None and self.threshold > 1:
+            raise ValueError(f"threshold {self.threshold}: a Jensen-Shannon distance is at most 1")
+        return self
+
+
+class DriftThresholds(_Section):
+    """The default smallest drift worth flagging, per statistic. These are effect sizes, whose
+    meaning does not depend on the sample size; significance is calibrated separately (alpha)."""
+
+    numeric: float = Field(
+        0.1, gt=0, description="Wasserstein-1 distance over the reference's robust standard deviation "
+        "(IQR / 1.349): 0.1 is a tenth of a standard deviation (a 0.5 sigma mean shift measures 0.5)")
+    categorical: float = Field(
+        0.03, gt=0, le=1, description="Jensen-Shannon distance (base 2) between category shares: a 5-point "
+        "share shift between two large categories measures about 0.04-0.05")
+    missing: float = Field(0.01, gt=0, le=1, description="absolute change of the missing rate (0.01: one point)")
+
+
+class MonitoringSettings(_Section):
+    """Drift detection (``monitoring/drift.py``): per-feature statistics between a reference
+    (the champion's training set) and a live sample, each flagged when it is both material
+    (at least its threshold) and significant (permutation p-value, Holm-corrected at alpha)."""
+
+    alpha: float = Field(
+        0.05, gt=0, le=0.5, description="false-positive budget of one drift check: the probability that it flags "
+        "any feature when nothing drifted (Holm's correction over every feature's signals)")
+    thresholds: DriftThresholds = DriftThresholds()
+    features: dict[str, FeatureDriftSettings] = Field(
+        default_factory=dict, description="per-feature overrides, by feature name")
+    bins: int = Field(100, ge=10, le=2000, description="quantile bins of a numeric feature's histogram "
+                      "(plus finer bins in the 0.5% tails)")
+    max_categories: int = Field(100, ge=2, le=100_000, description="categories kept by name in a histogram; "
+                                "rarer ones are counted together")
+    permutations: int = Field(1000, ge=100, le=1_000_000, description="permutations calibrating each p-value "
+                              "(at most; raised to 2 x tests / alpha when a check has many features)")
+    seed: int = 0
+
+    @field_validator("features")
+    @classmethod
+    def _names(cls, value: dict[str, FeatureDriftSettings]) -> dict[str, FeatureDriftSettings]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("a feature name is empty")
+        return value
+
+    def for_feature(self, name: str, kind: str) -> tuple[float, float]:
+        """The (distribution, missing-rate) thresholds of feature ``name`` compared as ``kind``."""
+        own = self.features.get(name)
+        default = self.thresholds.categorical if kind == "categorical" else self.thresholds.numeric
+        threshold = own.threshold if own is not None and own.threshold is not None else default
+        missing = own.missing_threshold if own is not None and own.missing_threshold is not None \
+            else self.thresholds.missing
+        return threshold, missing
+
+
 class ServicesSettings(_Section):
     """The local development services started by ``skewless services up``."""
 
@@ -245,6 +314,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     services: ServicesSettings = ServicesSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     # Where the values came from (not a setting): the file, or None for defaults only.
     config_file: Path | None = Field(default=None, exclude=True)

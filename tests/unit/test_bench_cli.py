@@ -37,3 +37,14 @@ def test_unknown_benchmark_is_one_clear_line_and_nonzero():
     assert "unknown benchmark 'no-such-bench'" in r.stderr
     assert "ingest" in r.stderr  # the choices are named
     assert "Traceback" not in r.stderr
+
+
+def test_drift_benchmark_prints_its_table_and_ends_with_its_figures():
+    r = run("drift", "--size", "1000", "--trials", "2")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["benchmark"] == "drift" and out["trials"] == 2 and out["sizes"] == [100, 1000]
+    assert set(out["targets_ours"]) == {"power_0.5sigma_ge_0.9", "false_positives_le_5pct", "stable_as_n_grows"}
+    for detector in ("ours", "baseline_ks", "fixed_thresholds"):
+        assert 0 <= out[detector]["1000"]["power_mean_0.5"] <= 1
+    assert "targets (every n)" in r.stderr and "raw KS" in r.stderr
