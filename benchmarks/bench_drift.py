@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from monitoring.drift import baseline_pvalue, detect, js_counts, normalised_wasserstein, category_counts
-from monitoring.histograms import CategoricalHistogram, NumericHistogram, summarize, summarize_like
+from skewless.histograms import CategoricalHistogram, NumericHistogram, summarize, summarize_like
 from skewless.settings import Settings
 
 FEATURES = ("amount_log", "amount", "tx_count_24h", "country", "device_age_days")

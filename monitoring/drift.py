@@ -2,7 +2,7 @@
 training set) and a live sample (the prediction log), each with a verdict whose
 false-positive rate is controlled at every sample size, and a dataset verdict.
 
-Every statistic is computed from binned histograms (``monitoring.histograms``), never from
+Every statistic is computed from binned histograms (``skewless.histograms``), never from
 raw rows. Per feature, two signals:
 
 * **distribution** — numeric: the Wasserstein-1 distance between the two distributions of
@@ -69,11 +69,11 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.histograms import (
+from skewless.errors import DataError
+from skewless.histograms import (
     CategoricalHistogram, Histogram, Kind, NumericHistogram, as_float, check_comparable, infer_kind,
     summarize, summarize_like,
 )
-from skewless.errors import DataError
 from skewless.settings import MonitoringSettings
 
 CORRECTION = "holm"

@@ -8,6 +8,7 @@ Layout (``lake`` is ``settings.lake_path``, ``state`` is ``settings.state_dir``)
     lake/features/<view>/date=YYYY-MM-DD/part-*.parquet
     state/etl_state.json               the ETL's incremental watermark
     state/features_recomputed.json     offline rows rewritten since the last materialization
+    state/monitoring/drift/<end>.json  each drift check: verdicts and live histograms (no rows)
 
 Raw files are named by the Kafka offset range of the batch that wrote them
 (``BatchRange``), so a replay of the same range writes the same names; names starting
@@ -162,3 +163,8 @@ class LakeLayout:
     @property
     def recomputed_path(self) -> Path:
         return self.state_dir / RECOMPUTED_FILE
+
+    @property
+    def drift_dir(self) -> Path:
+        """Drift checks (``skewless monitor drift``), one JSON file each."""
+        return self.state_dir / "monitoring" / "drift"

@@ -236,6 +236,8 @@ class MonitoringSettings(_Section):
                                 "rarer ones are counted together")
     permutations: int = Field(1000, ge=100, le=1_000_000, description="permutations calibrating each p-value "
                               "(at most; raised to 2 x tests / alpha when a check has many features)")
+    window: str = Field("24h", pattern=r"^[1-9][0-9]*[smhd]$",
+                        description="live sample of `skewless monitor drift`: the predictions of this last period")
     seed: int = 0
 
     @field_validator("features")

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from skewless.histograms import REFERENCE_ARTIFACT, SCORE, NumericHistogram, reference_document, summarize
 from skewless.model_artifact import ModelArtifact
 from skewless.registry import ensure_experiment, mlflow_client
 from skewless.settings import Settings
@@ -69,3 +71,18 @@ def log_run(settings: Settings, params: dict[str, Any], metrics: dict[str, float
             artifact.save(Path(tmp) / "model")
             mlflow.log_artifacts(str(Path(tmp) / "model"), artifact_path="model")
         return run.info.run_id
+
+
+def log_drift_reference(settings: Settings, run_id: str, data: pd.DataFrame, features: list[str],
+                        scores: np.ndarray, **meta: Any) -> dict[str, Any]:
+    """Save the drift reference with the run (``REFERENCE_ARTIFACT``): the histogram of each
+    model feature over the training set, and of the model's scores on held-out rows (what
+    live scores should look like; scores on the rows it was fitted on are overconfident)."""
+    mon = settings.monitoring
+    kinds = {n: mon.features[n].kind for n in features if n in mon.features and mon.features[n].kind}
+    hists = summarize(data[features], kinds, mon.bins, mon.max_categories)  # type: ignore[arg-type]
+    hists[SCORE] = NumericHistogram.reference(np.asarray(scores, dtype=np.float64), mon.bins, name=SCORE)
+    doc = reference_document(hists, rows=len(data), score_rows=len(scores), features=list(features), **meta)
+    mlflow_client(settings).log_dict(run_id, doc, REFERENCE_ARTIFACT)
+    return doc
+

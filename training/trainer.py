@@ -14,7 +14,9 @@
    test split); then every candidate reported on test, once, the others for comparison;
 4. MLflow: parameters, metrics, data window, Feast project and FeatureService, feature
    list, plots; the best candidate is saved as a model artifact and registered (and
-   promoted to champion on request).
+   promoted to champion on request); the drift reference (histograms of the training
+   set's model features, and of the chosen model's scores on test) is saved with the run
+   for ``skewless monitor drift``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from skewless.settings import Settings
 from training.labels import label_frame
 from training.models import candidates, matrix, time_split
 from training.selection import fit_and_choose, report_on_test
-from training.tracking import importance_plot, log_run, pr_curve_plot
+from training.tracking import importance_plot, log_drift_reference, log_run, pr_curve_plot
 
 def feature_names(store: Any, service_name: str) -> list[str]:
     """The FeatureService's features in order, with Feast's full names ``view__feature``."""
@@ -139,6 +141,8 @@ def train(
         run_id = log_run(settings, params, flat, artifact, plots,
                          tags={"feature_service": service_name, "feast_project": store.project,
                                "selected_on": selection.split})
+    on_step("saving the drift reference (histograms of the features and the score)")
+    log_drift_reference(settings, run_id, data, cand.features, curves[best_name][1], model_version=version)
     registered = register(settings, run_id)
     promoted = promote(settings, registered) if promote_champion else None
     return {

@@ -196,6 +196,13 @@ def test_training_through_the_feature_service(world):
     assert champion.features == summary["features"]
     assert champion.threshold == res[summary["chosen"]]["threshold"]
     assert 0.0 <= champion.threshold <= 1.0 or champion.threshold == float("inf")
+    # The drift reference is saved with the run: histograms of the champion's features and score.
+    from monitoring.live_drift import load_reference, reference_run
+
+    hists, meta = load_reference(settings, reference_run(settings))
+    assert set(hists) == set(champion.features) | {"score"}
+    assert meta["model_version"] == champion.version and meta["rows"] == summary["rows"]
+    assert all(h.n == summary["rows"] for name, h in hists.items() if name != "score")
 
 
 def test_labels_arriving_after_the_cutoff_are_not_known(world):

@@ -15,7 +15,7 @@ from monitoring.drift import (
     baseline_pvalue, detect, detect_samples, holm, js_distance, missing_pvalue, normalised_wasserstein,
     permutation_pvalue, reference_histograms, wasserstein_counts,
 )
-from monitoring.histograms import CategoricalHistogram, NumericHistogram, from_dict, summarize, summarize_like
+from skewless.histograms import CategoricalHistogram, NumericHistogram, from_dict, summarize, summarize_like
 from skewless.errors import ConfigError, DataError
 from skewless.settings import MonitoringSettings, load_settings
 

@@ -14,6 +14,10 @@ from — never the raw rows.
 Within a bin, values are modelled as spread uniformly (the CDF is piecewise linear through
 the exact bin-edge values); with 100 quantile bins, statistics computed from histograms
 match the raw samples' closely (tests/unit/test_drift.py measures it).
+
+The summaries are a contract between stages, hence in the kernel: training saves the
+reference (the training set's histograms, ``REFERENCE_ARTIFACT`` in the MLflow run, see
+``reference_document``), monitoring reads it and bins the live sample on it.
 """
 
 from __future__ import annotations
@@ -336,3 +340,28 @@ def check_comparable(reference: Histogram, live: Histogram, name: str) -> None:
             _same_edges(reference, live)  # type: ignore[arg-type]
         except DataError as exc:
             raise DataError(f"{name}: {exc.message}", exc.hint) from exc
+
+
+# -- the drift reference saved with a training run ------------------------------------------------
+
+REFERENCE_ARTIFACT = "drift/reference.json"  # path inside the MLflow run's artifacts
+REFERENCE_FORMAT = 1
+SCORE = "score"  # the model's score, summarised beside its features
+
+
+def reference_document(histograms: Mapping[str, Histogram], **meta: Any) -> dict[str, Any]:
+    """The JSON document of a drift reference: each feature's (and the score's) histogram,
+    and ``meta`` (rows, model version, ...). A few kB per feature, never raw rows."""
+    return {"format": REFERENCE_FORMAT, **meta, "histograms": {n: h.to_dict() for n, h in histograms.items()}}
+
+
+def read_reference_document(doc: Mapping[str, Any], source: str = "drift reference") -> tuple[dict[str, Histogram], dict[str, Any]]:
+    """The histograms and the metadata of a ``reference_document``."""
+    if not isinstance(doc, Mapping) or doc.get("format") != REFERENCE_FORMAT or not isinstance(doc.get("histograms"), Mapping):
+        raise DataError(f"{source}: not a drift reference of format {REFERENCE_FORMAT}")
+    try:
+        hists = {str(n): from_dict(h) for n, h in doc["histograms"].items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{source}: unreadable histogram ({type(exc).__name__}: {exc})"[:300]) from exc
+    return hists, {k: v for k, v in doc.items() if k not in ("histograms", "format")}
+
