@@ -312,9 +312,23 @@ def _category_counts(values: Any) -> tuple[dict[str, int], int]:
         vc = s.value_counts(dropna=True)
         pairs = zip(vc.index, vc.tolist())
     out: dict[str, int] = {}
-    for k, v in pairs:  # 1 and "1" are one category
-        out[str(k)] = out.get(str(k), 0) + int(v)
+    for k, v in pairs:
+        label = category_label(k)
+        out[label] = out.get(label, 0) + int(v)
     return dict(sorted(out.items(), key=lambda kv: -kv[1])), missing
+
+
+def category_label(value: Any) -> str:
+    """A category's name as text, the same whichever way it was carried: True, 1, 1.0 and
+    "1" are all "1" (the prediction log carries every feature as a JSON number, training
+    data may hold booleans, integers or text)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
 
 
 def _same_edges(a: NumericHistogram, b: NumericHistogram) -> None:

@@ -227,6 +227,15 @@ def test_a_histogram_is_small_whatever_the_sample_size():
     assert len(big.counts) <= 110 and len(json.dumps(big.to_dict())) < 5_000
 
 
+def test_categories_are_the_same_whichever_way_they_are_carried():
+    ref = CategoricalHistogram.reference(pd.Series([True, False, True, True]))
+    assert ref.counts == {"1": 3, "0": 1}
+    live = ref.bin(np.array([1.0, 0.0, 1.0]))  # the prediction log's JSON numbers
+    assert live.counts == {"1": 2, "0": 1} and live.other == 0
+    codes = CategoricalHistogram.reference(np.array([3, 7, 7]))
+    assert codes.bin([7.0, "3", None]).counts == {"7": 1, "3": 1}
+
+
 def test_rare_categories_beyond_the_cap_are_other_not_new():
     ref = CategoricalHistogram.reference([f"c{i}" for i in range(20)] * 5 + ["a"] * 200, max_categories=5)
     assert ref.other == 80
