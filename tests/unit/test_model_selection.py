@@ -131,6 +131,11 @@ def offline_trainer(monkeypatch):
             return "run-1"
 
         monkeypatch.setattr(trainer, "log_run", log_run)
+
+        def log_drift_reference(settings, run_id, data, features, scores, **meta):
+            tracked.update(drift_reference={"run_id": run_id, "features": list(features), "scores": len(scores), **meta})
+
+        monkeypatch.setattr(trainer, "log_drift_reference", log_drift_reference)
         summary = trainer.train(Settings(), SimpleNamespace(project="p"))
         return {**summary, "tracked": dict(tracked)}
 
@@ -150,6 +155,10 @@ def test_train_chooses_on_validation_and_records_it(offline_trainer, val_winner,
     assert tracked["metrics"][f"{val_winner}.val_pr_auc"] == res[val_winner]["val_pr_auc"]
     artifact = tracked["artifact"]
     assert artifact.candidate == val_winner and artifact.threshold == res[val_winner]["threshold"]
+    # The drift reference is the chosen model's: its features, its scores on the test rows.
+    ref = tracked["drift_reference"]
+    assert ref["run_id"] == "run-1" and ref["features"] == artifact.features
+    assert ref["scores"] == tracked["params"]["test_rows"] and ref["model_version"] == artifact.version
 
 
 def test_changing_only_the_test_split_changes_no_choice(offline_trainer):
