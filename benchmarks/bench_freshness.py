@@ -8,24 +8,31 @@ topics and a Feast project with unique names on the shared broker, a state dir a
 run as child processes (the stream in its own process group, stopped with SIGTERM so it prints
 its ``--json`` summary, then the group is killed: no JVM is left behind).
 
-1. **Steady rates** (``rates``, default 1,000 and 5,000 events/s). For each rate a stream job
-   is started (the state and checkpoint carry over from the previous rate), one event is sent
-   and the job is "ready" once it applied it; then transactions with ``event_time`` = send time
+1. **Steady rates** (``rates``, default 1,000 and 5,000 events/s). For each rate a fresh
+   project (topics, Feast project, server: a backlog a rate leaves never reaches the next) and
+   a stream job are started, one event is sent and the job is "ready" once it applied it; then
+   transactions with ``event_time`` = send time
    go to Kafka at the rate (the project's producer: acks=all, idempotent) for ``warmup`` +
    ``duration`` seconds. Every ``probe_every`` seconds one of them is a *probe*: a user never
    seen before, so the probe view's 1h count goes from nothing to 1 at a known time.
    ``/v1/features`` (``skewless serve``, a child process) is polled every ``poll_s`` for the
-   probes whose hop boundary has passed (and for all pending ones once a second, to catch a
-   value shown *before* its boundary, which the semantics forbid). Per probe, from the send
+   probes whose hop boundary has passed (then less often the longer one stays invisible: every
+   10% of its wait, at most 1 s), and for all pending ones once a second, to catch a value
+   shown *before* its boundary, which the semantics forbid. Per probe, from the send
    acknowledgment (``ack``) to the first response showing the count (``visible``):
    latency = visible - ack = semantics + system, where semantics = max(0, boundary - ack) is
    the wait the definitions impose (an event counts from its hop boundary on) and system =
    visible - max(ack, boundary) is the stream's (micro-batch, commit, publication, poll).
-   Only probes sent in the measured window count. Over the window: events/s applied (the
-   status hash's counter), the lag, the stream's CPU share (its process and children — the JVM
-   — over all cores), Redis write commands per applied event (``COMMAND INFO`` flags "write")
-   and Redis's own CPU; from the job's summary: micro-batch phase medians (read, parse,
-   compute, commit, publish), online rows published per event.
+   Only probes sent in the measured window count; a probe still invisible when the drain ends
+   counts with the time waited, so percentiles it reaches are lower bounds
+   (``latency_censored``). Events/s applied: between the commit before the one that applied
+   the window's first event and the one that applied its last (the status hash's counter,
+   sampled every 0.25 s), with the batches in between (``commits``: events/seconds each);
+   Redis write commands per applied event (``COMMAND INFO`` flag "write") over the same span.
+   Over the window: the stream's CPU share (its process and children — the JVM — over all
+   cores), the server's and this process's (producer and poller), Redis's own CPU, the lag
+   the job reports. From the job's summary: micro-batch phase medians (read, parse, compute,
+   commit, publish), online rows published per event.
 2. **Catch-up**: ``size`` simulated transactions over one day (``ingestion.producer.produce``,
    with their labels) are in fresh topics before a stream job starts (``--until-idle``).
    Events/s = events applied / (first micro-batch planned -> last micro-batch committed, from
@@ -166,14 +173,21 @@ def _write_config(s: Settings, path: Path) -> Path:
     return path
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # the code the children run (cli, stages)
+
+
 def _child_env(repo_root: Path) -> dict[str, str]:
     """The environment of the children: no SKEWLESS_* setting (it would beat the file the
-    benchmark writes) but the Kafka password; the checkout on PYTHONPATH."""
+    benchmark writes) but the Kafka password; the checkout and the directory holding the
+    feature repository (``repo_root``, its definitions are imported by name) on PYTHONPATH."""
     keep = {"SKEWLESS_KAFKA__SASL_PASSWORD"}
     env = {k: v for k, v in os.environ.items()
            if (not k.upper().startswith("SKEWLESS_") or k.upper() in keep)
            and k not in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")}
-    env["PYTHONPATH"] = str(repo_root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # The feature repository's parent first (and as the children's working directory): the
+    # name ``feature_repo`` must import the definitions in settings, not the checkout's.
+    paths = dict.fromkeys([str(repo_root), str(CHECKOUT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     return env
@@ -338,7 +352,8 @@ def _redis_delta(redis: _PrivateRedis, a: dict[str, Any], b: dict[str, Any], eve
                  prefix: str) -> dict[str, Any]:
     """Redis commands between two ``stats`` samples, per applied event."""
     per = max(events, 1)
-    delta = {n: (c - a["calls"].get(n, (0, 0))[0], u - a["calls"].get(n, (0, 0))[1]) for n, (c, u) in b["calls"].items()}
+    before = a["calls"]
+    delta = {n: (c - before.get(n, (0, 0))[0], u - before.get(n, (0, 0))[1]) for n, (c, u) in b["calls"].items()}
     delta = {n: d for n, d in delta.items() if d[0] > 0}
     writes = {n: d for n, d in delta.items() if redis.is_write(n)}
     top = sorted(writes.items(), key=lambda kv: -kv[1][0])[:6]
@@ -361,6 +376,7 @@ class _Probe:
     ack: float | None = None
     visible: float | None = None
     failed: bool = False
+    next_poll: float = 0.0  # the poller's schedule
 
     def acked(self, _metadata: Any) -> None:
         self.ack = time.time()
@@ -428,7 +444,12 @@ class _Poller(threading.Thread):
             if start >= next_all:
                 due, next_all = items, start + 1.0
             else:
-                due = [p for p in items if p.boundary <= start + self.poll_s]
+                # Past its boundary a probe is polled every poll_s at first, then less often the
+                # longer it stays invisible (every 10% of its wait so far, at most 1 s): the
+                # resolution stays within 10% while a stream far behind is not flooded with reads.
+                due = [p for p in items if p.boundary <= start + self.poll_s and start >= p.next_poll]
+            for p in due:
+                p.next_poll = start + min(1.0, max(self.poll_s, 0.1 * (start - max(p.boundary, p.event_t))))
             for i in range(0, len(due), 500):
                 chunk = due[i:i + 500]
                 t_req = time.time()
@@ -982,7 +1003,6 @@ def run(settings: Settings, size: int = DEFAULT_SIZE, repeats: int = 1, rates: I
     bench = None
     try:
         bench = _Bench(settings, root, size, seed)
-        view = next(v for v in bench.definitions.views if v.name == PROBE_VIEW)
         result.update({
             "probe": f"{PROBE_VIEW}:{PROBE_FEATURE} of a new user (0 -> 1)", "probe_view_hop_s": bench.hop_us / 1e6,
             "hops": ", ".join(f"{v.name} {v.hop}" for v in bench.definitions.views),
@@ -991,9 +1011,8 @@ def run(settings: Settings, size: int = DEFAULT_SIZE, repeats: int = 1, rates: I
             "stream_trigger_ms": settings.stream.trigger_ms,
             "stream_max_offsets_per_trigger": settings.stream.max_offsets_per_trigger,
             "stream_idle_publish_ms": settings.stream.idle_publish_ms, "spark_master": settings.spark_master,
-            "cpus": CORES, "load_avg_1m_at_start": round(load_start[0], 2), "code": _code_state(bench.repo_root),
+            "cpus": CORES, "load_avg_1m_at_start": round(load_start[0], 2), "code": _code_state(CHECKOUT),
         })
-        del view
         for i, rate in enumerate(rates):
             # A project (topics, Feast project, stream state, server) per rate: a rate the stream
             # cannot sustain leaves a backlog that must not land in the next rate's figures.
