@@ -52,15 +52,18 @@ _NAMES = ", ".join(available()) or "(none found)"
 @handle_errors
 def bench(
     name: Annotated[Optional[str], typer.Argument(help=f"benchmark to run, one of: {_NAMES}; omit to list them")] = None,
-    size: Annotated[Optional[int], typer.Option("--size", min=1, help="problem size (events, rows, ...); default: "
-                                                "the benchmark's own (100,000 for most)")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=1, help="problem size (events, rows, ...; freshness: "
+                                                "the catch-up backlog); default: the benchmark's own")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="alternating repetitions; medians reported")] = 3,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="serving: worker processes of both "
                                                    "servers (default 1)")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", min=1, help="serving: seconds per load run "
-                                                      "(default 10)")] = None,
+                                                      "(default 10); freshness: measured seconds per rate "
+                                                      "(default 120)")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="drift: trials per size and scenario "
                                                   "(default 200)")] = None,
+    rates: Annotated[Optional[str], typer.Option("--rates", help="freshness: steady rates in events/s, "
+                                                 "comma-separated (default 1000,5000)")] = None,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Run benchmark NAME and print its figures, the baseline's, and their ratio.
@@ -75,11 +78,18 @@ def bench(
     if name not in names:
         raise ConfigError(f"unknown benchmark '{name}'", f"choose one of: {', '.join(names)}")
     module = importlib.import_module(f"benchmarks.bench_{name}")
+    extra: dict[str, Any] = {k: v for k, v in (("size", size), ("workers", workers), ("duration", duration),
+                                                ("trials", trials)) if v is not None}
+    if rates is not None:
+        if "rates" not in inspect.signature(module.run).parameters:
+            raise ConfigError(f"benchmark '{name}' takes no --rates")
+        extra["rates"] = module.parse_rates(rates)
+    check = getattr(module, "check_args", None)
+    if check is not None:  # the benchmark's own argument checks, before any service is touched
+        check(**extra)
     settings = settings_from(config)
     sized = f"size {size:,}" if size is not None else "default size"
     with console.status(f"running benchmark {name} ({sized}) ...") as status:
-        extra: dict[str, Any] = {k: v for k, v in (("size", size), ("workers", workers), ("duration", duration),
-                                                    ("trials", trials)) if v is not None}
         if "progress" in inspect.signature(module.run).parameters:
             extra["progress"] = lambda msg: status.update(f"running benchmark {name}: {msg}")
         result = module.run(settings, repeats=repeats, **extra)
