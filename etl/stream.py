@@ -225,13 +225,16 @@ class Processor:
         t1 = time.perf_counter()
         report.parse_s = t1 - t0
         r = self.state.r
+        # The lock covers only the commit: the publisher may publish rows already due while
+        # this batch computes (it only trims pending rows; the commit replaces them whole,
+        # and the partials it rewrites are untouched by the publisher).
+        pipe = r.pipeline(transaction=True)
+        enrich = self._dedupe_and_enrich(pipe, events, now)
+        for view in self.views:
+            self._apply_view(pipe, view, events, enrich, now, report)
+        t2 = time.perf_counter()
+        report.compute_s = t2 - t1
         with self.lock:
-            pipe = r.pipeline(transaction=True)
-            enrich = self._dedupe_and_enrich(pipe, events, now)
-            for view in self.views:
-                self._apply_view(pipe, view, events, enrich, now, report)
-            t2 = time.perf_counter()
-            report.compute_s = t2 - t1
             applied = sum(len(e) for e in events.values())
             report.applied = applied
             meta = {"batch": batch_id, "applied_at": now}
