@@ -590,6 +590,7 @@ class _Bench:
                               f"definitions in {settings.feature_repo_path} do not declare")
         self.hop_us = int(view.hop_td.total_seconds() * 1_000_000)
         self.children: list[_Child] = []
+        self.topics_left: list[str] = []
         self.backlog: int | None = None  # valid events produced into the catch-up project
         self.consume_stopped = 0  # ingest consume runs that had landed everything but did not exit
         self._rows: dict[str, int] = {}
@@ -689,9 +690,8 @@ class _Bench:
             except Exception:  # noqa: BLE001 - best effort: every child is stopped
                 pass
         self.redis.stop()
-        _drop_topics(self.base, [t for s in self.projects for t in (s.topics.transactions, s.topics.labels,
-                                                                     s.topics.predictions)],
-                     [s.kafka.consumer_group for s in self.projects])
+        topics = [t for s in self.projects for t in (s.topics.transactions, s.topics.labels, s.topics.predictions)]
+        self.topics_left = _drop_topics(self.base, topics, [s.kafka.consumer_group for s in self.projects])
 
     # 1. steady rates
     def wait_ready(self, s: Settings, job: _Child, producer, timeout: float = 600) -> None:
@@ -967,24 +967,35 @@ class _Bench:
         }
 
 
-def _drop_topics(settings: Settings, topics: list[str], groups: list[str]) -> None:
-    try:
-        from kafka import KafkaAdminClient
-
-        admin = KafkaAdminClient(**settings.kafka.client_config(), request_timeout_ms=15000)
+def _drop_topics(settings: Settings, topics: list[str], groups: list[str], attempts: int = 3) -> list[str]:
+    """Delete the benchmark's topics and consumer groups; returns the topics still there
+    (the broker away, say), which the figures name so they can be deleted by hand."""
+    left = list(topics)
+    for attempt in range(attempts):
         try:
-            existing = set(admin.list_topics())
-            mine = [t for t in topics if t in existing]
-            if mine:
-                admin.delete_topics(mine)
+            from kafka import KafkaAdminClient
+
+            admin = KafkaAdminClient(**settings.kafka.client_config(), request_timeout_ms=15000)
             try:
-                admin.delete_consumer_groups(groups)
-            except Exception:  # noqa: BLE001 - a group never created (no consume ran)
-                pass
-        finally:
-            admin.close()
-    except Exception:  # noqa: BLE001 - best effort: the topics only hold benchmark events
-        pass
+                existing = set(admin.list_topics())
+                mine = [t for t in left if t in existing]
+                if mine:
+                    admin.delete_topics(mine)
+                try:
+                    admin.delete_consumer_groups(groups)
+                except Exception:  # noqa: BLE001 - a group never created (no consume ran)
+                    pass
+                time.sleep(1)
+                existing = set(admin.list_topics())
+                left = [t for t in left if t in existing]
+            finally:
+                admin.close()
+        except Exception:  # noqa: BLE001 - best effort: the topics only hold benchmark events
+            pass
+        if not left:
+            break
+        time.sleep(5 * (attempt + 1))
+    return left
 
 
 def run(settings: Settings, size: int = DEFAULT_SIZE, repeats: int = 1, rates: Iterable[float] = DEFAULT_RATES,
@@ -1042,6 +1053,7 @@ def run(settings: Settings, size: int = DEFAULT_SIZE, repeats: int = 1, rates: I
             result["ratio_system"] = round(result["baseline_latency_p50_s"] / max(result[f"{first}system_p50_s"], 1e-3),
                                            1)
     result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["topics_left"] = " ".join(bench.topics_left) or "-"  # not deleted: delete by hand
     return result
 
 
