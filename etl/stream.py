@@ -458,6 +458,11 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
         shutil.rmtree(checkpoint, ignore_errors=True)
         rebuilt = status is not None or checkpoint.exists()
     proc = Processor(settings, views, state, writer)
+    # Spark's Kafka source fails on a topic that does not exist yet (no label produced so
+    # far): create them as ingestion does, which also names a broker that does not answer.
+    from skewless.topics import ensure_topics
+
+    ensure_topics(settings, proc.topics)
     spark = spark_session(settings, master, app="skewless-stream", kafka=True)
     reader = spark.readStream.format("kafka")
     for key, value in {**_kafka_options(settings), "subscribe": ",".join(proc.topics),
