@@ -24,6 +24,14 @@ def _date(text: str | None, flag: str) -> date | None:
         raise ConfigError(f"{flag} must be a date (YYYY-MM-DD), got {text!r}") from None
 
 
+def _check_master(master: str | None) -> None:
+    if master is not None:
+        try:
+            check_spark_master(master)
+        except ValueError as exc:
+            raise ConfigError(f"--master {exc}") from None
+
+
 @app.command("run")
 @handle_errors
 def run(
@@ -37,11 +45,7 @@ def run(
     first, last = _date(start, "--start"), _date(end, "--end")
     if first is not None and last is not None and last <= first:
         raise ConfigError(f"--end {last} must be after --start {first} (the output dates are [start, end))")
-    if master is not None:
-        try:
-            check_spark_master(master)
-        except ValueError as exc:
-            raise ConfigError(f"--master {exc}") from None
+    _check_master(master)
     from etl.batch import run_batch
     from skewless.features.definitions import load
 
@@ -80,11 +84,7 @@ def stream(
     settings = settings_from(config)
     if until_idle is not None and until_idle <= 0:
         raise ConfigError(f"--until-idle must be positive seconds, got {until_idle}")
-    if master is not None:
-        try:
-            check_spark_master(master)
-        except ValueError as exc:
-            raise ConfigError(f"--master {exc}") from None
+    _check_master(master)
     from etl.stream import run_stream
     from skewless.features.definitions import load
 
