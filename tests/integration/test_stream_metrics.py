@@ -1,20 +1,21 @@
 """``/metrics`` tells how fresh the streamed features are, from the status hash the
 streaming job writes into the online store (``skewless.features.stream_status``), on the
 shared real Redis (a project of this module only, its keys deleted after) and a real
-Feast registry. The ages are checked against clock readings taken around each scrape,
-not against a time limit."""
+Feast registry. Serving's clock is pinned in these tests, so each age is checked exactly
+(scrape time minus the status's time), never against the wall clock."""
 
 from __future__ import annotations
 
 import math
-import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from serving import stream_freshness
 from serving.app import create_app
 from skewless.features import store as feast_store
 from skewless.features import stream_status
@@ -59,18 +60,25 @@ def status(applied):
     r.delete(key)
 
 
-def _scrape(client: TestClient) -> tuple[float, dict, float]:
-    """(clock before, {(name, view or None): value}, clock after)."""
-    before = time.time()
+T = 1_800_000_000.25  # serving's clock in these tests: the ages are exact, not bounded by a wall clock
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch):
+    """Serving's freshness gauges read the time at T."""
+    monkeypatch.setattr(stream_freshness, "time", SimpleNamespace(time=lambda: T))
+
+
+def _scrape(client: TestClient) -> dict:
+    """{(name, view or None): value} of the stream's gauges."""
     resp = client.get("/metrics")
-    after = time.time()
     assert resp.status_code == 200, resp.text
     values = {}
     for family in text_string_to_metric_families(resp.text):
         for s in family.samples:
             if s.name.startswith(("skewless_stream_", "skewless_feature_freshness_seconds")):
                 values[(s.name, s.labels.get("view"))] = s.value
-    return before, values, after
+    return values
 
 
 def _known(fields: dict, now: float, views: list[str]) -> dict:
@@ -80,7 +88,7 @@ def _known(fields: dict, now: float, views: list[str]) -> dict:
 
 def test_the_gauges_are_the_streams_status_aged_at_the_scrape(applied, status):
     settings, store, views, r, key = applied
-    fields = _known({}, time.time(), views)
+    fields = _known({}, T, views)
     status(fields)
     # The hash holds exactly what stream_status.decode reads (the job's own reader).
     read = stream_status.read(r, settings.feast_project)
@@ -89,11 +97,10 @@ def test_the_gauges_are_the_streams_status_aged_at_the_scrape(applied, status):
     assert read.newest == newest
 
     with TestClient(create_app(settings, store)) as c:
-        before, got, after = _scrape(c)
+        got = _scrape(c)
     for view, t in newest.items():
-        assert before - t <= got[("skewless_feature_freshness_seconds", view)] <= after - t
-    assert before - fields["applied_at"] <= got[("skewless_stream_last_batch_age_seconds", None)] \
-        <= after - fields["applied_at"]
+        assert got[("skewless_feature_freshness_seconds", view)] == T - t
+    assert got[("skewless_stream_last_batch_age_seconds", None)] == T - fields["applied_at"]
     assert got[("skewless_stream_lag_records", None)] == 17
     assert got[("skewless_stream_events_applied", None)] == 123_456
     assert got[("skewless_stream_last_batch", None)] == 41
@@ -106,23 +113,23 @@ def test_the_gauges_are_the_streams_status_aged_at_the_scrape(applied, status):
 def test_a_stream_that_never_ran_is_nan_and_the_status_is_read_at_each_scrape(applied, status):
     settings, store, views, r, key = applied
     with TestClient(create_app(settings, store)) as c:
-        _, never, _ = _scrape(c)
+        never = _scrape(c)
         assert never[("skewless_stream_ran", None)] == 0 and never[("skewless_stream_status_readable", None)] == 1
         assert all(math.isnan(never[("skewless_feature_freshness_seconds", v)]) for v in views)
         assert all(math.isnan(never[(g, None)]) for g in STREAM_GAUGES)
 
         # The job starts: the next scrape (no restart, no timer) shows it ...
-        fields = _known({"lag": 0}, time.time(), views)
+        fields = _known({"lag": 0}, T, views)
         status(fields)
-        before, running, after = _scrape(c)
+        running = _scrape(c)
         assert running[("skewless_stream_ran", None)] == 1
         assert running[("skewless_stream_lag_records", None)] == 0  # caught up: 0, not NaN
         t = fields[f"newest:{views[0]}"]
-        assert before - t <= running[("skewless_feature_freshness_seconds", views[0])] <= after - t
+        assert running[("skewless_feature_freshness_seconds", views[0])] == T - t
 
         # ... and a status lost with the store (flush, restart without persistence) is "never ran" again.
         r.delete(key)
-        _, lost, _ = _scrape(c)
+        lost = _scrape(c)
         assert lost[("skewless_stream_ran", None)] == 0
         assert all(math.isnan(lost[("skewless_feature_freshness_seconds", v)]) for v in views)
         assert all(math.isnan(lost[(g, None)]) for g in STREAM_GAUGES)
@@ -131,25 +138,25 @@ def test_a_stream_that_never_ran_is_nan_and_the_status_is_read_at_each_scrape(ap
 @pytest.mark.parametrize("broken", ["wrong type", "malformed field"])
 def test_a_redis_error_is_a_gauge_and_metrics_still_answers(applied, status, broken):
     settings, store, views, r, key = applied
-    fields = _known({}, time.time(), views)
+    fields = _known({}, T, views)
     status(fields)
     with TestClient(create_app(settings, store)) as c:
-        _, good, _ = _scrape(c)
+        good = _scrape(c)
         assert good[("skewless_stream_status_readable", None)] == 1
         if broken == "wrong type":  # HGETALL answers WRONGTYPE
             r.delete(key)
             r.set(key, "not a hash")
         else:
             r.hset(key, "lag", "seventeen")
-        before, bad, after = _scrape(c)
+        bad = _scrape(c)
         assert bad[("skewless_stream_status_readable", None)] == 0
         # The last status read stands, its ages computed now (an upper bound: the stream may have moved on).
         assert bad[("skewless_stream_ran", None)] == 1 and bad[("skewless_stream_lag_records", None)] == 17
         t = fields[f"newest:{views[1]}"]
-        assert before - t <= bad[("skewless_feature_freshness_seconds", views[1])] <= after - t
+        assert bad[("skewless_feature_freshness_seconds", views[1])] == T - t
 
         status(fields)  # repaired: readable again
-        _, again, _ = _scrape(c)
+        again = _scrape(c)
         assert again[("skewless_stream_status_readable", None)] == 1
 
 
@@ -157,7 +164,7 @@ def test_an_unreachable_redis_leaves_metrics_answering(applied):
     settings, store, views, *_ = applied
     away = with_overrides(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with TestClient(create_app(away, store)) as c:
-        _, got, _ = _scrape(c)
+        got = _scrape(c)
     assert got[("skewless_stream_status_readable", None)] == 0
     assert math.isnan(got[("skewless_stream_ran", None)])  # never read: whether it ran is unknown
     assert all(math.isnan(got[("skewless_feature_freshness_seconds", v)]) for v in views)
