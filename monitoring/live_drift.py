@@ -31,11 +31,10 @@ import orjson
 import pandas as pd
 
 from monitoring.drift import detect
-from skewless.contracts import PREDICTIONS
 from skewless.errors import ConfigError, DataError
 from skewless.features.dsl import parse_duration
 from skewless.histograms import REFERENCE_ARTIFACT, SCORE, Histogram, read_reference_document, summarize_like
-from skewless.lake import LANDING_ORDER, read_events
+from monitoring.predictions import landed_predictions
 from skewless.lake_layout import LakeLayout
 from skewless.registry import CHAMPION, ModelNotFoundError, mlflow_client
 from skewless.settings import Settings
@@ -92,16 +91,9 @@ def load_reference(settings: Settings, run_id: str) -> tuple[dict[str, Histogram
 def read_live(settings: Settings, start: datetime, end: datetime) -> tuple[pd.DataFrame, int]:
     """The landed predictions in ``[start, end)``, one per request id (the first landed); and
     how many duplicate copies were dropped."""
-    cols = ["request_id", "predicted_at", "model_version", "score", "features", *LANDING_ORDER]
-    table = read_events(settings.lake_path, settings.topics.predictions, "predicted_at", start=start, end=end,
-                        columns=cols, contract=PREDICTIONS)
-    if table.num_columns == 0:
-        raise DataError(f"no predictions in the lake (topic {settings.topics.predictions})",
-                        "serve with serving.log_predictions on, then land them: skewless ingest consume")
-    frame = table.to_pandas()
-    landed = len(frame)
-    frame = frame.sort_values(list(LANDING_ORDER), kind="stable").drop_duplicates("request_id")
-    return frame.drop(columns=list(LANDING_ORDER)).reset_index(drop=True), landed - len(frame)
+    frame, dropped = landed_predictions(settings, ["request_id", "predicted_at", "model_version", "score", "features"],
+                                        start, end)
+    return frame.reset_index(drop=True), dropped
 
 
 def feature_columns(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:

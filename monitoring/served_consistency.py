@@ -61,12 +61,13 @@ import orjson
 import pandas as pd
 
 from monitoring.consistency import equal_values
-from skewless.contracts import CONTRACTS, PREDICTIONS
+from skewless.contracts import CONTRACTS
 from skewless.errors import ConfigError, DataError
 from skewless.features.dsl import FeatureServiceSpec, RequestTransform, WindowedView
 from skewless.features.feast_objects import TIMESTAMP_FIELD
 from skewless.features.request_inputs import derive
-from skewless.lake import LANDING_ORDER, landed_at, read_events
+from skewless.lake import landed_at
+from monitoring.predictions import landed_predictions
 from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
 
@@ -192,18 +193,10 @@ def _min_time(path: Path, column: str) -> datetime | None:
 def read_predictions(settings: Settings, since: datetime | None = None) -> tuple[pd.DataFrame, int]:
     """The landed predictions (``predicted_at >= since``), one per ``request_id`` (the
     first landed), oldest first; and how many duplicate copies were dropped."""
-    cols = ["request_id", "transaction_id", "user_id", "merchant_id", "amount", "event_time", "predicted_at",
-            "feature_service", "features", *LANDING_ORDER]
-    table = read_events(settings.lake_path, settings.topics.predictions, "predicted_at", start=since,
-                        columns=cols, contract=PREDICTIONS)
-    if table.num_columns == 0:
-        raise DataError(f"no predictions in the lake (topic {settings.topics.predictions})",
-                        "serve with serving.log_predictions on, then land them: skewless ingest consume")
-    frame = table.to_pandas()
-    landed = len(frame)
-    frame = (frame.sort_values(list(LANDING_ORDER), kind="stable").drop_duplicates("request_id")
-             .sort_values(["predicted_at", "request_id"], kind="stable").reset_index(drop=True))
-    return frame.drop(columns=list(LANDING_ORDER)), landed - len(frame)
+    frame, dropped = landed_predictions(settings, [
+        "request_id", "transaction_id", "user_id", "merchant_id", "amount", "event_time", "predicted_at",
+        "feature_service", "features"], since)
+    return frame.sort_values(["predicted_at", "request_id"], kind="stable").reset_index(drop=True), dropped
 
 
 def in_sample(request_ids: pd.Series, fraction: float) -> np.ndarray:
