@@ -76,8 +76,20 @@ def infer_kind(values: Any) -> Kind:
     return "categorical"
 
 
+class _Counted:
+    """A histogram's size and missing rate, from its ``n_values`` and ``missing``."""
+
+    @property
+    def n(self) -> int:
+        return self.n_values + self.missing
+
+    @property
+    def missing_rate(self) -> float:
+        return self.missing / self.n if self.n else math.nan
+
+
 @dataclass(frozen=True, eq=False)
-class NumericHistogram:
+class NumericHistogram(_Counted):
     """Counts of a numeric sample in the bins ``(-inf, e0), [e0, e1), ..., [e_last, inf)``."""
 
     edges: np.ndarray
@@ -138,13 +150,6 @@ class NumericHistogram:
     def n_values(self) -> int:
         return int(self.counts.sum())
 
-    @property
-    def n(self) -> int:
-        return self.n_values + self.missing
-
-    @property
-    def missing_rate(self) -> float:
-        return self.missing / self.n if self.n else math.nan
 
     @property
     def mean(self) -> float:
@@ -188,7 +193,7 @@ class NumericHistogram:
 
 
 @dataclass(frozen=True, eq=False)
-class CategoricalHistogram:
+class CategoricalHistogram(_Counted):
     """Counts per category; ``other`` counts the categories not kept by name."""
 
     counts: dict[str, int]
@@ -232,13 +237,6 @@ class CategoricalHistogram:
     def n_values(self) -> int:
         return int(sum(self.counts.values()) + self.other)
 
-    @property
-    def n(self) -> int:
-        return self.n_values + self.missing
-
-    @property
-    def missing_rate(self) -> float:
-        return self.missing / self.n if self.n else math.nan
 
     def shares(self) -> dict[str, float]:
         n = self.n_values
