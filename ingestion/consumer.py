@@ -338,12 +338,15 @@ def consume(
     ensure_topics(settings, topics)
     consumer = make_consumer(settings)
     sink = LakeSink(settings, consumer)
-    # Know the topics' partitions before joining: a first join without them assigns
-    # nothing and rejoins at once, and kafka-python (3.0) sometimes never completes that
-    # second rebalance (the consumer then waits forever with no partitions).
-    for topic in topics:
-        consumer.partitions_for_topic(topic)
     consumer.subscribe(topics, listener=_Listener(sink))
+    # Fetch metadata once subscribed, before the first join. kafka-python 3.0.12's group
+    # leader compares the partitions it assigned with a metadata snapshot that is only
+    # rebuilt on a metadata update; subscribing first and joining on a stale (empty)
+    # snapshot forces a second rebalance as soon as metadata arrives, and when a poll's
+    # timeout ends during that rebalance the client never completes it (it then waits
+    # forever with no partitions fetchable). `topics()` always asks the broker, so the
+    # snapshot is right at the first join and there is no second rebalance.
+    consumer.topics()
 
     signals = _Signals()
     in_main = threading.current_thread() is threading.main_thread()
