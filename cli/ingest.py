@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
+from skewless.errors import ConfigError
 
 app = typer.Typer(help="Streaming ingestion: produce simulated events, land them in the lake, audit.", no_args_is_help=True)
 
@@ -60,17 +61,43 @@ def produce(
     days: Annotated[int, typer.Option(min=1, help="days of traffic")] = 7,
     rate: Annotated[Optional[float], typer.Option(min=1.0, help="messages per second (default: as fast as possible)")] = None,
     schema_version: Annotated[int, typer.Option("--schema-version", min=1, max=2, help="transaction contract version")] = 2,
+    drift: Annotated[Optional[str], typer.Option(
+        "--drift", metavar="KIND", help="make the traffic drift: amount-shift (amounts x1.5), fraud-pattern (card-testing "
+        "bursts of tiny amounts), country-mix (40% of payments from a new mix of countries), broken-field (mcc turns "
+        "null; the one field the contract lets be null). Default: no drift")] = None,
+    drift_from: Annotated[Optional[str], typer.Option(
+        "--drift-from", help="drift starts at this ISO time (default: with the traffic)")] = None,
+    drift_fraction: Annotated[Optional[float], typer.Option(
+        "--drift-fraction", min=0.0, max=1.0,
+        help="drift starts this fraction of the way through the period, e.g. 0.75")] = None,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
-    """Send seeded, realistic payments traffic (and chargeback labels) to Kafka."""
+    """Send seeded, realistic payments traffic (and chargeback labels) to Kafka.
+
+    With --drift, the events before the drift starts are those of the run without it."""
     from ingestion.producer import produce as run
+    from ingestion.simulator import DRIFT_KINDS, default_start, drift_start_at
 
     _setup_logging(verbose)
+    first = parse_time(start, "--start")
+    drift_at = parse_time(drift_from, "--drift-from")
+    if drift is not None and drift not in DRIFT_KINDS:
+        raise ConfigError(f"--drift must be one of {', '.join(DRIFT_KINDS)}, got {drift!r}")
+    if drift is None and (drift_at is not None or drift_fraction is not None):
+        raise ConfigError("--drift-from and --drift-fraction need --drift KIND")
+    if drift == "broken-field" and schema_version < 2:
+        raise ConfigError("--drift broken-field nulls mcc, which --schema-version 1 lacks: use --schema-version 2")
+    if drift is not None:
+        try:
+            drift_start_at(first or default_start(days), days, drift_at, drift_fraction)
+        except ValueError as exc:
+            raise ConfigError(f"--drift-from/--drift-fraction: {exc}") from None
     settings = settings_from(config)
     with progress() as bar:
         task = bar.add_task("producing", total=None)
-        summary = run(settings, events=events, seed=seed, bad_fraction=bad_fraction, start=parse_time(start, "--start"),
+        summary = run(settings, events=events, seed=seed, bad_fraction=bad_fraction, start=first,
                       days=days, rate=rate, schema_version=schema_version,
+                      drift=drift, drift_from=drift_at, drift_fraction=drift_fraction,
                       on_progress=lambda done, total: bar.update(task, completed=done, total=total))
 
     def human() -> None:
@@ -79,6 +106,9 @@ def produce(
             t.add_row(topic, str(c["produced"]), str(c["valid"]), str(c["bad"]))
         console.print(t)
         console.print(f"{summary['produced']} messages in {summary['seconds']}s ({summary['events_per_s']}/s)")
+        if summary["drift"]:
+            d = summary["drift"]
+            console.print(f"drift {d['kind']} from {d['start']}: {d['transactions']} transactions", highlight=False)
 
     emit(summary, json_out, human)
 

@@ -68,3 +68,6 @@ def _human(r: dict[str, Any]) -> None:
     console.print(table)
     if r.get("saved"):
         console.print(f"saved: {r['saved']}", highlight=False)
+    if r.get("latest") is False:
+        console.print("not the latest: a check of newer traffic is saved, and serving's skewless_drift_* gauges "
+                      "keep showing it", highlight=False)

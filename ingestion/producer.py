@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from skewless.contracts import LABELS, TRANSACTIONS
-from ingestion.simulator import bad_messages, default_start, simulate
+from ingestion.simulator import bad_messages, default_start, drift_start_at, simulate
 from skewless.topics import ensure_topics
 from skewless.errors import ServiceError
 from skewless.settings import Settings
@@ -62,12 +62,24 @@ def produce(
     rate: float | None = None,
     schema_version: int = 2,
     on_progress: Callable[[int, int], None] | None = None,
+    drift: str | None = None,
+    drift_from: datetime | None = None,
+    drift_fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Simulate ``events`` transactions and their labels and send them; returns counts per topic."""
+    """Simulate ``events`` transactions and their labels and send them; returns counts per topic.
+
+    ``drift`` (a kind of ``ingestion.simulator.DRIFT_KINDS``) changes the traffic from
+    ``drift_from``, or ``drift_fraction`` of the way through the period (default: from the
+    start)."""
     if not 0.0 <= bad_fraction < 1.0:
         raise ValueError("bad_fraction must be in [0, 1)")
     start = start or default_start(days)
-    sim = simulate(events, seed, start, days, schema_version=schema_version)
+    drift_start = None
+    if drift is not None:
+        drift_start = drift_start_at(start, days, drift_from, drift_fraction)
+    elif drift_from is not None or drift_fraction is not None:
+        raise ValueError("a drift start needs a drift kind")
+    sim = simulate(events, seed, start, days, schema_version=schema_version, drift=drift, drift_start=drift_start)
     rng = np.random.default_rng(seed + 1)
     plan: dict[str, tuple[list, int]] = {}
     for contract, records in ((TRANSACTIONS, sim.transactions), (LABELS, sim.labels)):
@@ -116,6 +128,9 @@ def produce(
         "seed": seed,
         "start": start.isoformat(),
         "days": days,
+        "drift": None if sim.drift is None else {
+            "kind": sim.drift, "start": sim.drift_start.isoformat() if sim.drift_start else None,
+            "transactions": sim.drifted_transactions},
         "seconds": round(elapsed, 3),
         "events_per_s": round(total / elapsed, 1) if elapsed else None,
     }

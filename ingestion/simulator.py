@@ -16,6 +16,26 @@ not arrived yet and is not produced. A few legitimate disputes produce
 ``is_fraud=False`` labels.
 
 The same seed and start give the same events, byte for byte.
+
+**Drift** (``drift=KIND``, default none): from ``drift_start`` (default: the first event)
+the traffic changes in one way, the rest staying what it would have been without drift —
+the same seed, start and days give byte-for-byte the same events before ``drift_start``,
+and the same number of transactions overall. Each kind draws from its own random stream
+(seeded by the seed and the kind), so a drifted run is as deterministic as any other:
+
+* ``amount-shift``: every amount x ``AMOUNT_SHIFT_FACTOR`` (1.5: prices or a currency moved).
+* ``fraud-pattern``: card testing, a fraud the traffic never showed: bursts of 8-25 tiny
+  amounts (0.50-5.00) within minutes, on a compromised card's new device, at one of a few
+  merchants, from the card's home country, on the web — where the usual fraud is a few
+  big foreign purchases. ``FRAUD_PATTERN_SHARE`` (3%) of the drifted transactions, taking
+  the place of legitimate ones; labelled like any fraud.
+* ``country-mix``: ``COUNTRY_MIX_SHARE`` (40%) of the legitimate transactions come from a
+  new mix of countries (``NEW_COUNTRY_WEIGHTS``: Brazil, India, Nigeria, Poland grow), the
+  currency following the country.
+* ``broken-field``: an upstream field turns null: ``mcc`` is null on every drifted event.
+  The contract requires every other field (a null amount or country is dead-lettered, not
+  drift), so ``mcc``, the one optional field, is the one that can break and still arrive
+  as a valid event; it needs ``schema_version`` 2.
 """
 
 from __future__ import annotations
@@ -26,7 +46,7 @@ from typing import Iterator
 
 import numpy as np
 
-from skewless.contracts import LABELS, TRANSACTIONS
+from skewless.contracts import LABELS, MAX_AMOUNT, MIN_AMOUNT, TRANSACTIONS
 
 COUNTRIES = ["US", "GB", "DE", "FR", "NL", "ES", "IT", "PL", "SE", "BR", "IN", "NG"]
 COUNTRY_WEIGHTS = np.array([30, 14, 12, 10, 6, 6, 6, 4, 3, 4, 3, 2], dtype=float)
@@ -42,6 +62,15 @@ FRAUD_SHARE = 0.015
 LABEL_RATE = 0.8
 DISPUTE_RATE = 0.002
 
+# -- drift (see the module docstring)
+DRIFT_KINDS = ("amount-shift", "fraud-pattern", "country-mix", "broken-field")
+AMOUNT_SHIFT_FACTOR = 1.5
+FRAUD_PATTERN_SHARE = 0.03
+COUNTRY_MIX_SHARE = 0.4
+NEW_COUNTRY_WEIGHTS = np.array([12, 6, 5, 4, 3, 3, 3, 12, 2, 18, 20, 12], dtype=float)
+BROKEN_FIELD = "mcc"
+_DRIFT_SALT = {kind: 1000 + i for i, kind in enumerate(DRIFT_KINDS)}
+
 
 @dataclass(frozen=True)
 class Simulation:
@@ -50,6 +79,9 @@ class Simulation:
     transactions: list[dict]
     labels: list[dict]
     fraud_transactions: int
+    drift: str | None = None  # the drift kind, if any
+    drift_start: datetime | None = None  # when it started
+    drifted_transactions: int = 0  # transactions at or after drift_start
 
 
 def default_start(days: int) -> datetime:
@@ -63,16 +95,50 @@ def _iso(ts: np.ndarray) -> list[str]:
     return [s + "Z" for s in np.datetime_as_string(ts, unit="us")]
 
 
-def simulate(events: int, seed: int, start: datetime, days: int = 7, schema_version: int = 2) -> Simulation:
-    """Generate ``events`` transactions over ``days`` days from ``start``, and their labels."""
+def drift_start_at(start: datetime, days: int, drift_from: datetime | None = None,
+                   fraction: float | None = None) -> datetime:
+    """When drift starts: at ``drift_from``, or ``fraction`` of the way through the
+    simulated period, or (neither given) at ``start``; a ValueError outside the period."""
+    if drift_from is not None and fraction is not None:
+        raise ValueError("give the drift's start as a time or as a fraction of the period, not both")
+    start = start.astimezone(timezone.utc)
+    end = start + timedelta(days=days)
+    if fraction is not None:
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"the drift's start as a fraction of the period must be in [0, 1), got {fraction}")
+        return start + (end - start) * fraction
+    if drift_from is None:
+        return start
+    if drift_from.tzinfo is None:
+        raise ValueError("the drift's start time needs a timezone")
+    if not start <= drift_from < end:
+        raise ValueError(f"the drift's start {drift_from.isoformat()} is outside the simulated period "
+                         f"[{start.isoformat()}, {end.isoformat()})")
+    return drift_from.astimezone(timezone.utc)
+
+
+def simulate(events: int, seed: int, start: datetime, days: int = 7, schema_version: int = 2,
+             drift: str | None = None, drift_start: datetime | None = None) -> Simulation:
+    """Generate ``events`` transactions over ``days`` days from ``start``, and their labels;
+    with ``drift``, traffic from ``drift_start`` (default: ``start``) drifts that way."""
     if events < 1:
         raise ValueError("events must be at least 1")
     if days < 1:
         raise ValueError("days must be at least 1")
+    if drift is None and drift_start is not None:
+        raise ValueError("a drift start without a drift kind")
+    if drift is not None and drift not in DRIFT_KINDS:
+        raise ValueError(f"unknown drift kind {drift!r}: expected one of {', '.join(DRIFT_KINDS)}")
+    if drift == "broken-field" and schema_version < 2:
+        raise ValueError(f"drift broken-field nulls '{BROKEN_FIELD}', which schema version {schema_version} lacks: "
+                         "use schema version 2")
     rng = np.random.default_rng(seed)
     start = start.astimezone(timezone.utc)
     start64 = np.datetime64(start.replace(tzinfo=None), "us")
     horizon_us = days * 86_400_000_000
+    if drift is not None:
+        drift_start = drift_start_at(start, days, drift_start)
+    drift_us = (drift_start - start) // timedelta(microseconds=1) if drift is not None else horizon_us
 
     n_users = max(20, events // 40)
     n_merchants = max(10, events // 150)
@@ -136,18 +202,21 @@ def simulate(events: int, seed: int, start: datetime, days: int = 7, schema_vers
     all_country = np.concatenate([country, np.array(f_country, dtype=np.int64)])
     all_channel = np.concatenate([channel, rng.integers(1, 3, size=n_fraud)])
     is_fraud = np.concatenate([np.zeros(n_legit, bool), np.ones(n_fraud, bool)])
+    all_devices = [f"nd{seed}-{j}" if new_device[j] else f"d{seed}-{u}-{slot}"
+                   for j, (u, slot) in enumerate(zip(users.tolist(), device_slot.tolist()))] + f_device
+    null_field = np.zeros(n, bool)
+    if drift is not None:
+        t = _Traffic(all_users, all_micros, all_merchants, all_amounts, all_country, all_channel, is_fraud,
+                     all_devices, null_field, home, n_merchants, n_legit, horizon_us)
+        _DRIFTS[drift](t, drift_us, np.random.default_rng([seed, _DRIFT_SALT[drift]]), seed)
     order = np.lexsort((np.arange(n), all_micros))
     times = start64 + all_micros[order].astype("timedelta64[us]")
     iso_times = _iso(times)
 
     transactions: list[dict] = []
-    devices_legit = [f"d{seed}-{u}-{s}" for u, s in zip(users.tolist(), device_slot.tolist())]
     for i, j in enumerate(order.tolist()):
         u = int(all_users[j])
-        if j < n_legit:
-            device = f"nd{seed}-{j}" if new_device[j] else devices_legit[j]
-        else:
-            device = f_device[j - n_legit]
+        device = all_devices[j]
         m = int(all_merchants[j])
         c = COUNTRIES[int(all_country[j])]
         tx = {
@@ -163,7 +232,7 @@ def simulate(events: int, seed: int, start: datetime, days: int = 7, schema_vers
             "event_time": iso_times[i],
         }
         if schema_version >= 2:
-            tx["mcc"] = MCCS[int(merchant_mcc[m])]
+            tx["mcc"] = None if null_field[j] else MCCS[int(merchant_mcc[m])]
         transactions.append(tx)
 
     # --- chargebacks (and a few legitimate disputes), as they arrive
@@ -183,7 +252,78 @@ def simulate(events: int, seed: int, start: datetime, days: int = 7, schema_vers
          "is_fraud": bool(fraud_sorted[i]), "label_time": lt}
         for i, lt in zip(idx.tolist(), label_times)
     ]
-    return Simulation(transactions, labels, int(n_fraud))
+    return Simulation(transactions, labels, int(is_fraud.sum()), drift, drift_start if drift else None,
+                      int((all_micros >= drift_us).sum()) if drift else 0)
+
+
+# -- drift: each kind rewrites the traffic's arrays in place from drift_us on ---------------------
+
+@dataclass
+class _Traffic:
+    """The simulated transactions as arrays (one index per transaction, unsorted), before
+    they become events."""
+
+    users: np.ndarray
+    micros: np.ndarray  # since start
+    merchants: np.ndarray
+    amounts: np.ndarray
+    country: np.ndarray  # index into COUNTRIES
+    channel: np.ndarray  # index into CHANNELS
+    is_fraud: np.ndarray
+    devices: list[str]
+    null_field: np.ndarray  # BROKEN_FIELD null
+    home: np.ndarray  # each user's home country
+    n_merchants: int
+    n_legit: int  # indices below are legitimate transactions
+    horizon_us: int
+
+
+def _amount_shift(t: _Traffic, drift_us: int, rng: np.random.Generator, seed: int) -> None:
+    hit = t.micros >= drift_us
+    t.amounts[hit] = np.clip(np.round(t.amounts[hit] * AMOUNT_SHIFT_FACTOR, 2), MIN_AMOUNT, MAX_AMOUNT)
+
+
+def _country_mix(t: _Traffic, drift_us: int, rng: np.random.Generator, seed: int) -> None:
+    legit = np.arange(len(t.micros)) < t.n_legit
+    hit = np.flatnonzero(legit & (t.micros >= drift_us) & (rng.random(len(t.micros)) < COUNTRY_MIX_SHARE))
+    t.country[hit] = rng.choice(len(COUNTRIES), size=len(hit), p=NEW_COUNTRY_WEIGHTS / NEW_COUNTRY_WEIGHTS.sum())
+
+
+def _broken_field(t: _Traffic, drift_us: int, rng: np.random.Generator, seed: int) -> None:
+    t.null_field[t.micros >= drift_us] = True
+
+
+def _fraud_pattern(t: _Traffic, drift_us: int, rng: np.random.Generator, seed: int) -> None:
+    """Card-testing bursts in the place of legitimate transactions after drift_us."""
+    slots = np.flatnonzero((np.arange(len(t.micros)) < t.n_legit) & (t.micros >= drift_us))
+    budget = int(round(len(slots) * FRAUD_PATTERN_SHARE))
+    latest = t.horizon_us - 15 * 60_000_000  # a burst spans at most 15 minutes, inside the horizon
+    if budget == 0 or latest <= drift_us:
+        return
+    slots = rng.permutation(slots)[:budget]
+    testers = rng.choice(t.n_merchants, size=min(t.n_merchants, 3), replace=False)
+    used = b = 0
+    while used < budget:
+        k = int(min(budget - used, rng.integers(8, 26)))
+        idx = slots[used:used + k]
+        u = int(rng.integers(0, len(t.home)))
+        t0 = int(rng.integers(drift_us, latest))
+        span = int(rng.integers(2, 16)) * 60_000_000
+        t.users[idx] = u
+        t.micros[idx] = np.sort(t0 + rng.integers(0, span, size=k))
+        t.merchants[idx] = int(rng.choice(testers))
+        t.amounts[idx] = np.round(rng.uniform(0.5, 5.0, size=k), 2)
+        t.country[idx] = t.home[u]
+        t.channel[idx] = CHANNELS.index("web")
+        t.is_fraud[idx] = True
+        for j in idx.tolist():
+            t.devices[j] = f"ctd{seed}-{b}"
+        used += k
+        b += 1
+
+
+_DRIFTS = {"amount-shift": _amount_shift, "fraud-pattern": _fraud_pattern, "country-mix": _country_mix,
+           "broken-field": _broken_field}
 
 
 def bad_messages(count: int, seed: int, contract_name: str = "transactions") -> Iterator[tuple[str, bytes]]:

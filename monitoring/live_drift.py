@@ -15,7 +15,10 @@ with the champion's training run (``skewless monitor drift``).
 * **Verdicts**: ``monitoring.drift.detect`` (material and significant, Holm at alpha).
 
 Each check is saved under ``<state_dir>/monitoring/drift/`` with the live histograms (no
-rows): the report and the drift history read them.
+rows): the report and the drift history read them. Its figures (per feature: statistic,
+missing-rate change, verdict) also become the latest drift status
+(``skewless.drift_status``, ``<state_dir>/monitoring/drift_latest.json``) unless a check of
+newer traffic is there: serving exports it as Prometheus gauges.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import orjson
 import pandas as pd
 
 from monitoring.drift import detect
+from skewless import drift_status
 from skewless.errors import ConfigError, DataError
 from skewless.features.dsl import parse_duration
 from skewless.histograms import REFERENCE_ARTIFACT, SCORE, Histogram, read_reference_document, summarize_like
@@ -113,6 +117,7 @@ def check_drift(settings: Settings, run_id: str | None = None, since: datetime |
                 window: str | None = None, now: datetime | None = None, save: bool = True,
                 on_step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Drift of the live predictions against the reference run (see the module docstring)."""
+    now = now or datetime.now(timezone.utc)
     start, end = live_window(settings, since, window, now)
     if start >= end:
         raise ConfigError(f"the live window is empty: {start.isoformat()} is not before {end.isoformat()}")
@@ -139,6 +144,7 @@ def check_drift(settings: Settings, run_id: str | None = None, since: datetime |
     live = summarize_like(reference, columns, settings.monitoring.max_categories)
     report = detect(reference, live, settings.monitoring)
     out = {
+        "checked_at": now.isoformat(),
         "reference_run": run, "model_version": version, "reference_rows": meta.get("rows"),
         "window": {"start": start.isoformat(), "end": end.isoformat()}, "predictions": len(frame),
         "other_model_versions": other_versions, "duplicates_dropped": duplicates,
@@ -146,7 +152,22 @@ def check_drift(settings: Settings, run_id: str | None = None, since: datetime |
     }
     if save:
         out["saved"] = str(_save(settings, out, live))
+        out["latest"] = drift_status.write(LakeLayout.of(settings).drift_latest_path, status_of(out, now, start, end))
     return out
+
+
+def status_of(result: dict[str, Any], now: datetime, start: datetime, end: datetime) -> drift_status.DriftStatus:
+    """The figures of a check's result that serving exports."""
+    features = {}
+    for f in result["features"]:
+        signals = {s["signal"]: s for s in f["signals"]}
+        dist, miss = signals["distribution"], signals["missing"]
+        features[f["name"]] = drift_status.FeatureFigures(statistic=dist["statistic"], score=dist["value"],
+                                                          missing_rate_change=miss["value"], drifted=f["drifted"])
+    return drift_status.DriftStatus(checked_at=now.timestamp(), window_start=start.timestamp(),
+                                    window_end=end.timestamp(), drifted=result["drifted"],
+                                    predictions=result["predictions"], model_version=result["model_version"],
+                                    reference_run=result["reference_run"], features=features)
 
 
 def _save(settings: Settings, result: dict[str, Any], live: dict[str, Histogram]):

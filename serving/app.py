@@ -14,7 +14,8 @@ connection (``serving.guard``); an unreachable online store is a 503 within
 no champion yet is a 503 on /v1/predict; an empty or lost online store (no watermark, see
 ``serving.store_watermark``) makes /readyz a 503; /metrics answers whatever Redis does (a
 failed read of the stream's status, ``serving.stream_freshness``, is
-``skewless_stream_status_readable`` 0); a feature registry that cannot be read is a 503,
+``skewless_stream_status_readable`` 0; the latest drift check's figures, ``serving.drift_figures``,
+are read from the state dir on every scrape); a feature registry that cannot be read is a 503,
 never an "unknown feature service". Prediction logging never delays an answer.
 
 Layout: this module composes the app (the ``Service`` the routes share, the lifespan
@@ -37,6 +38,7 @@ from fastapi.responses import Response
 
 from serving import metrics
 from serving.champion import ChampionWatcher
+from serving.drift_figures import DriftFigures
 from serving.guard import Guard
 from serving.prediction_log import PredictionLog
 from serving.request_body import StrictJSONRoute, validation_error_body
@@ -46,6 +48,7 @@ from serving.store_watermark import StoreWatermark
 from serving.stream_freshness import StreamFreshness
 from skewless.contracts import TRANSACTIONS
 from skewless.errors import SkewlessError
+from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,8 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
     views = [fv.name for fv in store.list_feature_views()]
     loaded = StoreWatermark(store.project, views)
     stream = StreamFreshness(store.project, views)
-    svc = Service(settings, store, watcher, prediction_log, loaded, stream)
+    drift = DriftFigures(LakeLayout.of(settings).drift_latest_path)
+    svc = Service(settings, store, watcher, prediction_log, loaded, stream, drift)
 
     def _publish_model() -> None:
         if watcher.current:
@@ -95,6 +99,7 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
                 _publish_model()
             await loaded.check(svc.redis)  # keeps the online-store metrics current
             await stream.check(svc.redis)  # and the stream's (also read on every scrape)
+            drift.check()  # and the latest drift check's (also read on every scrape)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -103,6 +108,7 @@ def create_app(settings: Settings, store: Any = None, watcher: ChampionWatcher |
         _publish_model()
         await loaded.check(svc.redis)
         await stream.check(svc.redis)
+        drift.check()
         task = asyncio.create_task(_watch())
         yield
         task.cancel()

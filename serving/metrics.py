@@ -65,6 +65,31 @@ STREAM_EVENTS = Gauge("skewless_stream_events_applied", "events the streaming jo
                       "ran; " + _STREAM_READ, multiprocess_mode="livemostrecent")
 STREAM_BATCH = Gauge("skewless_stream_last_batch", "Spark batch id of the last micro-batch the streaming job "
                      "applied; NaN when it never ran; " + _STREAM_READ, multiprocess_mode="livemostrecent")
+# The latest drift check (``skewless.drift_status``, written by skewless monitor drift), read
+# on every scrape and every serving.reload_interval_s (``serving.drift_figures``). NaN = unknown.
+_DRIFT_READ = ("from the latest drift check (skewless monitor drift) of the newest traffic, read from its status file "
+               "on every scrape")
+DRIFT_READ = Gauge("skewless_drift_status_readable", "1 when the drift status file was readable (or is absent: no "
+                   "check yet) at the last read; 0 when it was not: the other skewless_drift_* values are then the "
+                   "last ones read", multiprocess_mode="livemostrecent")
+DRIFT_SCORE = Gauge("skewless_drift_score", "the feature's drift statistic: Wasserstein-1 distance in robust "
+                    "standard deviations of the reference (numbers) or Jensen-Shannon distance (categories) between "
+                    "the champion's training set and the live predictions; NaN when not measurable; "
+                    + _DRIFT_READ, ["feature"], multiprocess_mode="livemostrecent")
+DRIFT_MISSING = Gauge("skewless_drift_missing_rate_change", "the feature's missing rate, live minus reference; "
+                      + _DRIFT_READ, ["feature"], multiprocess_mode="livemostrecent")
+DRIFT_FLAGGED = Gauge("skewless_drift_flagged", "1 when the feature drifted (material and significant after Holm's "
+                      "correction at monitoring.alpha), 0 when not; " + _DRIFT_READ, ["feature"],
+                      multiprocess_mode="livemostrecent")
+DRIFT_DETECTED = Gauge("skewless_drift_detected", "1 when some feature drifted, 0 when none; NaN before the first "
+                       "check; " + _DRIFT_READ, multiprocess_mode="livemostrecent")
+DRIFT_CHECKED = Gauge("skewless_drift_checked_timestamp_seconds", "unix time the latest drift check ran; NaN before "
+                      "the first; " + _DRIFT_READ, multiprocess_mode="livemostrecent")
+DRIFT_WINDOW_END = Gauge("skewless_drift_window_end_timestamp_seconds", "unix time the latest drift check's live "
+                         "window ends (predictions before it were compared); " + _DRIFT_READ,
+                         multiprocess_mode="livemostrecent")
+DRIFT_PREDICTIONS = Gauge("skewless_drift_predictions", "predictions compared by the latest drift check; "
+                          + _DRIFT_READ, multiprocess_mode="livemostrecent")
 LOG_SENT = Counter("skewless_prediction_log_sent_total", "predictions in the predictions topic: acknowledged by "
                    "the broker, or (for a spilled one that may have been written) found there before a resend")
 LOG_DROPPED = Counter("skewless_prediction_log_dropped_total", "predictions not logged: the in-memory queue or, "

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from serving import metrics
 from serving.champion import ChampionWatcher
+from serving.drift_figures import DriftFigures
 from serving.online_reader import FeaturePlan, FeatureRows
 from serving.prediction_log import PredictionLog
 from serving.store_watermark import StoreWatermark
@@ -59,13 +60,14 @@ class Service:
     """What the routes share: settings, Feast registry, Redis, the champion, the log."""
 
     def __init__(self, settings: Settings, store: Any, watcher: ChampionWatcher, prediction_log: PredictionLog | None,
-                 loaded: StoreWatermark, stream: StreamFreshness):
+                 loaded: StoreWatermark, stream: StreamFreshness, drift: DriftFigures | None = None):
         self.settings = settings
         self.store = store
         self.watcher = watcher
         self.log = prediction_log
         self.loaded = loaded  # whether the online store holds what materialize wrote
         self.stream = stream  # how fresh the streaming job keeps it (/metrics)
+        self.drift = drift  # the latest drift check's figures (/metrics)
         self._redis: Any = None
         self._threads: Any = None
         self._loop: Any = None

@@ -9,6 +9,7 @@ Layout (``lake`` is ``settings.lake_path``, ``state`` is ``settings.state_dir``)
     state/etl_state.json               the ETL's incremental watermark
     state/features_recomputed.json     offline rows rewritten since the last materialization
     state/monitoring/drift/<end>.json  each drift check: verdicts and live histograms (no rows)
+    state/monitoring/drift_latest.json the latest check's figures, which serving exports
 
 Raw files are named by the Kafka offset range of the batch that wrote them
 (``BatchRange``), so a replay of the same range writes the same names; names starting
@@ -168,3 +169,8 @@ class LakeLayout:
     def drift_dir(self) -> Path:
         """Drift checks (``skewless monitor drift``), one JSON file each."""
         return self.state_dir / "monitoring" / "drift"
+
+    @property
+    def drift_latest_path(self) -> Path:
+        """The figures of the drift check of the newest traffic (``skewless.drift_status``)."""
+        return self.state_dir / "monitoring" / "drift_latest.json"

@@ -39,5 +39,7 @@ async def readyz(svc: Service = Depends(service)):
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics_route(svc: Service = Depends(service)):
     await svc.stream.check(svc.redis)  # the stream's freshness as of this scrape; a Redis error is a gauge
+    if svc.drift is not None:
+        svc.drift.check()  # the latest drift check's figures (a stat when its file is unchanged)
     data, content_type = metrics.render()
     return Response(data, media_type=content_type)

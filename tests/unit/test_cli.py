@@ -169,3 +169,18 @@ def test_an_error_with_brackets_is_printed_as_it_is(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "redis://[:password@]host[:port][/db]" in r.stderr and "MarkupError" not in r.stderr
     assert len(_error_lines(r.stderr)) == 1
+
+
+def test_produce_rejects_a_drift_it_cannot_make_before_touching_kafka(tmp_path):
+    # No broker is asked: a Kafka on a port nobody listens on would make these hang or fail otherwise.
+    env = {"SKEWLESS_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    for args, message in (
+        (["--drift", "mean-shift"], "--drift must be one of amount-shift, fraud-pattern, country-mix, broken-field"),
+        (["--drift-fraction", "0.5"], "need --drift KIND"),
+        (["--drift", "broken-field", "--schema-version", "1"], "which --schema-version 1 lacks"),
+        (["--drift", "amount-shift", "--start", "2026-01-01", "--days", "7", "--drift-from", "2026-02-01"],
+         "outside the simulated period"),
+    ):
+        r = run(["ingest", "produce", *args], cwd=tmp_path, env=env)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
 
-from ingestion.simulator import FRAUD_SHARE, bad_messages, simulate
+from ingestion.simulator import (
+    AMOUNT_SHIFT_FACTOR, COUNTRIES, COUNTRY_WEIGHTS, CURRENCY, DRIFT_KINDS, FRAUD_PATTERN_SHARE, FRAUD_SHARE,
+    NEW_COUNTRY_WEIGHTS,
+    bad_messages, drift_start_at, simulate,
+)
 from skewless.contracts import LABELS, TRANSACTIONS, InvalidEvent
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -108,3 +114,102 @@ def test_bad_messages_are_all_rejected_and_deterministic(contract):
     for kind, raw in msgs:
         with pytest.raises((InvalidEvent, orjson.JSONDecodeError)):
             contract.validate(orjson.loads(raw))
+
+
+# -- drift (--drift KIND) -------------------------------------------------------------------------
+
+DRIFT_AT = START + timedelta(days=7)
+
+
+@functools.cache
+def drifted(kind: str | None):
+    return simulate(12_000, 21, START, 14, drift=kind, drift_start=DRIFT_AT if kind else None)
+
+
+def halves(sim) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = frame(sim)
+    late = df["event_time"] >= pd.Timestamp(DRIFT_AT)
+    return df[~late], df[late]
+
+
+@pytest.mark.parametrize("kind", DRIFT_KINDS)
+def test_drift_leaves_the_traffic_before_it_as_it_was_and_is_deterministic(kind):
+    sim, undrifted = drifted(kind), drifted(None)
+    before = [t for t in sim.transactions if TRANSACTIONS.validate(t)["event_time"] < DRIFT_AT]
+    assert before and before == [t for t in undrifted.transactions if t["event_time"] < "2026-01-08"]
+    assert len(sim.transactions) == len(undrifted.transactions)  # --events is still the count
+    assert sim.drift == kind and sim.drift_start == DRIFT_AT
+    assert sim.drifted_transactions == len(sim.transactions) - len(before)
+    again = simulate(12_000, 21, START, 14, drift=kind, drift_start=DRIFT_AT)
+    assert orjson.dumps(again.transactions) == orjson.dumps(sim.transactions) and again.labels == sim.labels
+    # Every drifted event is still a valid one, in time order, with labels that tell the truth.
+    times = [TRANSACTIONS.validate(t)["event_time"] for t in sim.transactions]
+    assert times == sorted(times)
+    assert len({t["transaction_id"] for t in sim.transactions}) == len(sim.transactions)
+    for lb in sim.labels:
+        LABELS.validate(lb)
+
+
+def test_amount_shift_scales_every_amount_after_the_start():
+    _, after_base = halves(drifted(None))
+    _, after = halves(drifted("amount-shift"))
+    ratio = after["amount"].to_numpy() / after_base["amount"].to_numpy()
+    assert np.allclose(ratio, AMOUNT_SHIFT_FACTOR, rtol=0.01)
+
+
+def test_fraud_pattern_is_card_testing_bursts_that_get_labelled():
+    sim, undrifted = drifted("fraud-pattern"), drifted(None)
+    df = frame(sim)
+    testing = df[df["device_id"].str.startswith("ctd")]  # the new pattern's cards
+    assert (testing["event_time"] >= pd.Timestamp(DRIFT_AT)).all()
+    _, after_base = halves(undrifted)
+    assert len(testing) == round((~after_base["fraud"]).sum() * FRAUD_PATTERN_SHARE)  # in legit traffic's place
+    assert sim.fraud_transactions == undrifted.fraud_transactions + len(testing)
+    assert testing["amount"].between(0.5, 5.0).all() and (testing["channel"] == "web").all()
+    bursts = testing.groupby("device_id").agg(n=("amount", "size"), users=("user_id", "nunique"),
+                                              merchants=("merchant_id", "nunique"),
+                                              span=("event_time", lambda s: s.max() - s.min()))
+    assert (bursts["users"] == 1).all() and (bursts["merchants"] == 1).all()
+    assert bursts["n"].median() >= 8 and (bursts["span"] <= pd.Timedelta(minutes=15)).all()
+    # Chargebacks come as for any fraud (those due before the horizon), and say fraud.
+    labels = {lb["transaction_id"]: lb["is_fraud"] for lb in sim.labels}
+    testing_labels = [labels[t] for t in testing["transaction_id"] if t in labels]
+    assert len(testing_labels) >= 10 and all(testing_labels)
+
+
+def test_country_mix_moves_the_country_shares_and_the_currency_follows():
+    _, after_base = halves(drifted(None))
+    _, after = halves(drifted("country-mix"))
+    assert (after["currency"] == after["country"].map(CURRENCY)).all()
+    grew = [c for c, old, new in zip(COUNTRIES, COUNTRY_WEIGHTS, NEW_COUNTRY_WEIGHTS)
+            if new / NEW_COUNTRY_WEIGHTS.sum() > 2 * old / COUNTRY_WEIGHTS.sum()]
+    assert grew
+    share_base = after_base["country"].isin(grew).mean()
+    share = after["country"].isin(grew).mean()
+    assert share > share_base + 0.15, (share_base, share)
+
+
+def test_broken_field_nulls_mcc_and_the_events_stay_valid():
+    sim = drifted("broken-field")
+    before, after = halves(sim)
+    assert before["mcc"].notna().all() and after["mcc"].isna().all()
+    raw = [t for t in sim.transactions if t["mcc"] is None]
+    assert len(raw) == len(after)
+    for t in raw:  # sent as "mcc": null, which the contract accepts (mcc is optional)
+        assert "mcc" not in TRANSACTIONS.validate(orjson.loads(orjson.dumps(t)))
+
+
+def test_drift_starts_at_a_time_or_a_fraction_inside_the_period():
+    assert drift_start_at(START, 10) == START
+    assert drift_start_at(START, 10, fraction=0.75) == START + timedelta(days=7.5)
+    assert drift_start_at(START, 10, START + timedelta(days=3)) == START + timedelta(days=3)
+    for bad in ({"drift_from": START + timedelta(days=10)}, {"drift_from": START - timedelta(seconds=1)},
+                {"fraction": 1.0}, {"fraction": -0.1},
+                {"drift_from": START + timedelta(days=1), "fraction": 0.5},
+                {"drift_from": datetime(2026, 1, 2)}):
+        with pytest.raises(ValueError):
+            drift_start_at(START, 10, **bad)
+    with pytest.raises(ValueError, match="unknown drift kind"):
+        simulate(100, 1, START, 1, drift="mean-shift")
+    with pytest.raises(ValueError, match="schema version 2"):
+        simulate(100, 1, START, 1, schema_version=1, drift="broken-field")
