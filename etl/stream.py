@@ -8,15 +8,21 @@ batch job's own window code (``etl.windows``) on it:
    skipped and counted: ingestion dead-letters it), drop retries (an id seen within
    ``stream.dedupe_horizon_s``), enrich (a label gets its transaction's merchant);
 2. per view, the new events' per-hop partials are merged with the affected entities'
-   stored partials (``merge_partials``) and ``view_rows`` computes their rows from the
-   current boundary on: the value now and the value at every coming change point — the
-   pending rows, stored with the partials;
-3. the state, the pending rows, the dedupe ids and the batch id go to Redis in one
+   stored partials (``merge_partials``); each entity gets a timer: now, if a late event
+   changed its current value, else the boundary where its first new bucket enters the
+   windows (an earlier timer already set stays);
+3. the partials, the timers, the dedupe ids and the batch id go to Redis in one
    transaction; a batch that Spark replays after a crash finds its id there and is
    skipped (exactly once);
-4. the ``Publisher`` writes each pending row into Feast's online store when its boundary
-   passes — now for the current values, and later, with no new events, as buckets leave
-   windows: the values decay on time (every ``stream.idle_publish_ms``).
+4. the ``Publisher`` wakes at the earliest timer, computes each due entity's row at the
+   current boundary from its partials (``view_rows``), writes it into Feast's online
+   store and sets the entity's timer to its next change point: when a bucket enters or
+   leaves a window. So with no new events the values decay on time, and an entity whose
+   buckets all left every window gets its last (decayed) row and is forgotten.
+
+A row is computed when it is due, not ahead: an event costs its entity's partials, not
+one stored row per coming change point (which the first version kept, at ~24 rows per
+event for the 1 s views, rewritten with every event of the entity).
 
 So the online value at ``t`` is the offline value at ``t`` (same code, same partials), up
 to the time a micro-batch takes: an event is visible from its hop boundary, or from when
@@ -36,10 +42,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from etl import windows
-from etl.stream_state import StreamState, decode_partials, encode_partials, entity_id
+from etl.stream_state import StreamState, decode_blobs, encode_blobs, entity_id
 from skewless.contracts import CONTRACTS, InvalidEvent
 from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
@@ -58,7 +65,7 @@ class BatchReport:
     applied: int = 0
     skipped: bool = False
     rows_published: int = 0
-    pending_rows: int = 0
+    timers: int = 0  # entities whose next change point was (re)scheduled
     seconds: float = 0.0  # the whole micro-batch in the processor, then its phases:
     parse_s: float = 0.0  # contract validation and dedupe lookups
     compute_s: float = 0.0  # partials merged and rows computed (etl.windows), state loads included
@@ -68,14 +75,15 @@ class BatchReport:
 
 
 class Publisher:
-    """Writes pending rows into Feast's online store once their boundary has passed."""
+    """The timers: writes a view's current row for every entity whose next change point
+    (``due:<view>``) has passed, computed from its stored partials, then schedules its next one."""
 
     def __init__(self, state: StreamState, views: tuple[WindowedView, ...], writer, lock: threading.Lock):
         self.state, self.views, self.writer, self.lock = state, views, writer, lock
         self.published = 0
 
     def publish_due(self, now: float, limit: int = 5000) -> int:
-        """Publish every pending row due at ``now`` (unix s); returns rows written."""
+        """Publish every row due at ``now`` (unix s); returns rows written."""
         written = 0
         with self.lock:
             for view in self.views:
@@ -83,6 +91,7 @@ class Publisher:
                     due = self.state.r.zrangebyscore(self.state.due_key(view.name), "-inf", now, start=0, num=limit)
                     if not due:
                         break
+                    # Every entity published is scheduled after now, so this loop ends.
                     written += self._publish(view, [d.decode() for d in due], now)
                     if len(due) < limit:
                         break
@@ -92,71 +101,35 @@ class Publisher:
         return written
 
     def next_due(self) -> float | None:
-        """The earliest boundary (unix s) a pending row waits for, over every view."""
+        """The earliest boundary (unix s) a timer waits for, over every view."""
         firsts = [self.state.r.zrange(self.state.due_key(v.name), 0, 0, withscores=True) for v in self.views]
         times = [f[0][1] for f in firsts if f]
         return min(times) if times else None
 
     def _publish(self, view: WindowedView, eids: list[str], now: float) -> int:
         r, st = self.state.r, self.state
-        blobs = r.mget([st.blob_key(view.name, e) for e in eids])
-        out, updates = [], []
-        for eid, blob in zip(eids, blobs):
-            if blob is None:
-                updates.append((eid, None, None))
-                continue
-            d = json.loads(blob)
-            rows = d["rows"]
-            past = [row for row in rows if row[0] <= now]
-            if past:
-                out.append((json.loads(eid), past[-1]))
-            rest = [row for row in rows if row[0] > now]
-            d["rows"] = rest
-            updates.append((eid, d, rest[0][0] if rest else None))
-        if out:
-            self.writer.write(view.name, rows_frame(view, out))
+        hop = windows.hop_us(view)
+        b_now = int(round(now * 1_000_000)) // hop
+        partials = decode_blobs(view, eids, r.mget([st.blob_key(view.name, e) for e in eids]))
+        keys = view.join_keys
+        rows, scheduled = None, {}
+        if len(partials):
+            rows = windows.view_rows(view, partials, since_b=b_now, until_b=b_now + 1,
+                                     probes=partials[keys].drop_duplicates().assign(_b=b_now))
+            if len(rows):
+                self.writer.write(view.name, rows)
+            nxt = windows.next_change(view, partials, b_now)
+            scheduled = {entity_id(kv): b * hop / 1e6
+                         for kv, b in zip(nxt[keys].itertuples(index=False, name=None), nxt["_next"].tolist())}
         with r.pipeline(transaction=True) as pipe:
-            for eid, d, next_b in updates:
-                if d is not None:
-                    pipe.set(st.blob_key(view.name, eid), json.dumps(d, separators=(",", ":")), keepttl=True)
-                if next_b is None:
-                    pipe.zrem(st.due_key(view.name), eid)
-                else:
-                    pipe.zadd(st.due_key(view.name), {eid: next_b})
+            if scheduled:
+                pipe.zadd(st.due_key(view.name), scheduled)
+            done = [e for e in eids if e not in scheduled]
+            if done:  # every bucket has left every window: the row just written was its last
+                pipe.zrem(st.due_key(view.name), *done)
+                pipe.delete(*[st.blob_key(view.name, e) for e in done])
             pipe.execute()
-        return len(out)
-
-
-def rows_frame(view: WindowedView, rows: list[tuple[list, list]]) -> pd.DataFrame:
-    """(key values, [b_seconds, feature values...]) pairs -> the frame Feast writes."""
-    data: dict[str, Any] = {k: [kv[i] for kv, _ in rows] for i, k in enumerate(view.join_keys)}
-    data[windows.TS] = pd.to_datetime([row[0] for _, row in rows], unit="s", utc=True)
-    for j, a in enumerate(view.aggregations):
-        values = [row[1 + j] for _, row in rows]
-        if a.output_type == "int64":
-            data[a.feature_name] = pd.array(values, dtype="Int64")
-        elif a.output_type == "float64":
-            data[a.feature_name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
-        else:
-            data[a.feature_name] = pd.Series(values, dtype=object)
-    return pd.DataFrame(data)
-
-
-def _row_values(view: WindowedView, rec: dict) -> list:
-    """One row of ``view_rows`` as JSON-able values: [b (unix s), features...]."""
-    b = rec[windows.TS].timestamp()
-    vals: list[Any] = [b]
-    for a in view.aggregations:
-        v = rec[a.feature_name]
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            vals.append(None)
-        elif a.output_type == "int64":
-            vals.append(int(v))
-        elif a.output_type == "float64":
-            vals.append(float(v))
-        else:
-            vals.append(v.item() if hasattr(v, "item") else v)
-    return vals
+        return 0 if rows is None else len(rows)
 
 
 class Processor:
@@ -195,7 +168,7 @@ class Processor:
                 continue
             contract = CONTRACTS[name]
             rows, arrived = [], []
-            for key, value, ts in zip(group["key"], group["value"], group["timestamp"]):
+            for key, value, ts in zip(group["key"].tolist(), group["value"].tolist(), group["timestamp"].to_numpy()):
                 try:
                     rows.append(contract.parse_message(_bytes(key), _bytes(value)))
                     arrived.append(ts)
@@ -225,9 +198,10 @@ class Processor:
         t1 = time.perf_counter()
         report.parse_s = t1 - t0
         r = self.state.r
-        # The lock covers only the commit: the publisher may publish rows already due while
-        # this batch computes (it only trims pending rows; the commit replaces them whole,
-        # and the partials it rewrites are untouched by the publisher).
+        # The lock covers only the commit: the publisher may publish rows while this batch
+        # computes. It never changes partials (it only removes an entity whose buckets all
+        # left every window, which the commit may write again, harmlessly), and it reads
+        # partials and sets timers under the lock, so it sees a batch whole or not at all.
         pipe = r.pipeline(transaction=True)
         enrich = self._dedupe_and_enrich(pipe, events, now)
         for view in self.views:
@@ -274,14 +248,14 @@ class Processor:
             ev = events.get(other)
             if ev is not None and not ev.empty:
                 days = (pd.to_datetime(ev[CONTRACTS[other].time_field], utc=True).astype("int64") // 10**9 // DAY_S)
-                for day, part in ev.groupby(days.to_numpy()):
+                values = ev[list(cols)].to_dict("records")
+                ids = ev[key_col].astype(str).tolist()
+                for day in np.unique(days.to_numpy()):
                     k = self.state.enrich_key(other, int(day))
-                    pipe.hset(k, mapping={str(i): json.dumps({c: part[c].iloc[j] for c in cols})
-                                          for j, i in enumerate(part[key_col])})
+                    pipe.hset(k, mapping={ids[j]: orjson.dumps(values[j]) for j in np.flatnonzero(days.to_numpy() == day)})
                     pipe.expire(k, max(1, int((int(day) + 1) * DAY_S + self.settings.stream.enrich_horizon_s - now)))
                 # lookups in this batch find the batch's own events first
-                batch_enrich.update({(other, str(i)): {c: ev[c].iloc[j] for c in cols}
-                                     for j, i in enumerate(ev[key_col])})
+                batch_enrich.update({(other, i): v for i, v in zip(ids, values)})
         return batch_enrich
 
     def _source(self, pipe, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float,
@@ -341,32 +315,36 @@ class Processor:
         report.newest[view.name] = max(report.newest.get(view.name, 0.0), float(windows.micros(ev["_ts"]).max()) / 1e6)
         new = windows.bucket_partials(view, ev)
         keys = view.join_keys
-        eids = [entity_id(t) for t in new[keys].drop_duplicates().itertuples(index=False)]
-        stored, _ = self.state.load(view, eids)
-        merged = windows.merge_partials(view, pd.concat([stored, new], ignore_index=True) if not stored.empty else new)
-        probes = merged[keys].drop_duplicates().assign(_b=now_b)
-        rows = windows.view_rows(view, merged, since_b=now_b, probes=probes)
-        # What is kept: the buckets that can still change a value at now or later.
-        merged = merged[merged["_k"] >= now_b - wmax]
-        rows_by: dict[str, list] = {}
-        for rec in rows.sort_values(windows.TS, kind="mergesort").to_dict("records"):
-            rows_by.setdefault(entity_id(rec[k_] for k_ in keys), []).append(_row_values(view, rec))
+        eids = [entity_id(t) for t in new[keys].drop_duplicates().itertuples(index=False, name=None)]
+        stored = self.state.load(view, eids)
+        merged = windows.merge_partials(view, pd.concat([stored, new], ignore_index=True) if len(stored) else new)
+        # What is kept: the buckets that can still change a value at now or later, and the
+        # newest of the others (it changes no value, but says the entity has a history: its
+        # row is a decayed one, not "not found").
+        live = merged["_k"].to_numpy() >= now_b - wmax
+        past = merged[~live]
+        merged = pd.concat([past[~past.duplicated(keys, keep="last")], merged[live]])
+        merged = merged.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
+        # Its timer: now if a new event is before the current boundary (a late one changed the
+        # current value), else when its first new bucket enters the windows. ZADD LT keeps an
+        # earlier timer already set.
         hop_s = hop / 1e6
-        parts = {entity_id(eid if isinstance(eid, tuple) else (eid,)): part
-                 for eid, part in merged.groupby(keys, sort=False)}
-        for e in set(parts) | set(rows_by):
-            part = parts.get(e, merged.iloc[:0])
-            pending = rows_by.get(e, [])
-            blob = {"p": encode_partials(view, part), "rows": pending}
-            # Kept until its last row is published and its buckets left every window.
-            last_b = max([int(part["_k"].max()) + wmax + 1 if len(part) else now_b]
-                         + [int(round(r[0] / hop_s)) for r in pending])
-            # Expiry relative to the stream's clock (which tests set), an hour after the last row.
-            expire = max(1, int(last_b * hop_s - now) + 3600)
-            pipe.set(self.state.blob_key(view.name, e), json.dumps(blob, separators=(",", ":")), ex=expire)
-            if pending:
-                pipe.zadd(self.state.due_key(view.name), {e: pending[0][0]})
-            report.pending_rows += len(pending)
+        first_new = new.groupby(keys, sort=False, dropna=False)["_k"].min()
+        timers = {entity_id(_tuple(kv)): (now_b if k_ < now_b else k_ + 1) * hop_s
+                  for kv, k_ in zip(first_new.index, first_new.tolist())}
+        last_k = merged.groupby(keys, sort=False, dropna=False)["_k"].max()
+        last_of = {entity_id(_tuple(kv)): k_ for kv, k_ in zip(last_k.index, last_k.tolist())}
+        for e, blob in encode_blobs(view, merged).items():
+            # A backstop: an hour after its last change point (the publisher removes it then).
+            expire = max(1, int((last_of[e] + wmax + 1) * hop_s - now) + 3600)
+            pipe.set(self.state.blob_key(view.name, e), blob, ex=expire)
+        pipe.zadd(self.state.due_key(view.name), timers, lt=True)
+        report.timers += len(timers)
+
+
+def _tuple(kv: Any) -> tuple:
+    """A groupby key (a value for one key column, a tuple for several) as a tuple."""
+    return kv if isinstance(kv, tuple) else (kv,)
 
 
 def _plain(v: Any) -> Any:

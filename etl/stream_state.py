@@ -3,11 +3,11 @@
 
 * ``s:<view>:<entity>`` — one JSON blob per view and entity: its per-hop partials
   (``etl.windows``) for the buckets that can still change a value (the longest window
-  back from now), and its *pending rows*: the rows the view will have at coming change
-  points (the values as buckets leave windows), plus the current one until published.
-  It expires once its last row is published and every bucket has left every window:
-  memory is bounded by the active entities and the longest window.
-* ``due:<view>`` — sorted set, entity -> the boundary (unix s) of its next pending row.
+  back from now; at least the newest one). Removed once its last change point is
+  published: memory is bounded by the active entities and the longest window.
+* ``due:<view>`` — sorted set, entity -> the next boundary (unix s) where one of its values
+  changes (a bucket enters or leaves a window), or "now" when a late event changed the
+  current value: the publisher's timers.
 * ``seen:<contract>`` — sorted set, event id -> Kafka time it arrived: ids seen within
   ``stream.dedupe_horizon_s`` are retries and dropped (the first copy counts).
 * ``parked:<view>`` — hash, event id -> an event whose enrichment has not arrived yet
@@ -27,6 +27,7 @@ import json
 from typing import Any, Iterable
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from etl import windows
@@ -35,7 +36,8 @@ from skewless.features.dsl import WindowedView
 
 
 def entity_id(values: Iterable[Any]) -> str:
-    return json.dumps([str(v) for v in values], separators=(",", ":"))
+    """An entity's key values as one string (compact JSON of their text)."""
+    return orjson.dumps([str(v) for v in values]).decode()
 
 
 class StreamState:
@@ -77,19 +79,10 @@ class StreamState:
         return n
 
     # -- blobs
-    def load(self, view: WindowedView, eids: list[str]) -> tuple[pd.DataFrame, dict[str, list]]:
-        """The stored partials of these entities (one frame) and their pending rows."""
+    def load(self, view: WindowedView, eids: list[str]) -> pd.DataFrame:
+        """The stored partials of these entities, one frame (entities with none: absent)."""
         raw = self.r.mget([self.blob_key(view.name, e) for e in eids]) if eids else []
-        frames, rows = [], {}
-        for eid, blob in zip(eids, raw):
-            if blob is None:
-                continue
-            d = json.loads(blob)
-            rows[eid] = d["rows"]
-            frames.append(decode_partials(view, json.loads(eid), d["p"]))
-        if not frames:
-            return pd.DataFrame(), rows
-        return pd.concat(frames, ignore_index=True), rows
+        return decode_blobs(view, eids, raw)
 
     def seen(self, contract: str, ids: list[str]) -> list[bool]:
         if not ids:
@@ -112,39 +105,61 @@ class StreamState:
         return found
 
 
-def encode_partials(view: WindowedView, p: pd.DataFrame) -> dict[str, list]:
-    """One entity's partials (rows of ``p``) as JSON-able columns (sums as decimal strings)."""
-    out: dict[str, list] = {"_k": [int(x) for x in p["_k"]]}
-    for name in windows.partial_names(view):
-        col = p[name].tolist()
-        if name.startswith("_sum_"):
-            col = [str(int(x)) for x in col]
-        elif name.startswith(("_n", "_last_ts")):
-            col = [int(x) for x in col]
-        elif name.startswith(("_min_", "_max_")):
-            col = [None if x is None or np.isnan(x) else float(x) for x in col]
-        elif name.startswith("_set_"):
-            col = [list(x) for x in col]
-        elif name.startswith("_last_"):
-            col = [None if windows._isnull(x) else (x.item() if hasattr(x, "item") else x) for x in col]
-        out[name] = col
-    return out
+def _column(name: str, values: np.ndarray) -> list:
+    """A partial column as JSON-able Python values (sums as decimal strings: exact)."""
+    if name.startswith("_sum_"):
+        return [str(int(x)) for x in values]
+    if name in ("_k", "_n", "_last_ts"):
+        return values.astype("int64").tolist()
+    if name.startswith(("_min_", "_max_")):
+        return [None if x != x else x for x in values.astype("float64").tolist()]
+    if name.startswith("_set_"):
+        return [list(x) for x in values]
+    return [None if windows._isnull(x) else (x.item() if hasattr(x, "item") else x) for x in values]
 
 
-def decode_partials(view: WindowedView, key_values: list[str], cols: dict[str, list]) -> pd.DataFrame:
-    n = len(cols["_k"])
-    data: dict[str, Any] = {k: [v] * n for k, v in zip(view.join_keys, key_values)}
-    data["_k"] = np.array(cols["_k"], dtype="int64")
-    for name in windows.partial_names(view):
+def encode_blobs(view: WindowedView, partials: pd.DataFrame) -> dict[str, bytes]:
+    """Per entity of ``partials`` (sorted by entity), its partials as one JSON blob of columns."""
+    if partials.empty:
+        return {}
+    keys = view.join_keys
+    names = ["_k"] + windows.partial_names(view)
+    cols = {n: _column(n, partials[n].to_numpy()) for n in names}
+    gid = partials.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    starts = np.r_[0, np.flatnonzero(np.diff(gid)) + 1]
+    if len(np.unique(gid)) != len(starts):
+        raise ValueError("partials must be grouped by entity")
+    ends = np.r_[starts[1:], len(gid)]
+    key_rows = partials[keys].iloc[starts].itertuples(index=False, name=None)
+    return {entity_id(kv): orjson.dumps({n: cols[n][a:b] for n in names})
+            for kv, a, b in zip(key_rows, starts.tolist(), ends.tolist())}
+
+
+def decode_blobs(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> pd.DataFrame:
+    """The partials of the entities whose blob is not None, as one frame (``encode_blobs``' inverse)."""
+    keys = view.join_keys
+    names = ["_k"] + windows.partial_names(view)
+    cols: dict[str, list] = {n: [] for n in keys + names}
+    for eid, blob in zip(eids, blobs):
+        if blob is None:
+            continue
+        d = orjson.loads(blob)
+        n = len(d["_k"])
+        for key, value in zip(keys, json.loads(eid)):
+            cols[key].extend([value] * n)
+        for name in names:
+            cols[name].extend(d[name])
+    data: dict[str, Any] = {k: pd.Series(cols[k], dtype=object) for k in keys}
+    for name in names:
         col = cols[name]
         if name.startswith("_sum_"):
             data[name] = np.array([int(x) for x in col], dtype=object)
-        elif name in ("_n", "_last_ts"):
+        elif name in ("_k", "_n", "_last_ts"):
             data[name] = np.array(col, dtype="int64")
         elif name.startswith(("_min_", "_max_")):
             data[name] = np.array([np.nan if x is None else x for x in col], dtype="float64")
         elif name.startswith("_set_"):
-            data[name] = [tuple(x) for x in col]
+            data[name] = pd.Series([tuple(x) for x in col], dtype=object)
         else:
-            data[name] = np.array(col, dtype=object)
-    return pd.DataFrame(data)
+            data[name] = pd.Series(col, dtype=object)
+    return pd.DataFrame(data)[keys + names]

@@ -106,7 +106,7 @@ def bucket_partials(view: WindowedView, events: pd.DataFrame, time_column: str =
     out = g.size().rename("_n").to_frame()
     out["_last_ts"] = g["_t"].max()
     for c in sorted(kinds["sum"]):
-        out[f"_sum_{c}"] = g[f"_s_{c}"].agg(lambda s: sum(x for x in s if x is not None))
+        out[f"_sum_{c}"] = _exact_sums(g, ev[f"_s_{c}"].to_numpy(dtype=object), len(out))
     for c in sorted(kinds["min"]):
         out[f"_min_{c}"] = g[f"_f_{c}"].min()
     for c in sorted(kinds["max"]):
@@ -114,12 +114,27 @@ def bucket_partials(view: WindowedView, events: pd.DataFrame, time_column: str =
     for c in sorted(kinds["last"]):
         out[f"_last_{c}"] = _latest_value(ev, keys, f"_v_{c}")
     for a in dc:
-        out[f"_set_{a.feature_name}"] = g[f"_d_{a.feature_name}"].agg(_distinct)
+        out[f"_set_{a.feature_name}"] = _distinct_sets(g, ev[f"_d_{a.feature_name}"].to_numpy(dtype=object), len(out))
     return out.reset_index()[keys + ["_k"] + partial_names(view)]
 
 
-def _distinct(values: Iterable) -> tuple:
-    return tuple(sorted({v for v in values if not _isnull(v)}))
+def _exact_sums(g, scaled: np.ndarray, groups: int) -> np.ndarray:
+    """Per group of ``g`` (in its sorted order), the exact sum of its scaled values (Python
+    ints, None = null): one pass over the values, not a call per group."""
+    out = [0] * groups
+    for gi, x in zip(g.ngroup().to_numpy().tolist(), scaled.tolist()):
+        if x is not None:
+            out[gi] += x
+    return np.array(out, dtype=object)
+
+
+def _distinct_sets(g, values: np.ndarray, groups: int) -> pd.Series:
+    """Per group of ``g`` (in its sorted order), the sorted distinct non-null values: one pass."""
+    sets: list[set] = [set() for _ in range(groups)]
+    for gi, v in zip(g.ngroup().to_numpy().tolist(), values.tolist()):
+        if not _isnull(v):
+            sets[gi].add(v)
+    return pd.Series([tuple(sorted(x)) for x in sets], dtype=object).to_numpy()
 
 
 def _isnull(v) -> bool:
@@ -139,6 +154,20 @@ def merge_partials(view: WindowedView, partials: pd.DataFrame) -> pd.DataFrame:
     keys = view.join_keys
     if partials.empty:
         return partials
+    # Most (entity, bucket) pairs occur once (a stream's new bucket, a stored one no event
+    # touched): they pass through; only the repeated ones are merged.
+    repeated = partials.duplicated(keys + ["_k"], keep=False).to_numpy()
+    if not repeated.all():
+        once = partials[~repeated][keys + ["_k"] + partial_names(view)]
+        if not repeated.any():
+            return once.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
+        both = pd.concat([once, _merge_repeated(view, partials[repeated])], ignore_index=True)
+        return both.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
+    return _merge_repeated(view, partials)
+
+
+def _merge_repeated(view: WindowedView, partials: pd.DataFrame) -> pd.DataFrame:
+    keys = view.join_keys
     g = partials.groupby(keys + ["_k"], sort=True, dropna=False)
     out = g["_n"].sum().to_frame()
     out["_last_ts"] = g["_last_ts"].max()
@@ -165,6 +194,16 @@ def change_points(view: WindowedView, partials: pd.DataFrame) -> np.ndarray:
     """Per partial row, the boundaries where it changes a value (enter, and leave each window)."""
     offsets = sorted({1} | {hops(view, a) + 1 for a in view.aggregations})
     return np.add.outer(partials["_k"].to_numpy(dtype="int64"), np.array(offsets, dtype="int64"))
+
+
+def next_change(view: WindowedView, partials: pd.DataFrame, after_b: int) -> pd.DataFrame:
+    """Per entity of ``partials``: the first boundary after ``after_b`` where one of its
+    values changes (``_next``, hop units), or none when every bucket has left every window."""
+    keys = view.join_keys
+    cps = change_points(view, partials)
+    cps = np.where(cps > after_b, cps, np.iinfo("int64").max).min(axis=1)
+    nxt = partials[keys].assign(_next=cps).groupby(keys, sort=False, dropna=False)["_next"].min().reset_index()
+    return nxt[nxt["_next"] < np.iinfo("int64").max]
 
 
 def view_rows(view: WindowedView, partials: pd.DataFrame, since_b: int | None = None, until_b: int | None = None,
