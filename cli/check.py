@@ -76,6 +76,9 @@ def _served(settings: Any, sample: float | None, since: str | None, at: str, fea
                               sample=1.0 if sample is None else sample, at=at,
                               on_step=lambda s: bar.update(task, description=s))
         bar.update(task, description="served consistency: done")
+    from monitoring.served_consistency import save_report
+
+    report["saved"] = str(save_report(settings, report))  # read back by skewless monitor report
     emit(report, json_out, lambda: _human(report))
     t = report["totals"]
     if t["mismatches"] or t["missing"] or t["extra"]:

@@ -1,15 +1,17 @@
 """``skewless monitor drift``: the live predictions against the champion's training set
-(``monitoring.live_drift``, statistics in ``monitoring.drift``)."""
+(``monitoring.live_drift``, statistics in ``monitoring.drift``); ``skewless monitor report``:
+one self-contained HTML page of what monitoring knows (``monitoring.report``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, parse_time, progress, settings_from
 
-app = typer.Typer(help="Monitoring: drift of live traffic against the training set.", no_args_is_help=True)
+app = typer.Typer(help="Monitoring: drift of live traffic against the training set, and the report.", no_args_is_help=True)
 
 
 @app.command("drift")
@@ -71,3 +73,30 @@ def _human(r: dict[str, Any]) -> None:
     if r.get("latest") is False:
         console.print("not the latest: a check of newer traffic is saved, and serving's skewless_drift_* gauges "
                       "keep showing it", highlight=False)
+
+
+@app.command("report")
+@handle_errors
+def report(
+    out: Annotated[Path, typer.Option("--out", help="directory to write report.html into (created if missing)")],
+    history: Annotated[int, typer.Option("--history", min=1, help="saved drift checks shown over time (newest)")] = 48,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """One self-contained HTML page (inline SVG, no script, opens from disk): reference vs live
+    distributions, the score, drift over time, data quality, consistency as served,
+    freshness, champion vs challenger. Drawn from histograms and saved check results, never
+    raw rows; a section without data says why."""
+    from monitoring.report import monitor_report
+
+    settings = settings_from(config)
+    with progress() as bar:
+        task = bar.add_task("report", total=None)
+        result = monitor_report(settings, out, history, on_step=lambda s: bar.update(task, description=s))
+        bar.update(task, description="report: done")
+
+    def human() -> None:
+        console.print(f"report: {result['path']} ({result['bytes'] / 1024:,.0f} kB)", highlight=False, soft_wrap=True)
+        for name, why in result["missing"].items():
+            console.print(f"  no {name}: {why}", highlight=False, soft_wrap=True)
+
+    emit(result, json_out, human)

@@ -367,6 +367,19 @@ def check_served(
     }
 
 
+def save_report(settings: Settings, report: dict[str, Any], now: datetime | None = None) -> Path:
+    """Keep a check's result (counts and a few examples, no rows) under
+    ``LakeLayout.served_dir`` for the monitoring report; returns its path."""
+    now = now or datetime.now(timezone.utc)
+    directory = LakeLayout.of(settings).served_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{now:%Y%m%dT%H%M%S%fZ}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"checked_at": now.isoformat(), **report}, default=str))
+    tmp.replace(path)
+    return path
+
+
 def _offline(con: Any, layout: LakeLayout, spec: FeatureServiceSpec, rows: pd.DataFrame,
              known: dict[str, ServedFeature], values: dict[str, np.ndarray], step: Step) -> pd.DataFrame:
     """The offline values of every logged feature of ``spec`` for ``rows``."""

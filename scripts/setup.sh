@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Skewless needs on a fresh Debian machine with Python 3.11+:
-# system packages (Java 17, Maven, redis-server) when missing, then the project itself and
+# system packages (Java 17, Maven, redis-server, and Chromium, which the monitoring report's
+# browser test opens the page in) when missing, then the project itself and
 # the jars of Spark's Kafka source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages: ${missing[*]}"

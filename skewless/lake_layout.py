@@ -10,6 +10,8 @@ Layout (``lake`` is ``settings.lake_path``, ``state`` is ``settings.state_dir``)
     state/features_recomputed.json     offline rows rewritten since the last materialization
     state/monitoring/drift/<end>.json  each drift check: verdicts and live histograms (no rows)
     state/monitoring/drift_latest.json the latest check's figures, which serving exports
+    state/monitoring/quality/etl-<time>.json  feature-table checks of each ETL run
+    state/monitoring/served/<time>.json       each served-consistency check (counts, no rows)
 
 Raw files are named by the Kafka offset range of the batch that wrote them
 (``BatchRange``), so a replay of the same range writes the same names; names starting
@@ -166,6 +168,11 @@ class LakeLayout:
         return self.state_dir / RECOMPUTED_FILE
 
     @property
+    def quality_dir(self) -> Path:
+        """Data-quality reports of the feature tables (``skewless etl run``), one JSON file each."""
+        return self.state_dir / "monitoring" / "quality"
+
+    @property
     def drift_dir(self) -> Path:
         """Drift checks (``skewless monitor drift``), one JSON file each."""
         return self.state_dir / "monitoring" / "drift"
@@ -174,3 +181,8 @@ class LakeLayout:
     def drift_latest_path(self) -> Path:
         """The figures of the drift check of the newest traffic (``skewless.drift_status``)."""
         return self.state_dir / "monitoring" / "drift_latest.json"
+
+    @property
+    def served_dir(self) -> Path:
+        """Served-consistency checks (``skewless check consistency --served``), one JSON file each."""
+        return self.state_dir / "monitoring" / "served"

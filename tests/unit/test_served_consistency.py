@@ -311,6 +311,9 @@ def test_the_cli_prints_the_table_and_the_json_summary_and_fails_on_mismatches(l
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["totals"]["mismatches"] == 3 and summary["compared_predictions"] == 2
     assert "spend__count_1h" in r.stderr and "r-stale" in r.stderr
+    saved = json.loads(Path(summary["saved"]).read_text())  # kept for skewless monitor report
+    assert Path(summary["saved"]).parent == Path(lake.state_dir) / "monitoring" / "served"
+    assert saved["totals"] == summary["totals"] and saved["checked_at"]
     bad = subprocess.run([sys.executable, "-m", "cli", "check", "consistency", "--served", "--sample", "2",
                           "--config", str(config)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "fraction in (0, 1]" in bad.stderr and "Traceback" not in bad.stderr
