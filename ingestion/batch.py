@@ -73,6 +73,7 @@ class PartitionBatch:
         self._optional = [f.name for f in contract.fields if not f.required]
         self._checked = event_checks.columns(contract)
         self._max_ahead_s = float(getattr(limits, "max_event_time_ahead_s", event_checks.DEFAULT_MAX_AHEAD_S))
+        event_checks.warm_up(contract.name, self._max_ahead_s)  # once per process, not in a batch
         self._schemas: dict[frozenset, pa.Schema] = {}
         self.reset()
 
