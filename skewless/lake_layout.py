@@ -165,6 +165,11 @@ class LakeLayout:
         return self.state_dir / RECOMPUTED_FILE
 
     @property
+    def quality_dir(self) -> Path:
+        """Data-quality reports of the feature tables (``skewless etl run``), one JSON file each."""
+        return self.state_dir / "monitoring" / "quality"
+
+    @property
     def drift_dir(self) -> Path:
         """Drift checks (``skewless monitor drift``), one JSON file each."""
         return self.state_dir / "monitoring" / "drift"
