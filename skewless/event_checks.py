@@ -124,8 +124,9 @@ def kafka_times(stamps_ms: list, index) -> "pd.Series":
 
 
 def columns(contract: Contract) -> list[str]:
-    """The contract's columns the checks read (the rest of a row is not converted)."""
-    names = {f.name for f in contract.fields if f.required}
+    """The contract's columns the checks read (the rest of a row is not converted: a
+    required field with no other check is never null, the contract saw to that)."""
+    names = set()
     for c in declared(contract):
         if c.column:
             names.add(c.column)

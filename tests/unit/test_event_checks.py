@@ -42,7 +42,7 @@ CASES = [
     ({"event_time": KAFKA + pd.Timedelta(seconds=3601)}, {"event_time": KAFKA + pd.Timedelta(seconds=3600)},
      "transactions.event_time.not_ahead_of_kafka"),
     ({"transaction_id": "t1"}, {"transaction_id": "t2"}, "transactions.transaction_id.unique_in_batch"),
-    ({"user_id": None}, {"user_id": "u2"}, "transactions.user_id.not_null"),
+    ({"amount": None}, {"amount": 99.0}, "transactions.amount.not_null"),
 ]
 
 
