@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from etl.transforms import TS, source_events, unique_events, windowed_features
 from skewless.errors import ConfigError, DataError
+from skewless.features import checks as table_checks
 from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
 from skewless.lake import LANDING_ORDER, landed_at, topic_schema
@@ -203,6 +204,58 @@ def _has_data(root: Path) -> bool:
     return root.is_dir() and any(p.name.endswith(".parquet") for p in root.rglob("part-*"))
 
 
+def _breaks(rule: table_checks.RowRule, numeric: bool):
+    """A Spark condition true on the rows breaking ``rule`` (NaN counts as null, never as
+    a value beyond a bound)."""
+    c = F.col(rule.column)
+    if rule.kind == "not_null":
+        return c.isNull() | F.isnan(c) if numeric else c.isNull()
+    if rule.kind == "min":
+        return c < F.lit(rule.bound)
+    return (c > F.lit(rule.bound)) & ~F.isnan(c)
+
+
+def profile_view(spark: SparkSession, settings: Settings, view: WindowedView, events: DataFrame,
+                 lo: datetime, hi: datetime) -> dict[str, Any]:
+    """The figures ``skewless.features.checks`` checks a view's table by: the rows this run
+    wrote (read back from the lake, ``[lo, hi)``), rows breaking each row rule, and the
+    source events read (``events``: the view's source events, time column ``_ts``)."""
+    from pyspark.sql import types as T
+
+    layout = LakeLayout.of(settings)
+    table = (spark.read.parquet(layout.features_uri(view.name))
+             .where((F.col("date") >= F.lit(lo.date().isoformat()).cast("date"))
+                    & (F.col("date") <= F.lit(hi.date().isoformat()).cast("date")))
+             .where((F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi))))
+    numeric = {f.name for f in table.schema.fields if isinstance(f.dataType, T.NumericType)}
+    rules = table_checks.row_rules(view)
+    aggs = [F.count(F.lit(1)).alias("rows"), F.max(F.unix_micros(F.col(TS))).alias("newest_row")]
+    aggs += [F.sum(F.when(_breaks(r, r.column in numeric), 1).otherwise(0)).alias(f"bad:{r.name}") for r in rules]
+    t = table.agg(*aggs).first().asDict()
+    cut = F.lit(hi - view.hop_td)
+    e = events.where(F.col("_ts") < F.lit(hi)).agg(
+        F.count(F.lit(1)).alias("events"),
+        F.sum(F.when((F.col("_ts") >= F.lit(lo)) & (F.col("_ts") < cut), 1).otherwise(0)).alias("events_in_range"),
+        F.max(F.unix_micros(F.col("_ts"))).alias("newest_event"),
+    ).first().asDict()
+    seconds = lambda us: None if us is None else us / 1e6  # noqa: E731
+    return {**{k: (v or 0) for k, v in t.items() if k.startswith("bad:")}, "rows": t["rows"],
+            "newest_row": seconds(t["newest_row"]), "events": e["events"],
+            "events_in_range": e["events_in_range"] or 0, "newest_event": seconds(e["newest_event"]),
+            "range_end": hi.timestamp()}
+
+
+def _quality_report(settings: Settings, report: dict[str, Any]) -> Path:
+    """Write the run's feature-table check report (JSON); returns its path."""
+    folder = LakeLayout.of(settings).quality_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"etl-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
 def run_batch(
     settings: Settings,
     start: date | None = None,
@@ -241,6 +294,7 @@ def run_batch(
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
     summary: dict[str, Any] = {"views": {}}
+    quality: dict[str, Any] = {}
     try:
         for i, (name, table) in enumerate(compute_views(views, frames, lo, hi).items()):
             view = next(v for v in views if v.name == name)
@@ -248,12 +302,28 @@ def run_batch(
             rows = _write_view(spark, settings, view, table)
             summary["views"][name] = {"rows": rows, "path": layout.features_uri(name),
                                       "seconds": round(time.perf_counter() - tv, 2)}
+            # The declared checks of the table just written (skewless.features.checks).
+            profile = profile_view(spark, settings, view, source_events(view.source, frames), lo, hi)
+            failed = table_checks.evaluate(view, profile)
+            quality[name] = {"checks": len(table_checks.row_rules(view)) + len(table_checks.table_checks(view)),
+                             "failed": [{"check": f.check, "count": f.count, "description": f.description}
+                                        for f in failed], "profile": profile}
             if on_view:
                 on_view(name, i + 1, len(views))
     finally:
         for f in frames.values():
             f.unpersist()
     recomputed.mark(settings, lo)  # the online store reloads from here (late events included)
+    report = _quality_report(settings, {"start": out_start.isoformat(), "end": out_end.isoformat(), "views": quality})
+    failures = [f for q in quality.values() for f in q["failed"]]
+    summary["quality"] = {"report": str(report), "checks": sum(q["checks"] for q in quality.values()),
+                          "failed": len(failures)}
+    if failures:
+        # The tables are written (the online store reloads them like any run's), but the
+        # incremental watermark stays: the next run recomputes this range.
+        shown = "; ".join(f"{f['check']} ({f['count']})" for f in failures[:8])
+        more = f" and {len(failures) - 8} more" if len(failures) > 8 else ""
+        raise DataError(f"feature table checks failed: {shown}{more}", f"the report: {report}")
     if start is None:  # only a run that covered every change moves the incremental watermark
         _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0

@@ -9,6 +9,13 @@ Every offset added is accounted for exactly once: a row in an hour's file, or a 
 letter with its reason. Any exception while decoding or validating one message, expected
 (``InvalidEvent``) or not (a bug, an input no one thought of), dead-letters that message
 with the exception's type and message as the reason: one bad event never breaks a batch.
+
+Two tiers of checks (``skewless.event_checks``): the contract's, per event as it is added,
+and the declared batch checks (pandera), once per batch when it is written, over all its
+rows as one DataFrame; a row failing one is taken out of its hour's table and
+dead-lettered with its original bytes. Every reason starts with ``check <name>:``.
+So a valid event's key and value bytes are kept until its batch is written (~1.3x the
+message bytes of an open batch).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import pyarrow.compute as pc
+
+from skewless import event_checks
 from skewless.contracts import Contract, InvalidEvent
 from ingestion.lake_files import fsync
 from skewless.lake_layout import TMP_PREFIX, BatchRange, LakeLayout
@@ -61,6 +71,9 @@ class PartitionBatch:
         self._time_field = contract.time_field
         self._parse = contract.parse_message  # bound once: called per message
         self._optional = [f.name for f in contract.fields if not f.required]
+        self._checked = event_checks.columns(contract)
+        self._max_ahead_s = float(getattr(limits, "max_event_time_ahead_s", event_checks.DEFAULT_MAX_AHEAD_S))
+        event_checks.warm_up(contract.name, self._max_ahead_s)  # once per process, not in a batch
         self._schemas: dict[frozenset, pa.Schema] = {}
         self.reset()
 
@@ -73,6 +86,8 @@ class PartitionBatch:
         self.hours: dict[tuple[int, int, int, int], list[dict]] = {}
         self.chunks: dict[tuple[int, int, int, int], list[pa.RecordBatch]] = {}
         self.dead: list[tuple] = []
+        # offset -> (key, value, Kafka timestamp) of each valid row, until the batch checks ran.
+        self.raw: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         return self.count
@@ -89,11 +104,14 @@ class PartitionBatch:
             ts: datetime = row[self._time_field]
             bucket = (ts.year, ts.month, ts.day, ts.hour)
         except InvalidEvent as exc:
-            self.dead.append((offset, key, value, _reason(str(exc)), timestamp_ms))
-        except Exception as exc:  # noqa: BLE001 - one event's surprise costs that event, never the batch
-            self.dead.append((offset, key, value, _reason(f"could not validate: {type(exc).__name__}: {exc}"),
+            self.dead.append((offset, key, value, _reason(f"check {exc.check_name(self.contract.name)}: {exc}"),
                               timestamp_ms))
+        except Exception as exc:  # noqa: BLE001 - one event's surprise costs that event, never the batch
+            self.dead.append((offset, key, value, _reason(
+                f"check {self.contract.name}.contract: could not validate: {type(exc).__name__}: {exc}"),
+                timestamp_ms))
         else:
+            self.raw[offset] = (key, value, timestamp_ms)
             row["_kafka_partition"] = self.partition
             row["_kafka_offset"] = offset
             rows = self.hours.get(bucket)
@@ -150,9 +168,10 @@ class PartitionBatch:
         now = datetime.now(timezone.utc)
         valid = 0
         pending = []
+        tables = {bucket: self._hour_table(bucket, now) for bucket in sorted(self.hours)}
+        tables = self._apply_batch_checks(tables)
         with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-            for y, m, d, h in sorted(self.hours):
-                table = self._hour_table((y, m, d, h), now)
+            for (y, m, d, h), table in tables.items():
                 final = layout.hour_dir(self.topic, f"{y:04d}-{m:02d}-{d:02d}", h) / f"{batch.stem}.parquet"
                 pending.append((pool.submit(self._write, table, final), final))
                 valid += table.num_rows
@@ -169,6 +188,33 @@ class PartitionBatch:
             moves.append((self._write(table, final), final))
         counts = {"records": self.count, "valid": valid, "dead_lettered": len(self.dead)}
         return batch, moves, counts
+
+    def _apply_batch_checks(self, tables: dict[tuple, pa.Table]) -> dict[tuple, pa.Table]:
+        """Run the declared batch checks over every row of the batch at once; take the
+        failing rows out of their tables and dead-letter them with their original bytes."""
+        if not tables:
+            return tables
+        frame = pa.concat_tables([t.select([*self._checked, "_kafka_offset"]) for t in tables.values()])
+        df = frame.to_pandas().set_index("_kafka_offset", drop=True)
+        stamps = [self.raw[o][2] for o in df.index]
+        df[event_checks.KAFKA_TIME] = event_checks.kafka_times(stamps, df.index)
+        failed = event_checks.failures(self.contract, df, self._max_ahead_s)
+        raw, self.raw = self.raw, {}
+        if not failed:
+            return tables
+        bad = pa.array(sorted(failed), pa.int64())
+        out = {}
+        for bucket, table in tables.items():
+            offsets = table.column("_kafka_offset")
+            hit = pc.is_in(offsets, value_set=bad)
+            if pc.any(hit).as_py():
+                for o in pc.filter(offsets, hit).to_pylist():
+                    name, why = failed[o]
+                    key, value, ts = raw[o]
+                    self.dead.append((o, key, value, _reason(f"check {name}: {why}"), ts))
+                table = table.filter(pc.invert(hit))
+            out[bucket] = table
+        return out
 
     def _write(self, table: pa.Table, final: Path) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)

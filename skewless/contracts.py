@@ -87,22 +87,36 @@ KAFKA_COLUMNS = [
 
 
 class InvalidEvent(ValueError):
-    """An event that breaks its contract; ``str()`` is the dead-letter reason."""
+    """An event that breaks its contract; ``str()`` says why.
+
+    ``check`` names the rule that failed (``in_range``, ``type``, ``json``, ...) and
+    ``field`` the field it failed on (None for the whole message): ``check_name`` joins
+    them with the contract's name, e.g. ``transactions.amount.in_range``, the name a dead
+    letter's reason starts with (``skewless.event_checks`` lists every check by name).
+    """
+
+    def __init__(self, message: str, check: str = "contract", field: str | None = None):
+        super().__init__(message)
+        self.check = check
+        self.field = field
+
+    def check_name(self, contract: str) -> str:
+        return ".".join(p for p in (contract, self.field, self.check) if p)
 
 
 def _parse_time(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
-        raise InvalidEvent(f"field '{name}' must be an ISO-8601 string, got {type(value).__name__}")
+        raise InvalidEvent(f"field '{name}' must be an ISO-8601 string, got {type(value).__name__}", "type", name)
     try:
         ts = datetime.fromisoformat(value)  # Python 3.11+ accepts a trailing "Z"
     except ValueError:
-        raise InvalidEvent(f"field '{name}' is not an ISO-8601 timestamp: {value[:40]!r}") from None
+        raise InvalidEvent(f"field '{name}' is not an ISO-8601 timestamp: {value[:40]!r}", "iso8601", name) from None
     if ts.tzinfo is None:
-        raise InvalidEvent(f"field '{name}' has no timezone; event times must be UTC-aware")
+        raise InvalidEvent(f"field '{name}' has no timezone; event times must be UTC-aware", "timezone", name)
     # Compare before converting: aware comparison is exact for any offset, whereas
     # converting 9999-12-31T23:59:59-23:59 to UTC overflows the datetime range.
     if not (MIN_EVENT_TIME <= ts < MAX_EVENT_TIME):
-        raise InvalidEvent(f"field '{name}' is out of range: {value[:60]}")  # (any digits of a fraction parse)
+        raise InvalidEvent(f"field '{name}' is out of range: {value[:60]}", "in_range", name)  # (any digits of a fraction parse)
     if ts.utcoffset():
         ts = ts.astimezone(timezone.utc)
     return ts
@@ -124,7 +138,7 @@ def text_problem(value: str) -> str | None:
 
 
 def _type_error(name: str, expected: str, value: Any) -> InvalidEvent:
-    return InvalidEvent(f"field '{name}' must be {expected}, got {type(value).__name__}")
+    return InvalidEvent(f"field '{name}' must be {expected}, got {type(value).__name__}", "type", name)
 
 
 # Field kinds. Validation is one loop over (name, kind) pairs with inline checks: it runs
@@ -142,7 +156,7 @@ def _check(kind: str, name: str, value: Any) -> Any:
             raise _type_error(name, "a string", value)
         problem = text_problem(value)
         if problem is not None:
-            raise InvalidEvent(f"field '{name}' {problem}: {value[:40]!r}")
+            raise InvalidEvent(f"field '{name}' {problem}: {value[:40]!r}", "text", name)
         return value
     if kind is TIME:
         return _parse_time(value, name)
@@ -150,14 +164,15 @@ def _check(kind: str, name: str, value: Any) -> Any:
         if t is not float and t is not int:
             raise _type_error(name, "a number", value)
         if not (MIN_AMOUNT <= value <= MAX_AMOUNT):  # also false for NaN; exact for any int
-            raise InvalidEvent(f"field '{name}' is out of range [{MIN_AMOUNT:g}, {MAX_AMOUNT:g}]: {value!r}"[:120])
+            raise InvalidEvent(f"field '{name}' is out of range [{MIN_AMOUNT:g}, {MAX_AMOUNT:g}]: {value!r}"[:120],
+                               "in_range", name)
         return float(value)
     if kind in _CODE_LEN:
         n = _CODE_LEN[kind]
         if t is not str:
             raise _type_error(name, "a string", value)
         if len(value) != n or not value.isascii() or not value.isalpha() or not value.isupper():
-            raise InvalidEvent(f"field '{name}' must be a {n}-letter upper-case code: {value[:20]!r}")
+            raise InvalidEvent(f"field '{name}' must be a {n}-letter upper-case code: {value[:20]!r}", "code", name)
         return value
     if kind is BOOL:
         if t is not bool:
@@ -167,19 +182,20 @@ def _check(kind: str, name: str, value: Any) -> Any:
         if t is not int:
             raise _type_error(name, "an integer", value)
         if not INT32_MIN <= value <= INT32_MAX:
-            raise InvalidEvent(f"field '{name}' is out of range for a 32-bit integer: {value}")
+            raise InvalidEvent(f"field '{name}' is out of range for a 32-bit integer: {value}", "in_range", name)
         return value
     if kind is PROB:
         if (t is not float and t is not int) or not 0.0 <= value <= 1.0:
-            raise InvalidEvent(f"field '{name}' must be a number in [0, 1], got {value!r}"[:120])
+            raise InvalidEvent(f"field '{name}' must be a number in [0, 1], got {value!r}"[:120], "in_range", name)
         return float(value)
     if kind is NUMBERS:
         if t is not dict or not all(type(k) is str and (v is None or type(v) in (int, float)) for k, v in value.items()):
-            raise InvalidEvent(f"field '{name}' must be an object of name -> number or null")
+            raise InvalidEvent(f"field '{name}' must be an object of name -> number or null", "type", name)
         try:
             return orjson.dumps(value).decode()  # stored as JSON text: any reader parses it
         except orjson.JSONEncodeError as exc:  # an int past 64 bits, a lone surrogate in a name
-            raise InvalidEvent(f"field '{name}' must be an object of name -> number or null: {exc}") from None
+            raise InvalidEvent(f"field '{name}' must be an object of name -> number or null: {exc}",
+                               "type", name) from None
     raise ValueError(f"unknown field kind {kind!r}")
 
 
@@ -224,40 +240,41 @@ class Contract:
     def parse_message(self, key: bytes | None, value: bytes | None) -> dict[str, Any]:
         """Return the row for one Kafka message, or raise ``InvalidEvent`` with the reason."""
         if not value:
-            raise InvalidEvent("empty message (no value)")
+            raise InvalidEvent("empty message (no value)", "not_empty")
         try:
             event = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise InvalidEvent(f"not valid JSON: {exc}") from None
+            raise InvalidEvent(f"not valid JSON: {exc}", "json") from None
         row = self.validate(event)
         if len(value) > self.max_event_bytes:
             raise InvalidEvent(f"event is {len(value):,} bytes, over the {self.name} contract's limit of "
-                               f"{self.max_event_bytes:,}")
+                               f"{self.max_event_bytes:,}", "max_bytes")
         if key and key != row[self.key_field].encode():
             raise InvalidEvent(
                 f"message key {key[:60].decode(errors='replace')!r} is not the event's {self.key_field} "
                 f"{row[self.key_field][:60]!r} ({self.name} are keyed by {self.key_field}, which picks the "
-                "partition that keeps its events in order; send that key, or none)")
+                "partition that keeps its events in order; send that key, or none)", "key_matches")
         return row
 
     def validate(self, event: Any) -> dict[str, Any]:
         """Return the row for a decoded event, or raise ``InvalidEvent`` with the reason."""
         if not isinstance(event, dict):
-            raise InvalidEvent(f"expected a JSON object, got {type(event).__name__}")
+            raise InvalidEvent(f"expected a JSON object, got {type(event).__name__}", "json_object")
         version = event.get("schema_version", 1)
         if type(version) is not int or version < 1:
-            raise InvalidEvent(f"field 'schema_version' must be a positive integer: {version!r}"[:120])
+            raise InvalidEvent(f"field 'schema_version' must be a positive integer: {version!r}"[:120], "type",
+                               "schema_version")
         if version > self.version:
             raise InvalidEvent(
-                f"schema_version {version} is newer than this consumer knows ({self.version})"[:120]
-            )
+                f"schema_version {version} is newer than this consumer knows ({self.version})"[:120],
+                "known_version", "schema_version")
         row: dict[str, Any] = {}
         get = event.get
         for name, kind, required in self._plan:
             value = get(name)
             if value is None:
                 if required:
-                    raise InvalidEvent(f"missing required field '{name}'")
+                    raise InvalidEvent(f"missing required field '{name}'", "required", name)
                 continue
             # The common case inline, with no call per field: printable text without spaces
             # passes ``text_problem``; text with a space is checked in full by ``_check``.
@@ -274,7 +291,8 @@ class Contract:
             more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
             raise InvalidEvent(
                 f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(repr(k[:40]) for k in unknown[:3])}{more}: "
-                f"not in the {self.name} contract v{self.version} (a new field needs a new contract version)")
+                f"not in the {self.name} contract v{self.version} (a new field needs a new contract version)",
+                "known_fields")
 
 
 TRANSACTIONS = Contract(

@@ -116,6 +116,10 @@ class IngestSettings(_Section):
     row_group_records: int = Field(50_000, ge=1000)
     max_poll_records: int = Field(5_000, ge=1)
     compression: str = "zstd"
+    # Data quality (skewless.event_checks): an event time later than its Kafka message's
+    # timestamp by more than this is implausible (a producer's clock or unit error).
+    max_event_time_ahead_s: float = Field(
+        3600.0, gt=0, description="dead-letter events whose time is this far ahead of their Kafka timestamp")
 
 
 class StreamSettings(_Section):
