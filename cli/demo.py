@@ -1,18 +1,25 @@
 """``skewless demo``: the whole lifecycle built so far, end to end, on simulated data.
 
 Each step is a library call; this module only sequences them and prints what happened.
+The live part — the streaming job beside the API, a burst of payments, consistency as
+served — is in ``cli.demo_live``.
 """
 
 from __future__ import annotations
 
-import pandas as pd
-
 import shutil
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any, Callable
+
+import pandas as pd
 
 import typer
 from rich.table import Table
 
+from cli import demo_live
 from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.settings import Settings
 
@@ -21,8 +28,10 @@ DEMO_SEED = 7
 
 def _step(title: str, fn: Callable[[], Any], summary: dict, key: str) -> Any:
     console.rule(f"[bold]{title}")
+    t0 = time.perf_counter()
     result = fn()
     summary[key] = result
+    summary.setdefault("step_seconds", {})[key] = round(time.perf_counter() - t0, 1)
     return result
 
 
@@ -42,9 +51,8 @@ def _fresh(settings: Settings) -> None:
     """Forget earlier demo data: the topics, the consumer group's offsets and the lake."""
     from kafka import KafkaAdminClient
 
-    import time
-
     from skewless.errors import ServiceError
+    from skewless.lake_layout import LakeLayout
 
     admin = KafkaAdminClient(**settings.kafka.client_config())
     try:
@@ -65,9 +73,12 @@ def _fresh(settings: Settings) -> None:
     finally:
         admin.close()
     shutil.rmtree(settings.lake_path, ignore_errors=True)
+    # The streaming job's Kafka offsets belong to the deleted topics: without its
+    # checkpoint it rebuilds its state from the new topics' earliest offsets.
+    shutil.rmtree(LakeLayout.of(settings).stream_checkpoint, ignore_errors=True)
 
 
-def run_demo(settings: Settings, events: int, days: int, fresh: bool) -> dict[str, Any]:
+def run_demo(settings: Settings, events: int, days: int, fresh: bool, burst: int = 5) -> dict[str, Any]:
     from ingestion.consumer import consume
     from ingestion.producer import produce
     from ingestion.verify import verify
@@ -100,10 +111,42 @@ def run_demo(settings: Settings, events: int, days: int, fresh: bool) -> dict[st
         raise DataError("the lake audit found duplicates or gaps; see `skewless ingest verify`")
     summary["verify"] = {"ok": report["ok"], **{t: {k: v for k, v in r.items() if k != "partitions"}
                                                 for t, r in report["topics"].items()}}
+    # Every valid event landed: what the stream has to apply to have caught up.
+    backlog = sum(report["topics"].get(t, {}).get("valid", 0)
+                  for t in (settings.topics.transactions, settings.topics.labels))
     _features(settings, summary)
-    _train(settings, summary)
-    _serve(settings, summary)
+    stream = _stream(settings)
+    try:
+        _train(settings, summary)
+        since = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        _serve(settings, summary, stream, backlog, burst)
+        summary["step_seconds"]["serve"] = round(time.perf_counter() - t0, 1)
+        console.rule("[bold]13. stop the stream: SIGTERM, it ends its micro-batch and reports")
+        t0 = time.perf_counter()
+        s = summary["stream"] = {**stream.stop(), "caught_up_after_s": stream.caught_up_after}
+        summary["step_seconds"]["stream_stop"] = round(time.perf_counter() - t0, 1)
+        console.print(f"{s['applied']:,} events applied in {s['batches']:,} micro-batches over {s['seconds']}s "
+                      f"(caught up {s['caught_up_after_s']}s after it started, while the model trained); "
+                      f"{s['rows_published']:,} rows published to Redis; lag at stop: {s['lag']} records")
+    finally:
+        stream.kill()
+    _step("14. consistency as served: each prediction's features == the offline values at its time",
+          lambda: demo_live.served_consistency(settings, since, summary["serve"]["predictions"]), summary,
+          "served_consistency")
     return summary
+
+
+def _stream(settings: Settings) -> "demo_live.StreamJob":
+    """Start the streaming job once the batch path has loaded and checked the online store
+    (a full ``materialize`` clears the store and writes the values as of its start, which
+    would undo what the stream wrote meanwhile); it replays the topics from the earliest
+    offsets while the model trains."""
+    console.rule("[bold]9. stream: `skewless etl stream` (Spark Structured Streaming, Kafka -> Redis)")
+    stream = demo_live.StreamJob(settings)
+    console.print(f"started (pid {stream.proc.pid}); it replays the topics from the earliest offsets while the "
+                  f"model trains, then keeps the online store current; its output: {stream.log_path}")
+    return stream
 
 
 def _features(settings: Settings, summary: dict[str, Any]) -> None:
@@ -137,72 +180,132 @@ def _features(settings: Settings, summary: dict[str, Any]) -> None:
 
 
 def _train(settings: Settings, summary: dict[str, Any]) -> None:
+    import logging
+
+    import mlflow  # noqa: F401  (configures its loggers on import: quiet them after)
+
     from cli.train import results_table
     from skewless.features.store import feature_store
     from training.trainer import train
 
-    result = _step("9. train: Feast training set -> models -> cost-based evaluation -> MLflow champion",
+    # MLflow announces creating and migrating its tracking database at INFO: not ours to print.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    result = _step("10. train: Feast training set -> models -> cost-based evaluation -> MLflow champion",
                    lambda: train(settings, feature_store(settings), promote_champion=True), summary, "train")
     console.print(results_table(result["results"], result["chosen"]))
     console.print(f"champion: {result['model']} v{result['registered_version']} ({result['chosen']}), "
                   f"training set {result['rows']:,} rows ({result['frauds']} known frauds) in {result['training_set_seconds']}s")
 
 
-def _showcase(settings: Settings, n: int = 3):
-    """For a few recent users: a payment like their last one, and one 30 times larger at
-    a merchant they never used, both made now (the API uses today's features)."""
+def _transactions(settings: Settings) -> pd.DataFrame:
     from skewless.lake import read_events
 
-    tx = read_events(settings.lake_path, settings.topics.transactions, "event_time").to_pandas()
-    last = tx.sort_values("event_time").drop_duplicates("user_id", keep="last").tail(n)
+    return read_events(settings.lake_path, settings.topics.transactions, "event_time").to_pandas()
+
+
+def _recent(tx: pd.DataFrame, n: int = 3) -> pd.DataFrame:
+    """The last transaction of each of the ``n`` users who paid last."""
+    return tx.sort_values("event_time").drop_duplicates("user_id", keep="last").tail(n).sort_values("user_id")
+
+
+def _showcase(last: pd.DataFrame) -> pd.DataFrame:
+    """For each user: a payment like their last one, and one 30 times larger at a merchant
+    they never used, both made now (the API uses today's features)."""
     odd = last.assign(amount=last["amount"] * 30, merchant_id="m-never-seen", kind="30x, new merchant")
     return pd.concat([last.assign(kind="like the last one"), odd]).sort_values(["user_id", "amount"])
 
 
-def _serve(settings: Settings, summary: dict[str, Any]) -> None:
-    """Start the real API process, score a few transactions, land its prediction log."""
-    import os
-    import sys
-    import time
-    from datetime import datetime, timezone
-    from pathlib import Path
+def _compromised_card(tx: pd.DataFrame, user_id: str, n: int) -> tuple[list[dict[str, Any]], str]:
+    """``n`` + 1 payments of ``user_id``'s card as the simulator's fraud bursts make them:
+    at merchants the user never paid at, from a foreign country, on a new device, for
+    several times the user's usual amount (the event contract's fields, no id or time);
+    and what they are, in words."""
+    import numpy as np
 
+    from ingestion.simulator import COUNTRIES, CURRENCY
+    from skewless.contracts import TRANSACTIONS
+
+    mine = tx[tx["user_id"] == user_id].sort_values("event_time")
+    usual = float(mine["amount"].median())
+    home = str(mine["country"].mode().iloc[0])
+    foreign = next(c for c in reversed(COUNTRIES) if c != home)
+    rng = np.random.default_rng(DEMO_SEED)
+    columns = ["merchant_id", "mcc"] if "mcc" in tx.columns else ["merchant_id"]
+    others = (tx.loc[~tx["merchant_id"].isin(set(mine["merchant_id"])), columns]
+              .drop_duplicates("merchant_id").sort_values("merchant_id"))
+    picks = others.iloc[rng.choice(len(others), size=n + 1, replace=len(others) < n + 1)]
+    device = f"demo-device-{uuid.uuid4().hex[:6]}"
+    payments = []
+    for (_, m), factor in zip(picks.iterrows(), rng.uniform(2.5, 12, size=n + 1)):
+        p = {"user_id": user_id, "merchant_id": m["merchant_id"], "amount": round(usual * float(factor), 2),
+             "currency": CURRENCY[foreign], "country": foreign, "channel": "web", "device_id": device}
+        p["schema_version"] = TRANSACTIONS.version
+        if "mcc" in m and pd.notna(m["mcc"]):
+            p["mcc"] = str(m["mcc"])
+        payments.append(p)
+    what = (f"new merchants, from {foreign} (home: {home}), on a new device, 2.5-12x the user's median "
+            f"amount {usual:,.2f}")
+    return payments, what
+
+
+def _serve(settings: Settings, summary: dict[str, Any], stream: "demo_live.StreamJob", backlog: int,
+           burst: int) -> None:
+    """Start the real API process; once the stream has caught up, score a few transactions,
+    then a burst of payments for one user (the API logs every prediction to Kafka)."""
     import httpx
 
-    from ingestion.consumer import consume
+    from skewless.features.definitions import load
     from skewless.services.server_process import ServerProcess, free_port
 
-    console.rule("[bold]10. serve: the champion behind `skewless serve`; every prediction logged to Kafka")
+    console.rule("[bold]11. serve: the champion behind `skewless serve`; every prediction logged to Kafka")
     port = free_port()
-    cmd = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
-    if settings.config_file:
-        cmd += ["--config", str(settings.config_file)]
+    cmd, env = demo_live.child_command(settings, "serve", "--port", str(port))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    server = ServerProcess("skewless serve", cmd, dict(os.environ), Path.cwd(), settings.state_dir / "demo-serve.log",
-                           port)
+    server = ServerProcess("skewless serve", cmd, env, Path.cwd(), settings.state_dir / "demo-serve.log", port)
     rows = []
     try:
         server.wait_ready("/readyz", timeout=90)
-        now = datetime.now(timezone.utc).isoformat()
+        waited = stream.wait_caught_up(backlog)
+        console.print(f"the stream has applied all {backlog:,} landed events ({waited}s after it started): the "
+                      f"online values are the stream's from here on")
+        tx = _transactions(settings)
+        # The simulated traffic's users (earlier demo runs' payments left out), and for
+        # the burst one whose card no earlier run used, so "before" is their own history.
+        simulated = tx[~tx["transaction_id"].str.startswith("demo-")]
+        recent = _recent(simulated)
+        used = set(tx.loc[tx["transaction_id"].str.startswith("demo-burst-"), "user_id"])
+        user = next(u for u in _recent(simulated, 1000).sort_values("event_time", ascending=False)["user_id"]
+                    if u not in used)
         table = Table("user_id", "payment", "amount", "score", "decision", "ms")
         with httpx.Client(base_url=server.base) as client:
-            for _, t in _showcase(settings).iterrows():
-                tx = {k: t[k] for k in ("user_id", "merchant_id", "currency", "country", "channel", "device_id")}
-                tx.update(transaction_id=f"demo-{len(rows)}", amount=round(float(t["amount"]), 2), event_time=now)
+            for _, t in _showcase(recent).iterrows():
+                payment = {k: t[k] for k in demo_live.API_FIELDS}
+                payment.update(transaction_id=f"demo-{uuid.uuid4().hex[:8]}-{len(rows)}",
+                               amount=round(float(t["amount"]), 2), event_time=datetime.now(timezone.utc).isoformat())
                 t0 = time.perf_counter()
-                body = client.post("/v1/predict", json=tx).raise_for_status().json()
+                body = client.post("/v1/predict", json=payment).raise_for_status().json()
                 ms = (time.perf_counter() - t0) * 1000
                 rows.append(body)
                 table.add_row(t["user_id"], t["kind"], f"{t['amount']:,.2f}", f"{body['score']:.3f}",
                               "[red]review[/red]" if body["review"] else "approve", f"{ms:.1f}")
         console.print(table)
+        summary["serve"] = {"predictions": len(rows), "reviewed": sum(r["review"] for r in rows),
+                            "model_version": rows[0]["model_version"] if rows else None}
+        view = next(v for v in load(settings).views if v.name == demo_live.BURST_VIEW)
+        payments, what = _compromised_card(tx, user, burst)
+        console.rule(f"[bold]12. burst: {user}'s card used {burst} times now, sent to Kafka")
+        console.print(f"like the simulator's fraud bursts: {what}", highlight=False)
+        result = demo_live.burst(settings, server.base, payments[:-1], payments[-1], view.hop_td.total_seconds())
+        demo_live.print_burst(result)
+        summary["burst"] = {k: v for k, v in result.items() if k not in ("sent", "before", "after")} | {
+            "score_before": result["before"]["score"], "score_after": result["after"]["score"],
+            # what the two predictions were scored with (the model's inputs), before and after
+            "served_before": {f: result["before"]["features"].get(f) for f in demo_live.SHOWN},
+            "served_after": {f: result["after"]["features"].get(f) for f in demo_live.SHOWN}}
+        summary["serve"]["predictions"] += 2  # the burst's before and after
     finally:
         server.stop()
-    landed = consume(settings, until_idle=3.0, topics=[settings.topics.predictions])
-    console.print(f"{len(rows)} predictions answered; the consumer landed {landed['valid']} prediction records "
-                  f"in the lake ({settings.topics.predictions})")
-    summary["serve"] = {"predictions": len(rows), "reviewed": sum(r["review"] for r in rows),
-                        "logged_and_landed": landed["valid"], "model_version": rows[0]["model_version"] if rows else None}
 
 
 @handle_errors
@@ -210,10 +313,11 @@ def demo(
     events: Annotated[int, typer.Option("--events", "-n", min=100, help="transactions to simulate")] = 50_000,
     days: Annotated[int, typer.Option(min=1, help="days of simulated traffic")] = 30,
     fresh: Annotated[bool, typer.Option("--fresh", help="delete earlier demo topics and lake first")] = False,
+    burst: Annotated[int, typer.Option("--burst", min=1, max=50, help="payments in the live burst")] = 5,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Run the whole lifecycle on simulated payments: services, produce, land, verify, ..."""
     settings = settings_from(config)
-    summary = run_demo(settings, events=events, days=days, fresh=fresh)
+    summary = run_demo(settings, events=events, days=days, fresh=fresh, burst=burst)
     console.rule("[bold green]demo complete")
     emit(summary, json_out)
