@@ -47,6 +47,7 @@ import pandas as pd
 
 from etl import windows
 from etl.stream_state import StreamState, decode_blobs, encode_blobs, entity_id
+from skewless import event_checks
 from skewless.contracts import CONTRACTS, InvalidEvent
 from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
@@ -177,7 +178,20 @@ class Processor:
             if not rows:
                 continue
             ev = pd.DataFrame(rows)
-            ev["_arrived"] = pd.to_datetime(pd.Series(arrived), utc=True).astype("int64").to_numpy() / 1e9
+            kafka_ms = pd.to_datetime(pd.Series(arrived), utc=True).astype("int64").to_numpy() // 1_000_000
+            ev["_arrived"] = kafka_ms / 1e3
+            # The declared batch checks ingestion dead-letters by (skewless.event_checks): an
+            # event the lake refuses must not count online either. Repeated ids are the
+            # retries dropped below, not invalid events.
+            checked = ev[event_checks.columns(contract)].assign(
+                **{event_checks.KAFKA_TIME: event_checks.kafka_times(kafka_ms.tolist(), ev.index)})
+            failed = event_checks.failures(contract, checked, self.settings.ingest.max_event_time_ahead_s)
+            bad = [i for i, (check, _) in failed.items() if not check.endswith(".unique_in_batch")]
+            if bad:
+                report.invalid += len(bad)
+                ev = ev.drop(index=bad).reset_index(drop=True)
+                if ev.empty:
+                    continue
             first = ~ev.duplicated(contract.id_field, keep="first")
             seen = np.array(self.state.seen(name, ev[contract.id_field].astype(str).tolist()), dtype=bool)
             keep = first.to_numpy() & ~seen
