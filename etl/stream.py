@@ -384,22 +384,72 @@ def _kafka_options(settings: Settings) -> dict[str, str]:
     return opts
 
 
-def _lag(progress: dict | None) -> int | None:
-    """Kafka records between what the last micro-batch read and the newest offsets."""
+def _offsets(progress: dict | None, field: str) -> dict[tuple[str, int], int] | None:
+    """A source offset map of a query progress (``endOffset``, ``latestOffset``) as
+    (topic, partition) -> offset, over all its sources; None when it has none."""
     if not progress:
         return None
-    total = 0
+    out: dict[tuple[str, int], int] = {}
     for src in progress.get("sources", []):
-        end, latest = src.get("endOffset"), src.get("latestOffset")
-        if not end or not latest:
+        raw = src.get(field)
+        if not raw:
             return None
-        end, latest = (json.loads(x) if isinstance(x, str) else x for x in (end, latest))
-        if not isinstance(end, dict) or not isinstance(latest, dict):
+        parsed = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(parsed, dict):
             return None
-        for topic, parts in latest.items():
-            for part, off in parts.items():
-                total += max(0, int(off) - int(end.get(topic, {}).get(part, 0)))
-    return total
+        for topic, parts in parsed.items():
+            out.update({(topic, int(part)): int(off) for part, off in parts.items()})
+    return out
+
+
+def _lag(progress: dict | None, latest: dict[tuple[str, int], int] | None = None) -> int | None:
+    """Kafka records between what the last completed micro-batch read and the newest
+    offsets: ``latest`` when given (the broker's, asked now), else the newest the last
+    batch saw when it was planned — which reads 0 while a long batch runs and the
+    backlog grows behind it, so the job asks the broker (``_LatestOffsets``)."""
+    read = _offsets(progress, "endOffset")
+    if latest is None:
+        latest = _offsets(progress, "latestOffset")
+        if latest is None or read is None:
+            return None
+    read = read or {}  # no batch completed yet: nothing read
+    return sum(max(0, off - read.get(tp, 0)) for tp, off in latest.items())
+
+
+class _LatestOffsets:
+    """The broker's newest readable offsets (``read_committed``: the last stable offset,
+    as Spark's source reads) of the stream's topics, asked at most once a second; None
+    while the broker does not answer (the lag is then the last batch's view of it)."""
+
+    def __init__(self, settings: Settings, topics: list[str]):
+        self.settings, self.topics = settings, topics
+        self.consumer = None
+        self.asked_at, self.value = 0.0, None
+
+    def __call__(self) -> dict[tuple[str, int], int] | None:
+        if time.monotonic() - self.asked_at < 1.0:
+            return self.value
+        self.asked_at = time.monotonic()
+        try:
+            from kafka import KafkaConsumer, TopicPartition
+
+            if self.consumer is None:
+                self.consumer = KafkaConsumer(**self.settings.kafka.client_config(), group_id=None,
+                                              enable_auto_commit=False, isolation_level="read_committed",
+                                              request_timeout_ms=5000)
+            tps = [TopicPartition(t, p) for t in self.topics for p in sorted(self.consumer.partitions_for_topic(t) or ())]
+            ends = self.consumer.end_offsets(tps) if tps else {}
+            self.value = {(tp.topic, tp.partition): int(off) for tp, off in ends.items()}
+        except Exception:  # noqa: BLE001 - the broker away or restarting: report the last batch's lag
+            self.value = None
+        return self.value
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close(timeout_ms=1000)
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def _checkpoint_id(checkpoint) -> str | None:
@@ -493,6 +543,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     if settings.stream.trigger_ms:
         writer_ = writer_.trigger(processingTime=f"{settings.stream.trigger_ms} milliseconds")
     t0 = time.time()
+    latest_offsets = _LatestOffsets(settings, proc.topics)
     query = writer_.start()
     stop = stop or threading.Event()
     lag = None
@@ -508,8 +559,9 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             stop.wait(wait)
             totals["rows_published"] += proc.publisher.publish_due(time.time())
             lag = _lag(query.lastProgress)
-            if lag is not None:
-                client.hset(state.meta, mapping={"lag": lag})
+            now_lag = _lag(query.lastProgress, latest_offsets()) if query.lastProgress is not None else None
+            if now_lag is not None or lag is not None:
+                client.hset(state.meta, mapping={"lag": now_lag if now_lag is not None else lag})
             if time.monotonic() - marked[0] >= 1.0 and totals["batches"]:
                 # The online store holds every view's values up to now (where a load made a
                 # watermark; a missing one stays missing: serving's /readyz keeps saying so).
@@ -523,6 +575,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     finally:
         if query.isActive:
             query.stop()
+        latest_offsets.close()
     error = query.exception()
     if error is not None:
         first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
