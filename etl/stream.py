@@ -67,6 +67,7 @@ class BatchReport:
     skipped: bool = False
     rows_published: int = 0
     timers: int = 0  # entities whose next change point was (re)scheduled
+    first_timer: float | None = None  # the earliest of them (unix s)
     seconds: float = 0.0  # the whole micro-batch in the processor, then its phases:
     parse_s: float = 0.0  # contract validation and dedupe lookups
     compute_s: float = 0.0  # partials merged and rows computed (etl.windows), state loads included
@@ -226,6 +227,13 @@ class Processor:
             applied = sum(len(e) for e in events.values())
             report.applied = applied
             meta = {"batch": batch_id, "applied_at": now}
+            # published_at says the online values are exact at that instant. A timer this
+            # batch sets at or before it makes that untrue until the publisher has run (a
+            # reader would otherwise see one view of a boundary written and trust the
+            # others): it steps back to just before the earliest such timer.
+            published = self.state.r.hget(self.state.meta, "published_at")
+            if published is not None and report.first_timer is not None and report.first_timer <= float(published):
+                meta["published_at"] = report.first_timer - 1e-6
             if query_id:
                 meta["query_id"] = query_id
             if lag is not None:
@@ -354,6 +362,9 @@ class Processor:
             pipe.set(self.state.blob_key(view.name, e), blob, ex=expire)
         pipe.zadd(self.state.due_key(view.name), timers, lt=True)
         report.timers += len(timers)
+        if timers:
+            first = min(timers.values())
+            report.first_timer = first if report.first_timer is None else min(report.first_timer, first)
 
 
 def _tuple(kv: Any) -> tuple:

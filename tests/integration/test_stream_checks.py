@@ -1,7 +1,12 @@
-"""The stream counts exactly what ingestion lands: an event that only the declared batch
-checks refuse (``skewless.event_checks``: a channel outside the allowed ones, an event time
-far ahead of its Kafka timestamp) is dead-lettered by ingestion, and the stream, which
-parses with the same contract, must not count it online either (that would be skew)."""
+"""What the stream tells readers is true.
+
+* It counts exactly what ingestion lands: an event that only the declared batch checks
+  refuse (``skewless.event_checks``: a channel outside the allowed ones, an event time far
+  ahead of its Kafka timestamp) is dead-lettered by ingestion, and the stream, which parses
+  with the same contract, must not count it online either (that would be skew).
+* Its ``published_at`` (the instant the online values are exact at, which the demo and
+  ``check consistency`` trust) never covers a boundary whose rows are still being written.
+"""
 
 from __future__ import annotations
 
@@ -39,12 +44,16 @@ def _record(i: int, uid: str, tau: float, *, channel: str = "web", kafka_at: flo
             "timestamp": pd.Timestamp(T0 + (tau if kafka_at is None else kafka_at), unit="s", tz="UTC")}
 
 
-def test_events_the_batch_checks_refuse_are_not_counted_online(services, tmp_path):
-    run = uuid.uuid4().hex[:8]
+def _setup(services, tmp_path):
     settings = with_overrides(services, state_dir=str(tmp_path / "state"), lake_path=str(tmp_path / "lake"),
                               feast_project="stream_checks", topics={"transactions": "transactions"})
     feast_store.apply(settings, Definitions(entities=(user,), views=(VIEW,), services=(), module="test"))
-    client = redis.Redis.from_url(settings.redis_url)
+    return settings, redis.Redis.from_url(settings.redis_url)
+
+
+def test_events_the_batch_checks_refuse_are_not_counted_online(services, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    settings, client = _setup(services, tmp_path)
     state = StreamState(client, f"stream_checks_{run}")
     clock = {"now": T0 + 10}
     proc = Processor(settings, (VIEW,), state, OnlineWriter(settings), clock=lambda: clock["now"])
@@ -65,5 +74,39 @@ def test_events_the_batch_checks_refuse_are_not_counted_online(services, tmp_pat
             features=[f"{VIEW.name}:count_1h"],
             entity_rows=[{"user_id": u} for u in (good, bad_channel, ahead)]).to_dict()
         assert got["count_1h"] == [2, 1, 1]
+    finally:
+        state.reset()
+
+
+class _Watching(OnlineWriter):
+    """Feast's writer, noting what the stream's status said at each write."""
+
+    def __init__(self, settings, state: StreamState):
+        super().__init__(settings)
+        self.state, self.seen = state, []
+
+    def write(self, view: str, rows: pd.DataFrame) -> int:
+        published = self.state.r.hget(self.state.meta, "published_at")
+        self.seen.append((rows["event_timestamp"].max().timestamp(), float(published) if published else None))
+        return super().write(view, rows)
+
+
+def test_published_at_never_covers_a_boundary_whose_rows_are_being_written(services, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    settings, client = _setup(services, tmp_path)
+    state = StreamState(client, f"stream_checks_{run}")
+    clock = {"now": T0 + 10.5}
+    writer = _Watching(settings, state)
+    proc = Processor(settings, (VIEW,), state, writer, clock=lambda: clock["now"])
+    try:
+        proc.apply(pd.DataFrame([_record(0, f"u{run}", 5.0)]), 0)  # visible from T0 + 6
+        proc.publisher.publish_due(T0 + 10.5)  # the job's loop: values exact at T0 + 10.5
+        # A batch that started after that publication applies an event from before it
+        # (its boundary, T0 + 10, is already covered by published_at).
+        clock["now"] = T0 + 10.6
+        proc.apply(pd.DataFrame([_record(1, f"u{run}", 9.9)]), 1)
+        boundary, published = writer.seen[-1]
+        assert boundary == T0 + 10 and published is not None and published < boundary, writer.seen
+        assert state.status().published_at == T0 + 10.6  # and exact again once written
     finally:
         state.reset()
