@@ -24,7 +24,9 @@ are identical. The maps, one per signal:
 * missing: the missing indicator.
 
 Estimates below 1 (clusters more varied than the rows: noise, mostly) count as 1: the check
-never claims more information than its rows hold. Everything works on the histogram's bins,
+never claims more information than its rows hold. The estimate needs many clusters: with a
+single one (every row on one card) the sum over clusters is 0, nothing can be told, and the
+effect counts as 1. Everything works on the histogram's bins,
 so the same code gives the reference's effects (``skewless train``, with the training set's
 entity and time) and the live sample's (``skewless monitor drift``, from the prediction log).
 """
