@@ -12,6 +12,12 @@ with the champion's training run (``skewless monitor drift``).
   (the score is that model's); the others are counted. Each prediction's logged ``features``
   (the exact vector scored) gives the feature values; a feature the log no longer carries
   reads as null, so a broken upstream field shows as a column turning null.
+* **Dependence**: rows of one ``monitoring.cluster_key`` (``user_id``: the card) within one
+  ``monitoring.cluster_block`` (24h) are one cluster — a fraud burst is several rows that
+  land together. The live sample's design effects are measured on the logged key; the
+  reference's were measured by ``skewless train`` on the training set's and saved with it
+  (a reference saved before then has none: the live figures stand for both, as under no
+  drift both come from one process). See ``skewless.design_effect``.
 * **Verdicts**: ``monitoring.drift.detect`` (material and significant, Holm at alpha).
 
 Each check is saved under ``<state_dir>/monitoring/drift/`` with the live histograms (no
@@ -35,6 +41,8 @@ import pandas as pd
 
 from monitoring.drift import detect
 from skewless import drift_status
+from skewless.contracts import PREDICTIONS
+from skewless.design_effect import cluster_ids, design_effects
 from skewless.errors import ConfigError, DataError
 from skewless.features.dsl import parse_duration
 from skewless.histograms import REFERENCE_ARTIFACT, SCORE, Histogram, read_reference_document, summarize_like
@@ -94,9 +102,14 @@ def load_reference(settings: Settings, run_id: str) -> tuple[dict[str, Histogram
 
 def read_live(settings: Settings, start: datetime, end: datetime) -> tuple[pd.DataFrame, int]:
     """The landed predictions in ``[start, end)``, one per request id (the first landed); and
-    how many duplicate copies were dropped."""
-    frame, dropped = landed_predictions(settings, ["request_id", "predicted_at", "model_version", "score", "features"],
-                                        start, end)
+    how many duplicate copies were dropped. With ``monitoring.cluster_key``, its column too."""
+    key = settings.monitoring.cluster_key
+    if key is not None and key not in {f.name for f in PREDICTIONS.fields}:
+        raise ConfigError(f"monitoring.cluster_key '{key}' is not a field of the prediction log",
+                          f"use one of {', '.join(f.name for f in PREDICTIONS.fields if f.name.endswith('_id'))}, "
+                          "or null (rows independent)")
+    columns = ["request_id", "predicted_at", "model_version", "score", "features"]
+    frame, dropped = landed_predictions(settings, columns + ([key] if key and key not in columns else []), start, end)
     return frame.reset_index(drop=True), dropped
 
 
@@ -142,12 +155,20 @@ def check_drift(settings: Settings, run_id: str | None = None, since: datetime |
     if SCORE in reference:
         columns[SCORE] = frame["score"].to_numpy(dtype="float64", na_value=np.nan)
     live = summarize_like(reference, columns, settings.monitoring.max_categories)
-    report = detect(reference, live, settings.monitoring)
+    live_effects = None
+    mon = settings.monitoring
+    if mon.cluster_key:
+        on_step(f"measuring how dependent the rows are (one {mon.cluster_key} within {mon.cluster_block})")
+        clusters = cluster_ids(frame[mon.cluster_key], frame["predicted_at"], mon.cluster_block)
+        live_effects = design_effects(reference, columns, clusters)
+    report = detect(reference, live, mon, meta.get("design_effects"), live_effects)
     out = {
         "checked_at": now.isoformat(),
         "reference_run": run, "model_version": version, "reference_rows": meta.get("rows"),
         "window": {"start": start.isoformat(), "end": end.isoformat()}, "predictions": len(frame),
         "other_model_versions": other_versions, "duplicates_dropped": duplicates,
+        "clusters": {"key": mon.cluster_key, "block": mon.cluster_block} if mon.cluster_key else None,
+        "design_effects": {"reference": meta.get("design_effects"), "live": live_effects},
         **report.to_dict(),
     }
     if save:

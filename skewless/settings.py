@@ -242,6 +242,12 @@ class MonitoringSettings(_Section):
                               "(at most; raised to 2 x tests / alpha when a check has many features)")
     window: str = Field("24h", pattern=r"^[1-9][0-9]*[smhd]$",
                         description="live sample of `skewless monitor drift`: the predictions of this last period")
+    cluster_key: str | None = Field(
+        "user_id", description="entity whose rows are dependent (a card's fraud burst, a customer's habits): rows "
+        "of one entity within one cluster_block are one cluster, and drift p-values allow for their design effect; "
+        "null: rows are independent")
+    cluster_block: str = Field("24h", pattern=r"^[1-9][0-9]*[smhd]$",
+                               description="time block of a cluster (the same for the reference and the live sample)")
     seed: int = 0
 
     @field_validator("features")

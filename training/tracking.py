@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skewless.design_effect import cluster_ids, design_effects
 from skewless.histograms import REFERENCE_ARTIFACT, SCORE, NumericHistogram, reference_document, summarize
 from skewless.model_artifact import ModelArtifact
 from skewless.registry import ensure_experiment, mlflow_client
@@ -82,6 +83,13 @@ def log_drift_reference(settings: Settings, run_id: str, data: pd.DataFrame, fea
     kinds = {n: mon.features[n].kind for n in features if n in mon.features and mon.features[n].kind}
     hists = summarize(data[features], kinds, mon.bins, mon.max_categories)  # type: ignore[arg-type]
     hists[SCORE] = NumericHistogram.reference(np.asarray(scores, dtype=np.float64), mon.bins, name=SCORE)
+    # How dependent the training rows are (a card's rows within one block of time are one cluster), per
+    # feature and signal: monitoring's p-values allow for it. The score's held-out rows carry no entity
+    # here: monitoring takes the live sample's figure for it.
+    if mon.cluster_key and mon.cluster_key in data.columns and "event_timestamp" in data.columns:
+        clusters = cluster_ids(data[mon.cluster_key], data["event_timestamp"], mon.cluster_block)
+        meta["design_effects"] = design_effects({n: hists[n] for n in features}, data, clusters)
+        meta["clusters"] = {"key": mon.cluster_key, "block": mon.cluster_block}
     doc = reference_document(hists, rows=len(data), score_rows=len(scores), features=list(features), **meta)
     mlflow_client(settings).log_dict(run_id, doc, REFERENCE_ARTIFACT)
     return doc

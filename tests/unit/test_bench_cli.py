@@ -44,7 +44,9 @@ def test_drift_benchmark_prints_its_table_and_ends_with_its_figures():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["benchmark"] == "drift" and out["trials"] == 2 and out["sizes"] == [100, 1000]
-    assert set(out["targets_ours"]) == {"power_0.5sigma_ge_0.9", "false_positives_le_5pct", "stable_as_n_grows"}
-    for detector in ("ours", "baseline_ks", "fixed_thresholds"):
+    assert set(out["targets_ours"]) == {"power_0.5sigma_ge_0.9", "false_positives_le_5pct",
+                                        "false_positives_le_5pct_bursty", "stable_as_n_grows"}
+    for detector in ("ours", "rows_independent", "baseline_ks", "fixed_thresholds"):
         assert 0 <= out[detector]["1000"]["power_mean_0.5"] <= 1
+        assert 0 <= out[detector]["1000"]["fp_bursts_dataset"] <= 1
     assert "targets (every n)" in r.stderr and "raw KS" in r.stderr

@@ -46,14 +46,16 @@ def env(tmp_path_factory):
     return settings, run_id
 
 
-def _log(settings, frame: pd.DataFrame, start: datetime, version: str = "v1", drop: str | None = None) -> None:
+def _log(settings, frame: pd.DataFrame, start: datetime, version: str = "v1", drop: str | None = None,
+         users: list[str] | None = None) -> None:
     events = []
     for i, row in enumerate(frame.itertuples(index=False)):
         at = start + timedelta(seconds=i)
         features = {"spend__mean_1h": row.spend__mean_1h, "spend__count_1h": row.spend__count_1h}
         if drop:
             features.pop(drop)
-        events.append({"request_id": uuid.uuid4().hex, "transaction_id": f"t{i}", "user_id": "u", "merchant_id": "m",
+        user = users[i] if users else "u"
+        events.append({"request_id": uuid.uuid4().hex, "transaction_id": f"t{i}", "user_id": user, "merchant_id": "m",
                        "amount": 10.0, "event_time": at.isoformat(), "predicted_at": at.isoformat(),
                        "model_name": "m", "model_version": version, "feature_service": "svc",
                        "score": float(row.score), "review": False, "features": features})
@@ -88,6 +90,35 @@ def test_a_feature_the_log_stops_carrying_is_flagged_as_turning_null(env):
     assert r["drifted_features"] == ["spend__count_1h"]
     count = next(f for f in r["features"] if f["name"] == "spend__count_1h")
     assert count["missing_rate_live"] == 1.0 and count["signals"][1]["drifted"]
+
+
+def test_dependent_rows_are_measured_on_both_sides_and_allowed_for(env):
+    """Training saves the reference's design effects (its cards within a day); a check measures
+    the live sample's on the prediction log's user_id: a window whose rows come in bursts of 4
+    identical vectors on one card shows an effect of 4, and its p-values allow for it."""
+    settings, _ = env
+    client = mlflow_client(settings)
+    run_id = client.create_run(ensure_experiment(settings, "drift-test")).info.run_id
+    ref = _frame(7, 2000)
+    ref["user_id"] = [f"r{i % 700}" for i in range(len(ref))]
+    ref["event_timestamp"] = pd.date_range(T0 - timedelta(days=20), periods=len(ref), freq="5min", tz="UTC")
+    doc = log_drift_reference(settings, run_id, ref, ["spend__mean_1h", "spend__count_1h"], ref["score"].to_numpy(),
+                              model_version="v1")
+    assert doc["clusters"] == {"key": "user_id", "block": "24h"}
+    assert set(doc["design_effects"]) == {"spend__mean_1h", "spend__count_1h"}
+    assert all(1.0 <= e["distribution"] < 1.5 for e in doc["design_effects"].values())  # independent rows
+
+    start = T0 + timedelta(days=8)
+    bursts = _frame(8, 400).loc[np.repeat(np.arange(400), 4)].reset_index(drop=True)
+    _log(settings, bursts, start, users=[f"c{i // 4}" for i in range(len(bursts))])
+    r = check_drift(settings, run_id, since=start, window="1h", save=False)
+    assert r["clusters"] == {"key": "user_id", "block": "24h"}
+    assert r["design_effects"]["reference"] == doc["design_effects"]
+    live = r["design_effects"]["live"]
+    assert live["spend__mean_1h"]["distribution"] == pytest.approx(4.0) and live["score"]["distribution"] == pytest.approx(4.0)
+    mean = next(f for f in r["features"] if f["name"] == "spend__mean_1h")["signals"][0]
+    assert mean["inflation"] > 2  # (e_ref / n_ref + 4 / n_live) / (1 / n_ref + 1 / n_live)
+    assert not r["drifted"]
 
 
 def test_no_predictions_in_the_window_and_a_run_without_reference_are_clear_errors(env):
