@@ -100,3 +100,33 @@ def report(
             console.print(f"  no {name}: {why}", highlight=False, soft_wrap=True)
 
     emit(result, json_out, human)
+
+
+@app.command("performance")
+@handle_errors
+def performance(
+    since: Annotated[Optional[str], typer.Option("--since", help="predictions made at or after this ISO time")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="predictions made before this ISO time")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Realised performance of the served models: the logged predictions whose chargebacks had
+    time to arrive (training.label_maturity_days) against the labels in the lake — PR-AUC,
+    recall, review rate and the cost of the decisions taken, per model version."""
+    from rich.table import Table
+
+    from monitoring.realised import realised_performance
+
+    settings = settings_from(config)
+    result = realised_performance(settings, parse_time(since, "--since"), parse_time(until, "--until"))
+
+    def human() -> None:
+        t = Table("model version", "predictions", "frauds", "PR-AUC", "recall", "review rate", "cost", "savings")
+        rows = list(result["by_model_version"].items()) + [("all", result["overall"])]
+        for name, f in rows:
+            t.add_row(name, f"{f['predictions']:,}", f"{f['frauds']:,}", _fmt(f["pr_auc"]), _fmt(f["recall"]),
+                      _fmt(f["review_rate"]), f"{f['cost']:,.2f}", f"{f['savings']:,.2f}")
+        console.print(t)
+        console.print(f"{result['too_young']:,} of {result['predictions']:,} predictions are younger than "
+                      f"{result['label_maturity_days']:g} days (labels may still come): not counted")
+
+    emit(result, json_out, human)

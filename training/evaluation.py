@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from skewless.cost import decisions_cost
+
 
 @dataclass(frozen=True)
 class CostReport:
@@ -41,7 +43,7 @@ def decision_cost(y: np.ndarray, scores: np.ndarray, amounts: np.ndarray, thresh
     missed = y & ~flag
     false_alarm = flag & ~y
     caught = flag & y
-    cost = amounts[missed].sum() + review_cost * flag.sum()
+    cost = decisions_cost(y, flag, amounts, review_cost)
     return CostReport(
         threshold=float(threshold), cost=float(cost), cost_no_model=float(amounts[y].sum()),
         flagged=int(flag.sum()), caught_fraud=int(caught.sum()), missed_fraud=int(missed.sum()),
