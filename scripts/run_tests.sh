@@ -3,7 +3,7 @@
 # collected) is a failure here, never a silent pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pytest tests "$@"
+python3 -m pytest tests --durations=25 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "error: pytest collected no tests" >&2
