@@ -47,6 +47,22 @@ def _topic_has_data(settings: Settings, topic: str) -> bool:
         c.close()
 
 
+def _delete_group(admin, group: str, wait_s: float = 60.0) -> dict:
+    """``admin.delete_groups([group])``, retried while the broker has no group coordinator
+    yet (a broker that just started creates ``__consumer_offsets`` first: until then every
+    group lookup answers COORDINATOR_NOT_AVAILABLE, which is retriable)."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return admin.delete_groups([group])
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _fresh(settings: Settings) -> None:
     """Forget earlier demo data: the topics, the consumer group's offsets and the lake."""
     from kafka import KafkaAdminClient
@@ -60,7 +76,7 @@ def _fresh(settings: Settings) -> None:
         if topics:
             admin.delete_topics(topics)
         group = settings.kafka.consumer_group
-        for outcome in admin.delete_groups([group]).values():  # group -> "OK" or the error's name
+        for outcome in _delete_group(admin, group).values():  # group -> "OK" or the error's name
             if outcome not in ("OK", "GroupIdNotFoundError"):  # not found: no run consumed yet
                 raise ServiceError(f"could not delete the consumer group {group!r}: {outcome}",
                                    "stop every `skewless ingest consume` of this group, then run the demo again")
