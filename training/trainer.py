@@ -11,7 +11,8 @@
 3. a time-ordered split (train < validation < test), time-series cross-validation on
    train, each candidate fitted on train, its threshold chosen by cost on validation, the
    model chosen by validation PR-AUC (``training.selection``: the choice never sees the
-   test split); then every candidate reported on test, once, the others for comparison;
+   test split); then every candidate reported on test, once, the others for comparison,
+   its cost and savings with bootstrap intervals (resampling cards: ``cost_ci_low``, ...);
 4. MLflow: parameters, metrics, data window, Feast project and FeatureService, feature
    list, plots; the best candidate is saved as a model artifact and registered (and
    promoted to champion on request); the drift reference (histograms of the training
