@@ -79,7 +79,8 @@ def add_cost_intervals(results: dict[str, dict[str, Any]], curves: dict[str, tup
     ``cost_ci_high``, ...; MLflow ``<candidate>.cost_ci_low``, read by the monitoring report),
     resampling cards (``user_id``) so one card's burst of fraud moves together."""
     cfg, rt = settings.training, settings.retrain
-    amounts, groups = test_df["amount"].to_numpy(dtype=float), test_df["user_id"].to_numpy()
+    amounts = test_df["amount"].to_numpy(dtype=float)
+    groups = test_df["user_id"].to_numpy() if "user_id" in test_df.columns else None  # rows, without cards
     for name, (y, scores) in curves.items():
         costs = row_costs(y, scores, amounts, results[name]["threshold"], cfg.review_cost)
         saved = np.where(np.asarray(y, dtype=bool), amounts, 0.0) - costs
