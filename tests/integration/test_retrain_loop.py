@@ -11,6 +11,13 @@ features already catch the card-testing bursts, so the rule kept it. On the stea
 the challenger's mean won by 24% but the interval of the saving, [-0.0087, 0.034], included
 zero: kept. A promotion on simulated drift is not shown here (see the README).
 
+Caveat on "drift flagged": on main at c02e2bf's base the drifted world's check flags
+``user_diversity__last_tx_time`` (an absolute timestamp, which drifts by the calendar alone),
+``user_merchant__tx_count_30d`` and ``merchant_chargebacks__chargebacks_30d`` — not the
+card-testing velocity features; before the design-effect change the steady world was flagged
+on the same features too. So this test shows the gate acting on a flagged check, not that
+the check isolates the real shift.
+
 Timeline (days from START; the longest feature window is 30 days, so the champion learns
 from day 30 on, when every window is full — a window still filling up would itself look like
 drift; labels arrive 1-30 days after a transaction, so ``label_maturity_days`` is 30 and the
