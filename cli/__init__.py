@@ -53,6 +53,7 @@ _GROUPS = [
     ("cli.serve", "serve"),
     ("cli.check", "check"),
     ("cli.monitor", "monitor"),
+    ("cli.retrain", "retrain"),
 ]
 
 for _module, _name in _GROUPS:

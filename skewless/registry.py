@@ -1,4 +1,5 @@
-"""Model registry on MLflow: register a version, promote it to "champion", load the champion.
+"""Model registry on MLflow: register a version, promote it to "champion", load the champion;
+aliases (``champion``, ``challenger``; MLflow's stages are deprecated) and any version by number.
 
 Tracking and the registry share one MLflow backend (``settings.mlflow_tracking_uri()``,
 SQLite under the state dir by default). Artifacts go under ``<state_dir>/mlartifacts``.
@@ -15,6 +16,7 @@ from skewless.model_artifact import ModelArtifact
 from skewless.settings import Settings
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 
 class ModelNotFoundError(SkewlessError):
@@ -85,4 +87,38 @@ def load_champion(settings: Settings) -> ModelArtifact:
         raise ModelNotFoundError(
             f"model '{name}' has no champion", "train and promote one with: skewless train --promote"
         ) from exc
+    return ModelArtifact.load(Path(local))
+
+
+def alias_version(settings: Settings, alias: str) -> str | None:
+    """The registered version holding ``alias``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow_client(settings).get_model_version_by_alias(settings.training.model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(settings: Settings, alias: str, version: str) -> None:
+    mlflow_client(settings).set_registered_model_alias(settings.training.model_name, alias, version)
+
+
+def version_run(settings: Settings, version: str) -> str:
+    """The MLflow run that registered ``version``."""
+    return str(mlflow_client(settings).get_model_version(settings.training.model_name, version).run_id)
+
+
+def load_version(settings: Settings, version: str) -> ModelArtifact:
+    """Download and load registered ``version``'s artifact."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client(settings)
+    name = settings.training.model_name
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=tempfile.mkdtemp(prefix="skewless-model-"))
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"model '{name}' has no version {version}") from exc
     return ModelArtifact.load(Path(local))

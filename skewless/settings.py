@@ -268,6 +268,25 @@ class MonitoringSettings(_Section):
         return threshold, missing
 
 
+class RetrainSettings(_Section):
+    """``skewless retrain``: a challenger trained on the newest mature labelled window, against
+    the champion on one frozen holdout after both models' training data (``training.retrain``)."""
+
+    margin: float = Field(
+        0.02, ge=0, lt=1, description="the challenger must cut the champion's expected cost on the holdout by at "
+        "least this fraction of it (0.02: 2%), with the bootstrap interval of the cost difference clear of zero")
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="paired bootstrap resamples of the holdout "
+                           "(resampling cards, user_id, so one card's burst of fraud moves together)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="two-sided level of the bootstrap interval")
+    holdout_days: float = Field(
+        3.0, gt=0, description="the holdout: the newest mature transactions (at least training.label_maturity_days "
+        "old at the cutoff) of this many days; it must start after the champion's training data ends")
+    window_days: float | None = Field(
+        None, gt=0, description="the challenger's training window: this many days before the holdout "
+        "(default: every landed transaction before it)")
+    seed: int = 0
+
+
 class ServicesSettings(_Section):
     """The local development services started by ``skewless services up``."""
 
@@ -327,6 +346,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     services: ServicesSettings = ServicesSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     # Where the values came from (not a setting): the file, or None for defaults only.
     config_file: Path | None = Field(default=None, exclude=True)

@@ -11,7 +11,8 @@
 3. a time-ordered split (train < validation < test), time-series cross-validation on
    train, each candidate fitted on train, its threshold chosen by cost on validation, the
    model chosen by validation PR-AUC (``training.selection``: the choice never sees the
-   test split); then every candidate reported on test, once, the others for comparison;
+   test split); then every candidate reported on test, once, the others for comparison,
+   its cost and savings with bootstrap intervals (resampling cards: ``cost_ci_low``, ...);
 4. MLflow: parameters, metrics, data window, Feast project and FeatureService, feature
    list, plots; the best candidate is saved as a model artifact and registered (and
    promoted to champion on request); the drift reference (histograms of the training
@@ -28,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from skewless.errors import ConfigError, DataError
@@ -37,6 +39,7 @@ from skewless.registry import promote, register
 from skewless.settings import Settings
 from training.labels import label_frame
 from training.models import candidates, matrix, time_split
+from training.promotion import row_costs, total_interval
 from training.selection import fit_and_choose, report_on_test
 from training.tracking import importance_plot, log_drift_reference, log_run, pr_curve_plot
 
@@ -68,6 +71,22 @@ def training_set(store: Any, service_name: str, rows: pd.DataFrame, engine: str 
     service = store.get_feature_service(service_name)
     job = store.get_historical_features(entity_df=rows, features=service, full_feature_names=True)
     return job.to_df()
+
+
+def add_cost_intervals(results: dict[str, dict[str, Any]], curves: dict[str, tuple[Any, Any]],
+                       test_df: pd.DataFrame, settings: Settings) -> None:
+    """Each candidate's test ``cost`` and ``savings`` get bootstrap intervals (``cost_ci_low``,
+    ``cost_ci_high``, ...; MLflow ``<candidate>.cost_ci_low``, read by the monitoring report),
+    resampling cards (``user_id``) so one card's burst of fraud moves together."""
+    cfg, rt = settings.training, settings.retrain
+    amounts = test_df["amount"].to_numpy(dtype=float)
+    groups = test_df["user_id"].to_numpy() if "user_id" in test_df.columns else None  # rows, without cards
+    for name, (y, scores) in curves.items():
+        costs = row_costs(y, scores, amounts, results[name]["threshold"], cfg.review_cost)
+        saved = np.where(np.asarray(y, dtype=bool), amounts, 0.0) - costs
+        for metric, values in (("cost", costs), ("savings", saved)):
+            low, high = total_interval(values, groups, rt.bootstrap, rt.confidence, rt.seed)
+            results[name][f"{metric}_ci_low"], results[name][f"{metric}_ci_high"] = low, high
 
 
 def train(
@@ -112,6 +131,8 @@ def train(
     cand, model = selection.fitted[best_name].candidate, selection.fitted[best_name].model
     on_step(f"chose {best_name} on {selection.split} {selection.metric}; reporting every candidate on test")
     results, curves = report_on_test(selection, test_df, cfg.review_cost, cfg.target_precision)
+    on_step(f"bootstrap intervals of the test cost ({settings.retrain.bootstrap} resamples, by card)")
+    add_cost_intervals(results, curves, test_df, settings)
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     window = {"start": str(rows["event_timestamp"].min()), "end": str(rows["event_timestamp"].max()),
               "cutoff": str(cutoff or end or datetime.now(timezone.utc))}
