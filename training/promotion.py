@@ -28,17 +28,15 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from skewless import cost
+
 CHUNK = 100  # resamples drawn at a time (bounds memory at CHUNK x clusters weights)
 
 
 def row_costs(y: Sequence[int], scores: Sequence[float], amounts: Sequence[float], threshold: float,
               review_cost: float) -> np.ndarray:
-    """Each transaction's cost under the decision ``score >= threshold``: ``review_cost`` when
-    flagged, its amount when a fraud is not flagged, else 0. Sums to ``decision_cost(...).cost``."""
-    y = np.asarray(y, dtype=bool)
-    flag = np.asarray(scores, dtype=float) >= threshold
-    amounts = np.asarray(amounts, dtype=float)
-    return np.where(flag, float(review_cost), np.where(y, amounts, 0.0))
+    """Each transaction's cost under the decision ``score >= threshold`` (``skewless.cost``)."""
+    return cost.row_costs(y, np.asarray(scores, dtype=float) >= threshold, amounts, review_cost)
 
 
 def _clusters(n: int, groups: Sequence[Any] | None) -> np.ndarray:
