@@ -42,15 +42,15 @@ def _applied(state: StreamState) -> int:
     return s.events if s else 0
 
 
-def _wait_applied(state: StreamState, proc: subprocess.Popen, at_least: int, limit_s: float = 240) -> None:
-    """Until the stream has applied ``at_least`` events (bounded: a stuck job fails the test)."""
-    deadline = time.monotonic() + limit_s
+def _wait_applied(state: StreamState, proc: subprocess.Popen, at_least: int) -> None:
+    """Until the stream has applied ``at_least`` events; a job that dies fails the test, one
+    that hangs is ended by the test's timeout mark (no deadline here: a busy machine is slow)."""
     while _applied(state) < at_least:
         assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, f"stream applied {_applied(state)} of {at_least}"
         time.sleep(0.2)
 
 
+@pytest.mark.timeout(1800)
 def test_kill_9_twice_then_restart_applies_every_event_once_and_serves_the_offline_values(
         spark, make_settings, settings_file):  # noqa: F811
     settings = make_settings(feast_project=f"sj{os.getpid()}", stream={"max_offsets_per_trigger": 400})
