@@ -159,15 +159,9 @@ class StreamJob:
 
     def kill(self) -> None:
         """Stop it now, whatever it was doing (the demo failed elsewhere)."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        from skewless.services.server_process import stop_group
+
+        stop_group(self.proc, grace_s=60)
 
 
 def _iso(t: float) -> str:

@@ -181,23 +181,24 @@ class Processor:
             ev = pd.DataFrame(rows)
             kafka_ms = pd.to_datetime(pd.Series(arrived), utc=True).astype("int64").to_numpy() // 1_000_000
             ev["_arrived"] = kafka_ms / 1e3
+            # One copy per id, the first (as ingestion lands the first offset): later copies
+            # are retries, whatever else is wrong with them.
+            first = ~ev.duplicated(contract.id_field, keep="first").to_numpy()
+            report.retries += int((~first).sum())
+            ev, kafka_ms = ev[first].reset_index(drop=True), kafka_ms[first]
             # The declared batch checks ingestion dead-letters by (skewless.event_checks): an
-            # event the lake refuses must not count online either. Repeated ids are the
-            # retries dropped below, not invalid events.
+            # event the lake refuses must not count online either.
             checked = ev[event_checks.columns(contract)].assign(
                 **{event_checks.KAFKA_TIME: event_checks.kafka_times(kafka_ms.tolist(), ev.index)})
             failed = event_checks.failures(contract, checked, self.settings.ingest.max_event_time_ahead_s)
-            bad = [i for i, (check, _) in failed.items() if not check.endswith(".unique_in_batch")]
-            if bad:
-                report.invalid += len(bad)
-                ev = ev.drop(index=bad).reset_index(drop=True)
+            if failed:
+                report.invalid += len(failed)
+                ev = ev.drop(index=list(failed)).reset_index(drop=True)
                 if ev.empty:
                     continue
-            first = ~ev.duplicated(contract.id_field, keep="first")
             seen = np.array(self.state.seen(name, ev[contract.id_field].astype(str).tolist()), dtype=bool)
-            keep = first.to_numpy() & ~seen
-            report.retries += int((~keep).sum())
-            out[name] = ev[keep].reset_index(drop=True)
+            report.retries += int(seen.sum())
+            out[name] = ev[~seen].reset_index(drop=True)
         return out
 
     # -- one micro-batch

@@ -76,17 +76,24 @@ class ServerProcess:
         raise ServiceError(f"{self.name} not ready after {timeout:.0f}s (last answer: {last}):\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # the group we created: server and its workers
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        try:  # workers left behind by a master that died first
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        stop_group(self.proc, grace_s=15, kill_wait_s=5)  # the group we created: server and its workers
         self._log.close()
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float, kill_wait_s: float = 10) -> None:
+    """Stop the process group ``proc`` leads (started with ``start_new_session``): SIGTERM,
+    SIGKILL if it has not exited after ``grace_s``, then SIGKILL whatever of the group is
+    left (workers or a JVM whose parent died first)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=kill_wait_s)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
