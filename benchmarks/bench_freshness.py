@@ -982,7 +982,7 @@ def _drop_topics(settings: Settings, topics: list[str], groups: list[str], attem
                 if mine:
                     admin.delete_topics(mine)
                 try:
-                    admin.delete_consumer_groups(groups)
+                    admin.delete_groups(groups)  # kafka-python 3's name
                 except Exception:  # noqa: BLE001 - a group never created (no consume ran)
                     pass
                 time.sleep(1)

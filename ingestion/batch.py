@@ -1,9 +1,10 @@
 """One Kafka partition's open batch: decoded rows by event-time hour, and dead letters.
 
 A batch closes by record count, message bytes, or the number of event-time hours it
-spans, never by wall-clock, so replaying the same offsets closes it at the same offset.
-(``flush`` on shutdown, idle or rebalance closes it early; that batch is committed, so
-it is never replayed.)
+spans; the consumer also lands it early on shutdown, idle, rebalance, or once it is
+``max_batch_age_s`` old (``LakeSink.flush_aged``). Where a batch closes does not matter to
+exactly-once: a landed batch has a manifest and the consumer resumes right after it; an
+open one dies with the process and is read again.
 
 Every offset added is accounted for exactly once: a row in an hour's file, or a dead
 letter with its reason. Any exception while decoding or validating one message, expected

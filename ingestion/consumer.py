@@ -71,6 +71,9 @@ class LakeSink:
         self.pending_commits: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}  # what this run committed (settle skips these)
         self.stats: dict[str, dict[str, int]] = {}
+        # When each open batch got its first record (monotonic): ``flush_aged`` lands a batch
+        # once it is ``max_batch_age_s`` old, so a trickle's events wait a bounded time.
+        self.opened_at: dict[TopicPartition, float] = {}
         self.assigned_at = time.monotonic()  # the idle clock starts again at each assignment
         # Between a revocation and the next assignment the group is rebalancing: the
         # revoked partitions' landed offsets are committed by whoever gets them next
@@ -107,6 +110,7 @@ class LakeSink:
 
     def lose(self, tp: TopicPartition) -> None:
         """The group evicted us: another member may own it already, so land nothing."""
+        self.opened_at.pop(tp, None)
         self.batches.pop(tp, None)
         self.pending_commits.pop(tp, None)
         self.committed.pop(tp, None)
@@ -122,9 +126,23 @@ class LakeSink:
             if add(m.offset, m.key, m.value, m.timestamp):
                 self.flush(tp)
                 self.commit()
+        if len(batch) and tp not in self.opened_at:
+            self.opened_at[tp] = time.monotonic()
+
+    def flush_aged(self, now: float) -> bool:
+        """Land every open batch whose first record arrived ``max_batch_age_s`` ago or more;
+        True if one landed (its offsets then wait in ``pending_commits``). Closing a batch
+        early is what the idle flush does too: exactly-once rests on the manifests and on
+        resuming after what landed, not on where a batch closes."""
+        limit = self.settings.ingest.max_batch_age_s
+        aged = [tp for tp, t in self.opened_at.items() if now - t >= limit]
+        for tp in aged:
+            self.flush(tp)
+        return bool(aged)
 
     def flush(self, tp: TopicPartition) -> None:
         """Land the partition's open batch (steps 1-3 of the commit protocol)."""
+        self.opened_at.pop(tp, None)
         batch = self.batches.get(tp)
         if batch is None or not len(batch):
             return
@@ -388,9 +406,13 @@ def consume(
                 for tp, messages in records.items():
                     sink.handle(tp, messages)
                     received += len(messages)
+                if sink.flush_aged(now):  # a steady trickle is never idle: bound the wait by age
+                    sink.commit()
                 if on_progress:
                     on_progress(sink.stats)
             else:
+                if sink.flush_aged(now) and on_progress:
+                    on_progress(sink.stats)
                 if not idle_flushed and now - last_message >= min(1.0, until_idle or 1.0):
                     # Quiet: land what is open so it is visible and committed.
                     sink.flush_all()

@@ -105,7 +105,7 @@ class TopicSettings(_Section):
 
 
 class IngestSettings(_Section):
-    """Kafka -> lake consumer tuning. Rotation is by records/bytes, never wall-clock."""
+    """Kafka -> lake consumer tuning. A batch closes by records, bytes, event-time span, or age."""
 
     # Open batches hold decoded rows in memory: peak memory ~ partitions x flush_records rows.
     flush_records: int = Field(20_000, ge=1, description="records per Kafka partition per batch")
@@ -113,6 +113,11 @@ class IngestSettings(_Section):
     max_hours_per_batch: int = Field(
         72, ge=1, description="event-time rotation: close a batch once it spans this many hours"
     )
+    max_batch_age_s: float = Field(
+        60.0, gt=0,
+        description="wall-clock bound on how long an event waits in an open batch: a batch is landed this many "
+        "seconds after its first record arrived, however slowly records come (a steady trickle never "
+        "goes quiet for the idle flush)")
     row_group_records: int = Field(50_000, ge=1000)
     max_poll_records: int = Field(5_000, ge=1)
     compression: str = "zstd"
