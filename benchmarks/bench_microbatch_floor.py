@@ -230,15 +230,17 @@ def child_main(spec_path: str) -> None:
         checkpoint = ckpt_root / "checkpoint"
         out_dir = run_dir / "rows"
         out_dir.mkdir(parents=True, exist_ok=True)
+        realtime = v.get("mode") == "realtime"
+        options = {"kafka.bootstrap.servers": spec["bootstrap"], "subscribe": topic,
+                   "startingOffsets": "earliest", "kafka.isolation.level": "read_committed",
+                   "failOnDataLoss": "false", **v.get("read", {})}
+        if not realtime:  # real-time mode refuses it: "maxOffsetsPerTrigger is not compatible with real time mode"
+            options["maxOffsetsPerTrigger"] = str(spec["max_offsets"])
         reader = spark.readStream.format("kafka")
-        for k, val in {"kafka.bootstrap.servers": spec["bootstrap"], "subscribe": topic,
-                       "startingOffsets": "earliest", "kafka.isolation.level": "read_committed",
-                       "failOnDataLoss": "false", "maxOffsetsPerTrigger": str(spec["max_offsets"]),
-                       **v.get("read", {})}.items():
+        for k, val in options.items():
             reader = reader.option(k, val)
         source = reader.load().select("topic", "partition", "offset", "key", "value", "timestamp")
         visible: list[tuple[int, float, float, int]] = []  # batch id, entered, visible, rows
-        realtime = v.get("mode") == "realtime"
         if realtime:
             writer = (source.select("partition", "offset").writeStream.foreach(_RealTimeWriter(str(out_dir)))
                       .outputMode("update").trigger(realTime=v.get("trigger", "5 seconds")))
@@ -401,9 +403,13 @@ def _figures(res: dict[str, Any], sender: _Sender, realtime: bool) -> dict[str, 
         # rows of one (partition, epoch) reach process() together: the spread within a file
         return out
     vis = res.get("visible", [])
-    data = [p for p in res.get("progress", []) if p["numInputRows"] > 0]
+    # batches with data, by their offset range (numInputRows is 0 when the sink reads nothing)
+    def rows(p: dict[str, Any]) -> int:
+        return sum(int(o) - int(p["start"].get(k, 0)) for k, o in p["end"].items())
+
+    data = [p for p in res.get("progress", []) if p.get("end") and rows(p) > 0]
     out.update(
-        batches=len(data), rows_per_batch_p50=_r(_pct([p["numInputRows"] for p in data], 0.5), 1),
+        batches=len(data), rows_per_batch_p50=_r(_pct([rows(p) for p in data], 0.5), 1),
         batch_gap_p50=_r(_pct([b[1] - a[1] for a, b in zip(vis, vis[1:])], 0.5)),
         in_batch_p50=_r(_pct([b[2] - b[1] for b in vis], 0.5), 4),
         durations_ms_p50={k: _pct([p["durationMs"].get(k, 0) for p in data], 0.5) for k in DURATION_KEYS},
@@ -524,7 +530,8 @@ def run(settings: Settings, size: int | None = None, repeats: int = 1, rates: It
                                **_figures(res, sender, realtime)}
                         runs.append(fig)
                         say(f"{name} @ {rate:g}/s: p50 {fig['latency_p50']} p99 {fig['latency_p99']} s, "
-                            f"missing {fig['missing']}, load {load0}-{load1}")
+                            f"missing {fig['missing']}, load {load0}-{load1}"
+                            + (f", error: {fig['error']}" if fig["error"] else ""))
                         try:
                             admin.delete_topics([topic])
                             topics.remove(topic)
