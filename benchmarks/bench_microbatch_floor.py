@@ -532,20 +532,17 @@ def run(settings: Settings, size: int | None = None, repeats: int = 1, rates: It
                         say(f"{name} @ {rate:g}/s: p50 {fig['latency_p50']} p99 {fig['latency_p99']} s, "
                             f"missing {fig['missing']}, load {load0}-{load1}"
                             + (f", error: {fig['error']}" if fig["error"] else ""))
-                        try:
-                            admin.delete_topics([topic])
-                            topics.remove(topic)
-                        except Exception:  # noqa: BLE001 - named in topics_left
-                            pass
             finally:
                 child.close()
     finally:
+        # Deleted only now: a producer (or a Spark consumer) still holding a topic's metadata
+        # re-creates it on its next refresh when the broker auto-creates topics.
         producer.close(timeout=10)
         for t in list(topics):
             try:
                 admin.delete_topics([t])
                 topics.remove(t)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - named in topics_left
                 pass
         admin.close()
         shutil.rmtree(work, ignore_errors=True)
