@@ -105,13 +105,14 @@ class TopicSettings(_Section):
 
 
 class IngestSettings(_Section):
-    """Kafka -> lake consumer tuning. A batch closes by records, bytes, event-time span, or age."""
+    """Kafka -> lake consumer tuning. A batch closes by records, bytes, event dates spanned, or age."""
 
     # Open batches hold decoded rows in memory: peak memory ~ partitions x flush_records rows.
     flush_records: int = Field(20_000, ge=1, description="records per Kafka partition per batch")
     flush_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="message bytes per batch")
-    max_hours_per_batch: int = Field(
-        72, ge=1, description="event-time rotation: close a batch once it spans this many hours"
+    max_dates_per_batch: int = Field(
+        31, ge=1, description="event-time rotation: close a batch once it spans this many event dates (a batch "
+        "writes one file per event date it holds, so this bounds the files a batch writes)"
     )
     max_batch_age_s: float = Field(
         60.0, gt=0,
