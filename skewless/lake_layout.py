@@ -146,6 +146,14 @@ class LakeLayout:
                     out.append(json.loads(p.read_text()))
         return out
 
+    def compacted_away(self, rel: str) -> bool:
+        """True if the raw file ``rel`` (relative to the root) is an input of a committed
+        compaction (its rows are in the compaction's output; the file may be deleted)."""
+        parts = Path(rel).parts
+        if len(parts) != 4 or parts[0] != "raw" or not parts[2].startswith("date="):
+            return False
+        return any(rel in c["inputs"] for c in self.compactions(parts[1], parts[2][5:]))
+
     def raw_dates(self, topic: str) -> list[date]:
         root = self.raw_dir(topic)
         if not root.is_dir():

@@ -128,6 +128,19 @@ class IngestSettings(_Section):
         3600.0, gt=0, description="dead-letter events whose time is this far ahead of their Kafka timestamp")
 
 
+class CompactionSettings(_Section):
+    """``skewless lake compact``: a date partition's small raw files rewritten into large ones."""
+
+    target_file_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="size of a compacted file: inputs are packed into outputs of about "
+        "this many bytes (Parquet, as written)")
+    small_file_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="files smaller than this are compacted (larger ones are left as they are)")
+    grace_s: float = Field(
+        3600.0, ge=0, description="a compaction's inputs are deleted this long after it committed (by a later run): "
+        "a reader that listed them just before the commit (a Spark job mid-scan) still reads them")
+
+
 class StreamSettings(_Section):
     """The streaming feature job (``skewless etl stream``): Kafka -> online store."""
 
@@ -347,6 +360,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
+    compaction: CompactionSettings = CompactionSettings()
     stream: StreamSettings = StreamSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
