@@ -13,6 +13,8 @@ import pytest
 
 from ingestion import compact
 from ingestion.lake_files import recover_partition
+from skewless.contracts import TRANSACTIONS
+from skewless.lake import PARTITIONING, topic_schema
 from skewless.lake_layout import COMPACTED_PREFIX, LakeLayout
 from skewless.settings import load_settings
 from tests.unit.test_lake_files import TOPIC, fill, land_until
@@ -27,6 +29,13 @@ def settings(tmp_path):
         "compaction": base.compaction.model_copy(update={"grace_s": 3600})})
 
 
+def whole(layout: LakeLayout):
+    """Every row and column the readers see, in offset order."""
+    files = [str(f.path) for f in layout.raw_files(TOPIC)]
+    return ds.dataset(files, format="parquet", partitioning=PARTITIONING, partition_base_dir=str(
+        layout.raw_dir(TOPIC)), schema=topic_schema(TRANSACTIONS)).to_table().sort_by("_kafka_offset")
+
+
 def offsets(layout: LakeLayout) -> list[int]:
     files = [str(f.path) for f in layout.raw_files(TOPIC)]
     return sorted(ds.dataset(files, format="parquet").to_table(columns=["_kafka_offset"]).column(0).to_pylist())
@@ -39,6 +48,7 @@ def test_a_committed_compaction_swaps_its_inputs_for_its_output_and_an_uncommitt
     before = layout.raw_files(TOPIC)
     landed = {f.date: max(g.landed_at for g in before if g.date == f.date) for f in before}
     assert offsets(layout) == list(range(150))
+    rows_before = whole(layout)
 
     # An output whose compaction never committed (a crash before its manifest): not a row.
     day = before[0].date
@@ -55,6 +65,7 @@ def test_a_committed_compaction_swaps_its_inputs_for_its_output_and_an_uncommitt
     assert sorted(f.date for f in after) == sorted(per_date) and max(per_date.values()) > 1
     assert {f.date: f.compacted for f in after} == {d: n > 1 for d, n in per_date.items()}
     assert offsets(layout) == list(range(150))
+    assert whole(layout).equals(rows_before)  # every value of every row, landing stamps included
     # Rewritten rows keep the landing time of their inputs (the ETL planner's question).
     assert {f.date: f.landed_at for f in after} == landed
     # The inputs are still on disk (the grace), listed by no reader.
