@@ -1,5 +1,5 @@
 """Write simulated events into a private lake the way the ingestion sink lays it out
-(``raw/<topic>/date=YYYY-MM-DD/hour=HH/*.parquet``, contract schemas), fast enough for
+(``raw/<topic>/date=YYYY-MM-DD/*.parquet``, contract schemas), fast enough for
 benchmark sizes: one vectorised Arrow conversion instead of per-event validation."""
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ def land_frame(lake_path: str, topic: str, contract: str, events: list[dict], ta
     schema = c.arrow_schema(set(df.columns))
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     ts = df[c.time_field]
-    keys = ts.dt.strftime("%Y-%m-%d") + "/" + ts.dt.strftime("%H")
+    keys = ts.dt.strftime("%Y-%m-%d")
     tag = tag or uuid.uuid4().hex[:8]
     files = 0
     layout = LakeLayout(lake_path)
-    for key, idx in df.groupby(keys.values).indices.items():
-        d, h = key.split("/")
-        out = layout.hour_dir(topic, d, int(h))
+    for d, idx in df.groupby(keys.values).indices.items():
+        out = layout.date_dir(topic, d)
         out.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.take(pa.array(idx)), out / f"{tag}.parquet", compression="zstd")
         files += 1

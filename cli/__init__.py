@@ -47,6 +47,7 @@ _GROUPS = [
     ("cli.config", "config"),
     ("cli.services", "services"),
     ("cli.ingest", "ingest"),
+    ("cli.lake", "lake"),
     ("cli.etl", "etl"),
     ("cli.features", "features"),
     ("cli.train", "train"),

@@ -31,7 +31,7 @@ from skewless.errors import ConfigError, DataError
 from skewless.features import checks as table_checks
 from skewless.features import recomputed
 from skewless.features.dsl import WindowedView
-from skewless.lake import LANDING_ORDER, landed_at, topic_schema
+from skewless.lake import LANDING_ORDER, topic_schema
 from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
 from skewless.spark import spark_session
@@ -62,19 +62,12 @@ def _raw_dir(settings: Settings, contract: str) -> Path:
 
 
 def _raw_dates(settings: Settings, contract: str, newer_than: float | None = None) -> list[date]:
-    """Dates with raw files (optionally only files landed after ``newer_than``, a unix time)."""
-    out = set()
-    root = _raw_dir(settings, contract)
-    if not root.is_dir():
-        return []
-    for d in root.iterdir():
-        if not d.name.startswith("date="):
-            continue
-        files = (p for p in d.rglob("*.parquet")
-                 if not any(part.startswith((".", "_")) for part in p.relative_to(d).parts))
-        if newer_than is None or any(landed_at(p) >= newer_than for p in files):
-            out.add(date.fromisoformat(d.name[5:]))
-    return sorted(out)
+    """Dates with raw files (optionally only files landed after ``newer_than``, a unix time).
+
+    The files are the lake's one list (``LakeLayout.raw_files``); a compaction's output
+    counts as landed when the latest of its inputs did, so rewriting rows is no new data."""
+    files = LakeLayout.of(settings).raw_files(getattr(settings.topics, contract))
+    return sorted({f.date for f in files if newer_than is None or f.landed_at >= newer_than})
 
 
 def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None,
@@ -83,17 +76,20 @@ def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date
 
     Every landed copy of an event is a row (``first_landed`` keeps one per id). The schema
     is the lake's one schema of the topic (``skewless.lake.topic_schema``: every optional
-    field of the contract, ``date`` a date, ``hour`` an int), so files of older contract
+    field of the contract, ``date`` a date), so files of older contract
     versions read the newer columns as null (what ``mergeSchema`` does, without opening
     every file's footer first) and every reader of the lake sees the same types."""
     from skewless.contracts import CONTRACTS
 
     schema = topic_schema(CONTRACTS[contract])
     root = _raw_dir(settings, contract)
-    if not root.is_dir():  # nothing landed for this contract yet: an empty frame of its schema
+    # The explicit file list (never the directory: a compaction's inputs and output are both
+    # there for a while), pruned to the dates asked for before Spark sees a file.
+    files = [str(f.path) for f in LakeLayout.of(settings).raw_files(getattr(settings.topics, contract), start, end)]
+    if not files:  # nothing landed for this contract (in the range) yet: an empty frame of its schema
         df = spark.createDataFrame([], schema=_spark_schema(schema))
     else:
-        df = spark.read.schema(_spark_schema(schema)).option("basePath", str(root)).parquet(str(root))
+        df = spark.read.schema(_spark_schema(schema)).option("basePath", str(root)).parquet(*files)
     if start is not None:
         df = df.where(F.col("date") >= F.lit(start.isoformat()).cast("date"))
     if end is not None:

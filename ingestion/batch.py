@@ -1,19 +1,22 @@
-"""One Kafka partition's open batch: decoded rows by event-time hour, and dead letters.
+"""One Kafka partition's open batch: decoded rows by event date, and dead letters.
 
-A batch closes by record count, message bytes, or the number of event-time hours it
-spans; the consumer also lands it early on shutdown, idle, rebalance, or once it is
+A batch closes by record count, message bytes, or the number of event dates it spans
+(``max_dates_per_batch``: the files it writes); the consumer also lands it early on shutdown, idle, rebalance, or once it is
 ``max_batch_age_s`` old (``LakeSink.flush_aged``). Where a batch closes does not matter to
 exactly-once: a landed batch has a manifest and the consumer resumes right after it; an
 open one dies with the process and is read again.
 
-Every offset added is accounted for exactly once: a row in an hour's file, or a dead
-letter with its reason. Any exception while decoding or validating one message, expected
-(``InvalidEvent``) or not (a bug, an input no one thought of), dead-letters that message
+Every offset added is accounted for exactly once: a row in its event date's file, or a dead
+letter with its reason. A batch writes one file per event date (UTC) it holds, its rows
+sorted by event time (then Kafka offset), so each row group's statistics bound its times
+and a reader's time filter skips row groups within a date.
+
+Any exception while decoding or validating one message, expected (``InvalidEvent``) or not (a bug, an input no one thought of), dead-letters that message
 with the exception's type and message as the reason: one bad event never breaks a batch.
 
 Two tiers of checks (``skewless.event_checks``): the contract's, per event as it is added,
 and the declared batch checks (pandera), once per batch when it is written, over all its
-rows as one DataFrame; a row failing one is taken out of its hour's table and
+rows as one DataFrame; a row failing one is taken out of its date's table and
 dead-lettered with its original bytes. Every reason starts with ``check <name>:``.
 So a valid event's key and value bytes are kept until its batch is written (~1.3x the
 message bytes of an open batch).
@@ -47,14 +50,14 @@ DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("_ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ])
 
-# Valid rows of one event-time hour are buffered as Python dicts only until this many
+# Valid rows of one event date are buffered as Python dicts only until this many
 # accumulate, then converted to one Arrow record batch: a buffered event costs its column
 # values (~100 bytes) instead of a dict (~1 KB), so memory per open batch stays small.
 CHUNK_ROWS = 8192
 # A dead letter's reason is one line: an exception's message can echo a whole value.
 MAX_REASON = 400
 # Parquet encoding, compression and fsync release the GIL: files are written by this many
-# threads while the next hour's table is built.
+# threads while the next date's table is built.
 WRITE_THREADS = 2
 
 
@@ -83,9 +86,9 @@ class PartitionBatch:
         self.last: int | None = None
         self.count = 0
         self.nbytes = 0
-        # Per event-time hour: rows not yet converted, and the Arrow chunks of those that were.
-        self.hours: dict[tuple[int, int, int, int], list[dict]] = {}
-        self.chunks: dict[tuple[int, int, int, int], list[pa.RecordBatch]] = {}
+        # Per event date: rows not yet converted, and the Arrow chunks of those that were.
+        self.dates: dict[tuple[int, int, int], list[dict]] = {}
+        self.chunks: dict[tuple[int, int, int], list[pa.RecordBatch]] = {}
         self.dead: list[tuple] = []
         # offset -> (key, value, Kafka timestamp) of each valid row, until the batch checks ran.
         self.raw: dict[int, tuple] = {}
@@ -103,7 +106,7 @@ class PartitionBatch:
         try:
             row = self._parse(key, value)
             ts: datetime = row[self._time_field]
-            bucket = (ts.year, ts.month, ts.day, ts.hour)
+            bucket = (ts.year, ts.month, ts.day)
         except InvalidEvent as exc:
             self.dead.append((offset, key, value, _reason(f"check {exc.check_name(self.contract.name)}: {exc}"),
                               timestamp_ms))
@@ -115,9 +118,9 @@ class PartitionBatch:
             self.raw[offset] = (key, value, timestamp_ms)
             row["_kafka_partition"] = self.partition
             row["_kafka_offset"] = offset
-            rows = self.hours.get(bucket)
+            rows = self.dates.get(bucket)
             if rows is None:
-                self.hours[bucket] = rows = []
+                self.dates[bucket] = rows = []
             rows.append(row)
             if len(rows) >= CHUNK_ROWS:
                 self._seal(bucket)
@@ -125,7 +128,7 @@ class PartitionBatch:
         return (
             self.count >= lim.flush_records
             or self.nbytes >= lim.flush_bytes
-            or len(self.hours) >= lim.max_hours_per_batch
+            or len(self.dates) >= lim.max_dates_per_batch
         )
 
     def _schema(self, present: frozenset) -> pa.Schema:
@@ -135,20 +138,21 @@ class PartitionBatch:
             schema = self._schemas[present] = self.contract.arrow_schema(set(present))
         return schema
 
-    def _seal(self, bucket: tuple[int, int, int, int]) -> None:
-        """Convert an hour's buffered rows to one Arrow record batch (all but ``_ingested_at``)."""
-        rows = self.hours[bucket]
+    def _seal(self, bucket: tuple[int, int, int]) -> None:
+        """Convert a date's buffered rows to one Arrow record batch (all but ``_ingested_at``)."""
+        rows = self.dates[bucket]
         if not rows:
             return
         present = frozenset(n for n in self._optional if any(n in r for r in rows))
         schema = self._schema(present)
         schema = schema.remove(schema.get_field_index("_ingested_at"))
         self.chunks.setdefault(bucket, []).append(pa.RecordBatch.from_pylist(rows, schema=schema))
-        self.hours[bucket] = []
+        self.dates[bucket] = []
 
-    def _hour_table(self, bucket: tuple[int, int, int, int], now: datetime) -> pa.Table:
-        """The hour's rows as one table: the optional columns any row has (null where a row
-        lacks them), and ``_ingested_at``; the same table ``from_pylist`` of all rows gives."""
+    def _date_table(self, bucket: tuple[int, int, int], now: datetime) -> pa.Table:
+        """The date's rows as one table, sorted by event time then offset: the optional
+        columns any row has (null where a row lacks them), and ``_ingested_at``; the rows
+        ``from_pylist`` of all rows gives."""
         self._seal(bucket)
         chunks = self.chunks.pop(bucket)
         present = frozenset(n for n in self._optional if any(n in c.schema.names for c in chunks))
@@ -160,7 +164,8 @@ class PartitionBatch:
                     for f in schema if f.name != "_ingested_at"]
             cols.append(pa.repeat(stamp, c.num_rows))
             batches.append(pa.RecordBatch.from_arrays(cols, schema=schema))
-        return pa.Table.from_batches(batches, schema=schema).combine_chunks()
+        table = pa.Table.from_batches(batches, schema=schema)
+        return table.sort_by([(self._time_field, "ascending"), ("_kafka_offset", "ascending")])
 
     def write_temp_files(self, layout: LakeLayout) -> tuple[BatchRange, list[tuple[Path, Path]], dict]:
         """Step 1 of the commit protocol: every file under a fsynced temp name."""
@@ -169,11 +174,11 @@ class PartitionBatch:
         now = datetime.now(timezone.utc)
         valid = 0
         pending = []
-        tables = {bucket: self._hour_table(bucket, now) for bucket in sorted(self.hours)}
+        tables = {bucket: self._date_table(bucket, now) for bucket in sorted(self.dates)}
         tables = self._apply_batch_checks(tables)
         with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-            for (y, m, d, h), table in tables.items():
-                final = layout.hour_dir(self.topic, f"{y:04d}-{m:02d}-{d:02d}", h) / f"{batch.stem}.parquet"
+            for (y, m, d), table in tables.items():
+                final = layout.date_dir(self.topic, f"{y:04d}-{m:02d}-{d:02d}") / f"{batch.stem}.parquet"
                 pending.append((pool.submit(self._write, table, final), final))
                 valid += table.num_rows
             moves: list[tuple[Path, Path]] = [(fut.result(), final) for fut, final in pending]

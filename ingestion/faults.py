@@ -2,7 +2,9 @@
 
 ``SKEWLESS_INGEST_CRASH_AT=<point>:<n>`` SIGKILLs the consumer the n-th time it
 reaches ``<point>``. Unset in normal runs, where ``crash_point`` costs one dict lookup.
-Points: ``before_manifest``, ``before_rename``, ``after_rename`` (before the commit).
+Points of the consumer: ``before_manifest``, ``before_rename``, ``after_rename`` (before
+the commit); of ``skewless lake compact`` (``ingestion.compact``): ``compact_output_written``,
+``compact_before_commit``, ``compact_after_commit``, ``compact_mid_delete``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The lake's crash-safe commit protocol (the paths are ``skewless.lake_layout``'s).
 
 One *batch* covers a contiguous offset range ``[first, last]`` of one Kafka partition
-(``BatchRange``). Its rows go to one file per event-time hour, its bad messages to one
+(``BatchRange``). Its rows go to one file per event date, its bad messages to one
 dead-letter file; every file of the batch is named by the batch's range, so a replay of
 the same range writes the same names.
 
@@ -14,6 +14,10 @@ point loses nothing and duplicates nothing):
    *is landed*; the manifest lists each temp name and its final name;
 3. rename each temp file to its final name (fsync the directories);
 4. the consumer commits offset ``last + 1`` to Kafka.
+
+A file a ``skewless lake compact`` replaced (``LakeLayout.compacted_away``) may be gone
+by the time a manifest naming it is rolled forward again: its rows are in the
+compaction's output, so that is not an altered lake.
 
 Recovery (on start and on every partition assignment): roll every manifest forward
 (rename temp files still present), delete temp files without a manifest, and resume at
@@ -63,7 +67,7 @@ def roll_forward(layout: LakeLayout, manifest: Path) -> int:
             os.rename(tmp, final)
             dirs.add(final.parent)
             done += 1
-        elif not final.exists():
+        elif not final.exists() and not layout.compacted_away(f["final"]):
             raise DataError(f"manifest {manifest} lists {final}, which is missing (the lake was altered)",
                             "restore the file; `skewless ingest verify` shows what the lake is missing")
     for d in dirs:

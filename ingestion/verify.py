@@ -38,13 +38,10 @@ READ_STALL_S = 30.0  # no progress reading a partition for this long: the check 
 SEEK_AHEAD = 10_000  # read on through a stretch this short instead of seeking to the next range
 
 
-def _offsets(path, partition_col: str, offset_col: str) -> dict[int, np.ndarray]:
-    if not path.is_dir():
+def _offsets(files: list[str], partition_col: str, offset_col: str) -> dict[int, np.ndarray]:
+    if not files:  # nothing landed, or the first batch still under temp names
         return {}
-    dataset = ds.dataset(str(path), format="parquet", partitioning="hive", exclude_invalid_files=False)
-    if not dataset.files:  # the directory is there, its first batch still under temp names
-        return {}
-    table = dataset.to_table(columns=[partition_col, offset_col])
+    table = ds.dataset(files, format="parquet").to_table(columns=[partition_col, offset_col])
     if table.num_rows == 0:
         return {}
     parts = table.column(partition_col).to_numpy()
@@ -243,8 +240,12 @@ def verify(settings: Settings, topics: list[str] | None = None, check_kafka: boo
     report: dict[str, Any] = {"topics": {}, "ok": True, "kafka_checked": check_kafka}
     try:
         for topic in topics:
-            valid = _offsets(layout.raw_dir(topic), "_kafka_partition", "_kafka_offset")
-            dead = _offsets(layout.dead_letter_dir(topic), "partition", "offset")
+            # The raw rows as every reader sees them (``LakeLayout.raw_files``: a compaction's
+            # inputs or its output, never both); dead letters are never compacted.
+            valid = _offsets([str(f.path) for f in layout.raw_files(topic)], "_kafka_partition", "_kafka_offset")
+            dl = layout.dead_letter_dir(topic)
+            dead = _offsets([str(p) for p in sorted(dl.glob("*.parquet")) if not p.name.startswith((".", "_"))]
+                            if dl.is_dir() else [], "partition", "offset")
             kafka = broker.offsets(topic) if broker is not None else {}
             empty = np.array([], dtype=np.int64)
             parts = {str(p): _partition_entry(valid.get(p, empty), dead.get(p, empty), kafka.get(p, {}), broker, topic, p)

@@ -132,11 +132,8 @@ def read_dead_letters(settings: Settings) -> Part:
     out: dict[str, Any] = {}
     for topic in settings.topics.by_contract().values():
         valid = 0
-        raw = layout.raw_dir(topic)
-        if raw.is_dir():
-            for p in raw.glob("date=*/hour=*/*.parquet"):
-                if not p.name.startswith((".", "_")):
-                    valid += pq.ParquetFile(p).metadata.num_rows
+        for f in layout.raw_files(topic):
+            valid += pq.ParquetFile(f.path).metadata.num_rows
         groups: Counter[str] = Counter()
         examples: dict[str, str] = {}
         dead = 0

@@ -31,7 +31,7 @@ computed) read every file landed before it started, so a prediction at ``t`` is
 1. the end of the dates that run computed (``range[1]``; the offline rows stop there), and
 2. the earliest event time (the contract's time field: ``event_time``, ``label_time``) in
    any file of a topic the service's views read (sources and enrichments) that landed
-   *since* the run started (``skewless.lake.landed_at``; the files' Parquet statistics, no
+   *since* the run started (``LakeLayout.raw_files``: a compaction keeps its inputs' landing time; the files' Parquet statistics, no
    rows read) — events the offline tables do not hold yet.
 
 Later predictions count as ``not_yet_covered``. Events still in Kafka, not landed, are
@@ -66,7 +66,6 @@ from skewless.errors import ConfigError, DataError
 from skewless.features.dsl import FeatureServiceSpec, RequestTransform, WindowedView
 from skewless.features.feast_objects import TIMESTAMP_FIELD
 from skewless.features.request_inputs import derive
-from skewless.lake import landed_at
 from monitoring.predictions import landed_predictions
 from skewless.lake_layout import LakeLayout
 from skewless.settings import Settings
@@ -140,7 +139,7 @@ def coverage(settings: Settings, views: Sequence[WindowedView]) -> dict[str, Any
     ends = {"etl_range_end": datetime.combine(range_end, dtime.min, tzinfo=timezone.utc)}
     landed_since: dict[str, int] = {}
     for contract, topic in watched_topics(settings, views).items():
-        files = [f for f in _raw_files(layout, topic) if landed_at(f) >= started_at]
+        files = [f.path for f in layout.raw_files(topic) if f.landed_at >= started_at]
         landed_since[contract] = len(files)
         earliest = [t for t in (_min_time(f, CONTRACTS[contract].time_field) for f in files) if t is not None]
         if earliest:
@@ -151,14 +150,6 @@ def coverage(settings: Settings, views: Sequence[WindowedView]) -> dict[str, Any
         "etl_started_at": datetime.fromtimestamp(started_at, timezone.utc),
         "bounds": ends, "files_landed_since_etl": landed_since,
     }
-
-
-def _raw_files(layout: LakeLayout, topic: str) -> list[Path]:
-    root = layout.raw_dir(topic)
-    if not root.is_dir():
-        return []
-    return [p for p in root.rglob("*.parquet")
-            if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)]
 
 
 def _min_time(path: Path, column: str) -> datetime | None:

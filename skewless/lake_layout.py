@@ -2,9 +2,11 @@
 
 Layout (``lake`` is ``settings.lake_path``, ``state`` is ``settings.state_dir``)::
 
-    lake/raw/<topic>/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first>-<last>.parquet
+    lake/raw/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first>-<last>.parquet   one file per event date of a batch
+    lake/raw/<topic>/date=YYYY-MM-DD/compacted-<id>-<n>.parquet              a compaction's outputs
     lake/dead_letter/<topic>/<topic>+<partition>+<first>-<last>.parquet
     lake/_manifests/<topic>/<partition>/<first>-<last>.json
+    lake/_compactions/<topic>/date=YYYY-MM-DD/<id>.json     a committed compaction: its inputs and outputs
     lake/features/<view>/date=YYYY-MM-DD/part-*.parquet
     state/etl_state.json               the ETL's incremental watermark
     state/features_recomputed.json     offline rows rewritten since the last materialization
@@ -13,9 +15,19 @@ Layout (``lake`` is ``settings.lake_path``, ``state`` is ``settings.state_dir``)
     state/monitoring/quality/etl-<time>.json  feature-table checks of each ETL run
     state/monitoring/served/<time>.json       each served-consistency check (counts, no rows)
 
-Raw files are named by the Kafka offset range of the batch that wrote them
-(``BatchRange``), so a replay of the same range writes the same names; names starting
-with ``.`` or ``_`` (temp files, manifests) are never rows to any reader.
+Raw files are partitioned by event date (UTC) only: a batch writes one file per event
+date it holds, its rows sorted by event time, so the Parquet row groups' statistics
+prune by time within a date (an event-hour directory per batch cut out-of-order traffic
+into one-row files). They are named by the Kafka offset range of the batch that wrote
+them (``BatchRange``), so a replay of the same range writes the same names; names
+starting with ``.`` or ``_`` (temp files, manifests) are never rows to any reader.
+
+Which raw files hold a topic's rows is ``LakeLayout.raw_files``, and nothing else: a
+compaction (``ingestion.compact``) replaces a date's small files by large ones, and its
+manifest, written atomically, is the moment it happens. Readers are handed the explicit
+file list (never a directory or a glob): the inputs of committed compactions are left
+out (they are deleted only a grace period later, so a reader that listed them before the
+commit still reads them), and so are the outputs of compactions that never committed.
 
 URI policy: the lake is a local directory, given as a path or a ``file://`` URI (Spark
 and Feast are handed the same form). Object storage (``s3://``, ``gs://``, ...) is not
@@ -26,9 +38,12 @@ both of which need a POSIX filesystem. ``LakeLayout`` refuses such a lake with o
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 from urllib.parse import urlsplit
 
 from skewless.errors import ConfigError
@@ -38,8 +53,29 @@ if TYPE_CHECKING:
     from skewless.settings import Settings
 
 TMP_PREFIX = ".tmp-"
+COMPACTED_PREFIX = "compacted-"
 ETL_STATE_FILE = "etl_state.json"
 RECOMPUTED_FILE = "features_recomputed.json"
+
+
+def landed_at(path: Path) -> float:
+    """When a lake file appeared under its final name (unix time): the sink writes a temp
+    file and renames it, and a rename updates ctime (not mtime) — so a file written before
+    a run started but renamed into place during it counts as landed after the start (the
+    ETL's incremental planning and the served-consistency coverage both ask this)."""
+    st = path.stat()
+    return max(st.st_mtime, st.st_ctime)
+
+
+class RawFile(NamedTuple):
+    """One file of a topic's rows, as ``LakeLayout.raw_files`` lists it."""
+
+    path: Path
+    date: date
+    # When its rows landed: the file's own time, or for a compaction's output the latest
+    # landing of its inputs (rewriting rows does not make them new to the ETL's planner).
+    landed_at: float
+    compacted: bool
 
 
 @dataclass(frozen=True)
@@ -94,12 +130,60 @@ class LakeLayout:
     def raw_dir(self, topic: str) -> Path:
         return self.raw_root / topic
 
-    def hour_dir(self, topic: str, date: str, hour: int) -> Path:
-        return self.raw_dir(topic) / f"date={date}" / f"hour={hour:02d}"
+    def date_dir(self, topic: str, day: str | date) -> Path:
+        return self.raw_dir(topic) / f"date={day}"
 
-    def raw_glob(self, topic: str) -> str:
-        """Every row file of a topic as one glob (temp files and manifests excluded)."""
-        return str(self.raw_dir(topic) / "date=*" / "hour=*" / "[!._]*.parquet")
+    def compactions_dir(self, topic: str, day: str | date) -> Path:
+        return self.root / "_compactions" / topic / f"date={day}"
+
+    def compactions(self, topic: str, day: str | date) -> list[dict]:
+        """The committed compactions of a date partition, oldest first (their manifests)."""
+        d = self.compactions_dir(topic, day)
+        out = []
+        if d.is_dir():
+            for p in sorted(d.iterdir()):
+                if p.suffix == ".json" and not p.name.startswith((".", "_")):
+                    out.append(json.loads(p.read_text()))
+        return out
+
+    def compacted_away(self, rel: str) -> bool:
+        """True if the raw file ``rel`` (relative to the root) is an input of a committed
+        compaction (its rows are in the compaction's output; the file may be deleted)."""
+        parts = Path(rel).parts
+        if len(parts) != 4 or parts[0] != "raw" or not parts[2].startswith("date="):
+            return False
+        return any(rel in c["inputs"] for c in self.compactions(parts[1], parts[2][5:]))
+
+    def raw_dates(self, topic: str) -> list[date]:
+        root = self.raw_dir(topic)
+        if not root.is_dir():
+            return []
+        return sorted(date.fromisoformat(d.name[5:]) for d in root.iterdir() if d.name.startswith("date="))
+
+    def raw_files(self, topic: str, start: date | None = None, end: date | None = None) -> list[RawFile]:
+        """THE list of files holding the topic's rows (event dates in ``[start, end)``): what
+        every reader reads. Each row is in exactly one listed file, also while a compaction
+        commits: a date's compaction manifests are read before its directory, so a file is
+        left out only for a compaction whose output is listed instead; an input of one
+        committed after that read is still listed (and kept on disk for a grace period)."""
+        out = []
+        for day in self.raw_dates(topic):
+            if (start is not None and day < start) or (end is not None and day >= end):
+                continue
+            committed = self.compactions(topic, day)  # first: see the docstring
+            replaced = {i for c in committed for i in c["inputs"]}
+            outputs = [(o["path"], o["landed_at"]) for c in committed for o in c["outputs"]]
+            d = self.date_dir(topic, day)
+            for entry in os.scandir(d):
+                name = entry.name
+                if name.startswith((".", "_")) or not name.endswith(".parquet") or name.startswith(COMPACTED_PREFIX):
+                    continue
+                path = Path(entry.path)
+                if str(path.relative_to(self.root)) in replaced:
+                    continue
+                out.append(RawFile(path, day, landed_at(path), False))
+            out.extend(RawFile(self.root / rel, day, t, True) for rel, t in outputs if rel not in replaced)
+        return out
 
     def dead_letter_dir(self, topic: str) -> Path:
         return self.root / "dead_letter" / topic

@@ -105,13 +105,14 @@ class TopicSettings(_Section):
 
 
 class IngestSettings(_Section):
-    """Kafka -> lake consumer tuning. A batch closes by records, bytes, event-time span, or age."""
+    """Kafka -> lake consumer tuning. A batch closes by records, bytes, event dates spanned, or age."""
 
     # Open batches hold decoded rows in memory: peak memory ~ partitions x flush_records rows.
     flush_records: int = Field(20_000, ge=1, description="records per Kafka partition per batch")
     flush_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="message bytes per batch")
-    max_hours_per_batch: int = Field(
-        72, ge=1, description="event-time rotation: close a batch once it spans this many hours"
+    max_dates_per_batch: int = Field(
+        31, ge=1, description="event-time rotation: close a batch once it spans this many event dates (a batch "
+        "writes one file per event date it holds, so this bounds the files a batch writes)"
     )
     max_batch_age_s: float = Field(
         60.0, gt=0,
@@ -125,6 +126,19 @@ class IngestSettings(_Section):
     # timestamp by more than this is implausible (a producer's clock or unit error).
     max_event_time_ahead_s: float = Field(
         3600.0, gt=0, description="dead-letter events whose time is this far ahead of their Kafka timestamp")
+
+
+class CompactionSettings(_Section):
+    """``skewless lake compact``: a date partition's small raw files rewritten into large ones."""
+
+    target_file_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="size of a compacted file: inputs are packed into outputs of about "
+        "this many bytes (Parquet, as written)")
+    small_file_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="files smaller than this are compacted (larger ones are left as they are)")
+    grace_s: float = Field(
+        3600.0, ge=0, description="a compaction's inputs are deleted this long after it committed (by a later run): "
+        "a reader that listed them just before the commit (a Spark job mid-scan) still reads them")
 
 
 class StreamSettings(_Section):
@@ -346,6 +360,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
+    compaction: CompactionSettings = CompactionSettings()
     stream: StreamSettings = StreamSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()

@@ -33,11 +33,10 @@ def run_consumer(config: Path, until_idle: float = 4.0, env: dict | None = None,
 
 
 def lake_table(settings, contract: str = "transactions") -> pa.Table:
-    root = LakeLayout.of(settings).raw_dir(getattr(settings.topics, contract))
-    if not root.exists():
+    files = [str(f.path) for f in LakeLayout.of(settings).raw_files(getattr(settings.topics, contract))]
+    if not files:
         return pa.table({"transaction_id": pa.array([], pa.string())})
-    return ds.dataset(str(root), format="parquet", partitioning="hive").to_table(
-        columns=["transaction_id", "_kafka_partition", "_kafka_offset"])
+    return ds.dataset(files, format="parquet").to_table(columns=["transaction_id", "_kafka_partition", "_kafka_offset"])
 
 
 def dead_letters(settings, contract: str = "transactions") -> pa.Table | None:

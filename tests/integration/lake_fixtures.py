@@ -17,15 +17,15 @@ from skewless.lake_layout import LakeLayout
 def land(settings, contract: str, events: list[dict], tag: str = "t") -> None:
     c = CONTRACTS[contract]
     topic = getattr(settings.topics, contract)
-    by_hour: dict[tuple, list] = {}
+    by_date: dict[str, list] = {}
     now = datetime.now(timezone.utc)
     for i, e in enumerate(events):
         r = c.validate(e)
         r.update(_kafka_partition=0, _kafka_offset=i, _ingested_at=now)
         ts = r[c.time_field]
-        by_hour.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(r)
-    for (d, h), rows in by_hour.items():
-        path = LakeLayout.of(settings).hour_dir(topic, d, h)
+        by_date.setdefault(ts.strftime("%Y-%m-%d"), []).append(r)
+    for d, rows in by_date.items():
+        path = LakeLayout.of(settings).date_dir(topic, d)
         path.mkdir(parents=True, exist_ok=True)
         present = set().union(*(r.keys() for r in rows))
         pq.write_table(pa.Table.from_pylist(rows, schema=c.arrow_schema(present)), path / f"{tag}.parquet")

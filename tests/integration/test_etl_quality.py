@@ -37,7 +37,7 @@ def test_a_feature_table_breaking_a_declared_check_fails_the_run_with_a_report(e
     land(etl_settings, "transactions", [tx("a", "u1", 5, 10.0), tx("b", "u1", 20, 7.5), tx("c", "u2", 30, 3.0)])
     row = {**TRANSACTIONS.validate(tx("x", "u9", 40, 1.0)), "amount": -5.0, "_kafka_partition": 1,
            "_kafka_offset": 0, "_ingested_at": datetime.now(timezone.utc)}
-    folder = LakeLayout.of(etl_settings).hour_dir(etl_settings.topics.transactions, "2026-05-01", 10)
+    folder = LakeLayout.of(etl_settings).date_dir(etl_settings.topics.transactions, "2026-05-01")
     pq.write_table(pa.Table.from_pylist([row], schema=TRANSACTIONS.arrow_schema(set())), folder / "by-hand.parquet")
 
     with pytest.raises(DataError, match=r"feature table checks failed: ") as err:

@@ -33,13 +33,13 @@ VIEW = WindowedView("t_user", (user,), tx, hop="1m", aggregations=(
 def write_lake(settings, events: list[dict], tag: str) -> None:
     """Land events the way the ingestion sink does (hive partitions by UTC event hour)."""
     rows = [TRANSACTIONS.validate(e) for e in events]
-    by_hour: dict[tuple, list] = {}
+    by_date: dict[str, list] = {}
     for i, r in enumerate(rows):
         r.update(_kafka_partition=0, _kafka_offset=i, _ingested_at=datetime.now(timezone.utc))
         ts = r["event_time"]
-        by_hour.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(r)
-    for (d, h), rs in by_hour.items():
-        path = LakeLayout.of(settings).hour_dir(settings.topics.transactions, d, h)
+        by_date.setdefault(ts.strftime("%Y-%m-%d"), []).append(r)
+    for d, rs in by_date.items():
+        path = LakeLayout.of(settings).date_dir(settings.topics.transactions, d)
         path.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rs, schema=TRANSACTIONS.arrow_schema(set(rs[0]))), path / f"{tag}.parquet")
 

@@ -2,7 +2,7 @@
 pyarrow.dataset read a topic's raw files — landed by the sink's own code, under two
 contract versions, with a crashed batch's temp files lying about — and get the same rows,
 the same columns (``mcc``, which only v2 files hold, included) and the same types
-(``date`` a date, ``hour`` a 32-bit integer), with the settings ``skewless.lake`` names."""
+(``date`` a date), with the settings ``skewless.lake`` names."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def tx(tid: str, time: str, mcc: str | None = None) -> bytes:
 
 
 def land_two_versions(settings) -> None:
-    # v1 producer: no mcc column in its files; hours 05 and 13 (zero-padded directories).
+    # v1 producer: no mcc column in its files; one date.
     land_batch(settings, "transactions", 0, 0, [tx("v1-a", "2026-05-01T05:10:00Z"), tx("v1-b", "2026-05-01T13:00:00Z"),
                                                 b"not json"])  # a dead letter: never a row
     # v2 producer: mcc in some rows (null in the others of the same file), a second day.
@@ -60,12 +60,12 @@ def test_spark_duckdb_and_pyarrow_read_the_same_rows_columns_and_types(etl_setti
 
     expected = as_table(by_pyarrow)
     assert set(expected.column_names) == set(topic_schema(TRANSACTIONS).names)
-    assert expected.schema.field("hour").type == pa.int32() and expected.schema.field("date").type == pa.date32()
+    assert expected.schema.field("date").type == pa.date32() and "hour" not in expected.column_names
     rows = {r["transaction_id"]: r for r in expected.to_pylist()}
     assert sorted(rows) == ["v1-a", "v1-b", "v2-a", "v2-b", "v2-c"]
-    assert {t: (r["mcc"], r["hour"], str(r["date"])) for t, r in rows.items()} == {
-        "v1-a": (None, 5, "2026-05-01"), "v1-b": (None, 13, "2026-05-01"), "v2-a": ("5411", 5, "2026-05-01"),
-        "v2-b": (None, 23, "2026-05-02"), "v2-c": ("5812", 0, "2026-05-02")}
+    assert {t: (r["mcc"], str(r["date"])) for t, r in rows.items()} == {
+        "v1-a": (None, "2026-05-01"), "v1-b": (None, "2026-05-01"), "v2-a": ("5411", "2026-05-01"),
+        "v2-b": (None, "2026-05-02"), "v2-c": ("5812", "2026-05-02")}
 
     for name, table in (("spark", by_spark), ("duckdb", by_duckdb), ("pyarrow without contract", by_pyarrow_footers)):
         got = as_table(table)

@@ -2,7 +2,7 @@
 
 Arbitrary bytes, arbitrary JSON and contract-shaped events with adversarial values go
 through ``PartitionBatch.add`` and ``write_temp_files``; the files are read back, and each
-offset must be in exactly one of them (an hour's rows or the dead letters), with
+offset must be in exactly one of them (a date's rows or the dead letters), with
 valid + dead == consumed. A single bad event never breaks a batch.
 """
 
@@ -26,7 +26,7 @@ from skewless.lake_layout import LakeLayout
 from skewless.contracts import (AMOUNT, CODE2, CODE3, INT, LABELS, NUMBERS, PREDICTIONS, PROB, STR, TIME, TRANSACTIONS,
                                 InvalidEvent)
 
-LIMITS = SimpleNamespace(flush_records=10**9, flush_bytes=10**12, max_hours_per_batch=10**6,
+LIMITS = SimpleNamespace(flush_records=10**9, flush_bytes=10**12, max_dates_per_batch=10**6,
                          compression="zstd", row_group_records=1000)
 GOOD = {
     TRANSACTIONS.name: {"schema_version": 2, "transaction_id": "t1", "user_id": "u1", "merchant_id": "m1",

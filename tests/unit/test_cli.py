@@ -184,3 +184,13 @@ def test_produce_rejects_a_drift_it_cannot_make_before_touching_kafka(tmp_path):
         r = run(["ingest", "produce", *args], cwd=tmp_path, env=env)
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_lake_compact_names_a_bad_date_and_compacts_an_empty_lake_to_nothing(tmp_path):
+    (tmp_path / "skewless.yaml").write_text("lake_path: lake\n")
+    r = run(["lake", "compact", "--before", "yesterday"], cwd=tmp_path)
+    assert r.returncode != 0 and "--before must be a date" in r.stderr and "Traceback" not in r.stderr
+    r = run(["lake", "compact", "--json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(t["files_after"] == t["files_before"] == 0 for t in summary["topics"].values()), summary

@@ -22,7 +22,7 @@ def _settings(tmp_path):
 
 
 def _touch(settings, topic: str, day: str, name: str = "f.parquet"):
-    p = LakeLayout.of(settings).hour_dir(topic, day, 3) / name
+    p = LakeLayout.of(settings).date_dir(topic, day) / name
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(b"x")
     return p

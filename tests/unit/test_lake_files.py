@@ -23,7 +23,7 @@ from skewless.settings import IngestSettings
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TOPIC = "tx"
-EVENTS = simulate(200, 1, START, 1).transactions  # one day: several hour directories
+EVENTS = simulate(200, 1, START, 3).transactions  # three days: several date directories
 
 
 def fill(first: int, count: int, partition: int = 0, bad_every: int = 0) -> PartitionBatch:
@@ -80,12 +80,12 @@ def test_names_are_deterministic_and_hold_topic_partition_and_range(layout):
         LakeLayout("s3://bucket/lake")
 
 
-def test_full_protocol_lands_rows_by_hour_and_dead_letters(layout):
+def test_full_protocol_lands_rows_by_date_and_dead_letters(layout):
     br, moves, manifest = land_until(layout, fill(0, 100, bad_every=10), "done")
     assert (br.first, br.last) == (0, 99)
     body = json.loads(manifest.read_text())
     assert (body["records"], body["valid"], body["dead_lettered"]) == (100, 90, 10)
-    assert len({f.parent for _, f in moves}) > 2  # several hours and the dead-letter dir
+    assert len({f.parent for _, f in moves}) > 2  # several dates and the dead-letter dir
     assert all(f.exists() and not t.exists() for t, f in moves)
     assert visible_offsets(layout) == [i for i in range(100) if i % 10]
     assert layout.landed_end(TOPIC, 0) == 99

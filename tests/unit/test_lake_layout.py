@@ -20,10 +20,11 @@ from skewless.settings import load_settings
 def test_every_path_of_the_lake_is_under_its_root_and_state_files_under_the_state_dir(tmp_path):
     layout = LakeLayout(tmp_path / "lake", tmp_path / "state")
     batch = BatchRange("tx", 2, 0, 9)
-    lake_paths = [layout.raw_dir("tx"), layout.hour_dir("tx", "2026-05-01", 3), layout.dead_letter_dir("tx"),
+    lake_paths = [layout.raw_dir("tx"), layout.date_dir("tx", "2026-05-01"), layout.dead_letter_dir("tx"),
                   layout.manifest_path(batch), layout.features_dir("user_spend")]
     assert all(p.is_relative_to(tmp_path / "lake") for p in lake_paths)
-    assert layout.hour_dir("tx", "2026-05-01", 3).parts[-2:] == ("date=2026-05-01", "hour=03")
+    assert layout.date_dir("tx", "2026-05-01").parts[-2:] == ("tx", "date=2026-05-01")
+    assert layout.compactions_dir("tx", "2026-05-01").is_relative_to(tmp_path / "lake")
     assert {layout.etl_state_path.parent, layout.recomputed_path.parent} == {tmp_path / "state"}
     assert layout.features_uri("user_spend") == str(tmp_path / "lake" / "features" / "user_spend")
 
