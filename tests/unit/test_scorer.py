@@ -20,6 +20,16 @@ from training.models import booster, logistic
 F = 8
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """scikit-learn's OpenMP pool spin-waits on a busy machine; one thread, as serving runs it."""
+    import sklearn.ensemble._hist_gradient_boosting._predictor  # noqa: F401 - loads the OpenMP runtime
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 def _data(n: int = 3000, seed: int = 0, nan_rate: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, F))
