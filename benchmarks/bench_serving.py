@@ -141,7 +141,8 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _verify(ours: ServerProcess, feast: ServerProcess, service: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _verify(ours: ServerProcess, feast: ServerProcess, service: str, rows: list[dict[str, Any]],
+            txs: list[dict[str, Any]]) -> dict[str, Any]:
     """Both answer 200 and the same value for every feature of the same rows; else raise."""
     compared = 0
     for batch in ([rows[0]], rows[:20]):
@@ -175,6 +176,66 @@ def _verify(ours: ServerProcess, feast: ServerProcess, service: str, rows: list[
     if bad:
         raise RuntimeError("the vector /v1/predict scored differs from feast's values: " + "; ".join(bad[:10]))
     return {"verified_values": compared + len(shared), "verified_rows": len(rows[:20]) + 1 + bool(shared)}
+
+
+def _scoring_per_row(settings: Settings, ours: ServerProcess, txs: list[dict[str, Any]], n: int,
+                     passes: int) -> dict[str, Any]:
+    """Per-row scoring time of the champion: scikit-learn's ``predict_proba`` (on one thread,
+    as the server calls it) against the compiled scorer, on the vectors ``/v1/predict``
+    scored for ``n`` transactions, one row per call, ``passes`` times over them (medians,
+    in microseconds); and the largest differences: compiled vs scikit-learn here, and the
+    server's score vs scikit-learn on the vector it returned."""
+    import time
+
+    import numpy as np
+    from threadpoolctl import ThreadpoolController
+
+    from serving.scorer import build_scorer
+    from skewless.registry import load_champion
+
+    art = load_champion(settings)
+    served, vectors = [], []
+    for tx in txs[:n]:
+        status, body = http_json("POST", ours.base + "/v1/predict?include_features=true", tx)
+        if status != 200:
+            raise RuntimeError(f"/v1/predict answered {status}: {str(body)[:300]}")
+        if body["model_version"] != art.version:
+            raise RuntimeError(f"the server scores v{body['model_version']}, the registry's champion is v{art.version}")
+        served.append(body["score"])
+        vectors.append([np.nan if body["features"][f] is None else float(body["features"][f]) for f in art.features])
+    X = np.array(vectors, dtype="float64")
+    t0 = time.perf_counter()
+    scorer = build_scorer(art.pipeline)
+    build_ms = (time.perf_counter() - t0) * 1000
+    model = art.pipeline
+    model.predict_proba(X[:1])  # loads the OpenMP runtime, so the limit below reaches it
+    limit = ThreadpoolController()
+    rows = [X[i:i + 1] for i in range(len(X))]
+    sk_us, fast_us, sk_scores, fast_scores = [], [], [], []
+    for _ in range(passes):
+        with limit.limit(limits=1):
+            for r in rows:
+                t = time.perf_counter()
+                p = model.predict_proba(r)[0, 1]
+                sk_us.append((time.perf_counter() - t) * 1e6)
+                sk_scores.append(p)
+        for r in rows:
+            t = time.perf_counter()
+            p = scorer(r)[0]
+            fast_us.append((time.perf_counter() - t) * 1e6)
+            fast_scores.append(p)
+    sk_a, fast_a = np.array(sk_scores), np.array(fast_scores)
+    want = sk_a[:len(rows)]
+    sk_p50, fast_p50 = statistics.median(sk_us), statistics.median(fast_us)
+    return {
+        "scoring_rows": len(rows), "scoring_calls_each": len(sk_us), "scorer_build_ms": round(build_ms, 1),
+        "scoring_sklearn_us_p50": round(sk_p50, 1), "scoring_compiled_us_p50": round(fast_p50, 1),
+        "scoring_sklearn_us_p90": round(float(np.percentile(sk_us, 90)), 1),
+        "scoring_compiled_us_p90": round(float(np.percentile(fast_us, 90)), 1),
+        "scoring_speedup_p50": round(sk_p50 / fast_p50, 1),
+        "scoring_max_abs_diff_compiled_vs_sklearn": float(np.max(np.abs(fast_a - sk_a))),
+        "scoring_max_abs_diff_served_vs_sklearn": float(np.max(np.abs(np.array(served) - want))),
+    }
 
 
 # -- load -----------------------------------------------------------------------------------
@@ -215,11 +276,16 @@ def _summary(prefix: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: float = 10.0, connections: int = 8,
         workers: int = 1, warmup: float = 2.0, feast_max_requests: int = 0, seed: int = 7,
-        ready_timeout: float = 180.0, ours_env: dict[str, str] | None = None, **_: Any) -> dict[str, Any]:
+        ready_timeout: float = 180.0, ours_env: dict[str, str] | None = None, scorer_baseline: bool = True,
+        scoring_rows: int = 300, scoring_passes: int = 5, **_: Any) -> dict[str, Any]:
     """``size`` transactions are sampled from the lake (at most the lake's count); requests
     rotate over them (``features_100`` over consecutive groups of 100). ``ours_env``: extra
     environment for our server only (a diagnosis, e.g. ``{"OMP_NUM_THREADS": "1"}``; it is
-    reported with the figures)."""
+    reported with the figures). ``scorer_baseline``: also run ``predict`` on a third server,
+    ours with ``serving.compiled_scorer`` off (scikit-learn's ``predict_proba``, as before
+    the compiled scorer). ``scoring_rows`` vectors that ``/v1/predict`` scored are scored
+    again in this process, one row per call, ``scoring_passes`` times, by both scorers
+    (``_scoring_per_row``)."""
     if shutil.which("wrk") is None:
         from skewless.errors import MissingDependencyError
 
@@ -250,12 +316,25 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
                      "--max-requests", str(feast_max_requests)]
         feast = ServerProcess("feast serve", feast_cmd, _child_env(settings, {}), repo_root, root / "feast.log", feast_port)
         servers.append(feast)
+        sk = None
+        if scorer_baseline:  # ours again, scoring with scikit-learn's predict_proba: the scorer's baseline
+            sk_port = free_port()
+            sk_cmd = [*ours_cmd[:ours_cmd.index("--port") + 1], str(sk_port), *ours_cmd[ours_cmd.index("--port") + 2:]]
+            sk = ServerProcess("skewless serve (scikit-learn scorer)", sk_cmd,
+                               _child_env(settings, {**(ours_env or {}), "SKEWLESS_TOPICS__PREDICTIONS": topic,
+                                                     "SKEWLESS_SERVING__COMPILED_SCORER": "false"}),
+                               repo_root, root / "ours_sklearn.log", sk_port)
+            servers.append(sk)
         ready = ours.wait_ready("/readyz", ready_timeout)
         feast.wait_ready("/health", ready_timeout)
         service = (ready.get("model") or {}).get("feature_service")
         if not service:
             raise RuntimeError(f"ours is ready but names no champion FeatureService: {ready}")
-        verified = _verify(ours, feast, service, rows)
+        verified = _verify(ours, feast, service, rows, txs)
+        if sk is not None:
+            sk.wait_ready("/readyz", ready_timeout)
+        scoring = _scoring_per_row(settings, ours, txs, scoring_rows, scoring_passes)
+        scoring["scorer"] = (ready.get("model") or {}).get("scorer", "?")
 
         files = {
             ("ours", "features_1"): _write_lines(root / "ours_1.jsonl", [_ours_body(service, [r]) for r in rows]),
@@ -269,6 +348,9 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
                 ("ours", "features_100"): ours.base + "/v1/features", ("ours", "predict"): ours.base + "/v1/predict",
                 ("feast", "features_1"): feast.base + "/get-online-features",
                 ("feast", "features_100"): feast.base + "/get-online-features"}
+        if sk is not None:
+            files[("sklearn", "predict")] = files[("ours", "predict")]
+            urls[("sklearn", "predict")] = sk.base + "/v1/predict"
         modes = {f"c{connections}": connections, "seq": 1}
         if warmup > 0:  # caches, registry, connection pools, the prediction log's producer
             for key in files:
@@ -277,7 +359,7 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
         for rep in range(repeats):
             for scenario in SCENARIOS:
                 for mode, conns in modes.items():
-                    sides = ("ours", "feast") if rep % 2 == 0 else ("feast", "ours")
+                    sides = ("ours", "feast", "sklearn") if rep % 2 == 0 else ("sklearn", "feast", "ours")
                     for side in sides:
                         if (side, scenario) in files:
                             fig = _wrk(urls[(side, scenario)], files[(side, scenario)], conns, duration)
@@ -298,7 +380,7 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
                     f"(POST /get-online-features; Feast has no predict: its features_1 is predict's baseline)",
         "ours_env": " ".join(f"{k}={v}" for k, v in (ours_env or {}).items()) or "(as shipped)",
         "serving_code": _code_state(repo_root), "cpus": os.cpu_count(),
-        "load_avg_1m_at_start": round(load_start[0], 2),
+        "load_avg_1m_at_start": round(load_start[0], 2), **scoring,
     }
     for (side, scenario, mode), rs in sorted(runs.items()):
         result.update(_summary(f"{side}_{scenario}_{mode}", rs))
@@ -313,8 +395,14 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, duration: flo
             for q in ("p50", "p99"):
                 result[f"ratio_{scenario}_{mode}_{q}"] = round(
                     result[f"ours_{scenario}_{mode}_{q}_ms"] / result[f"feast_{base}_{mode}_{q}_ms"], 3)
+    for mode in modes:  # the scorer's effect end to end: ours (compiled) against ours with scikit-learn
+        sk_rps = result.get(f"sklearn_predict_{mode}_rps")
+        if sk_rps:
+            result[f"ratio_predict_sklearn_{mode}_rps"] = round(sk_rps / result[f"feast_features_1_{mode}_rps"], 2)
+            result[f"speedup_predict_compiled_vs_sklearn_{mode}_rps"] = round(
+                result[f"ours_predict_{mode}_rps"] / sk_rps, 2)
     c = f"c{connections}"
-    missed = [s for s in SCENARIOS if result[f"ratio_{s}_{c}_rps"] < TARGETS["throughput_ratio_c8"]]
+    missed = [s for s in SCENARIOS if result.get(f"ratio_{s}_{c}_rps", 0) < TARGETS["throughput_ratio_c8"]]
     result["target_throughput_3x_met"] = not missed
     result["target_throughput_3x_missed_by"] = ", ".join(missed) or "-"
     result["target_p99_10ms_features_1_met"] = result[f"ours_features_1_{c}_p99_ms"] <= TARGETS["p99_ms_features_1_c8"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from serving.online_reader import FeaturePlan
+from serving.scorer import Scorer, build_scorer
 from skewless.model_artifact import ModelArtifact
 from skewless.registry import CHAMPION, ModelNotFoundError, load_champion, mlflow_client
 from skewless.settings import Settings
@@ -32,6 +33,8 @@ class Champion:
     plan: FeaturePlan
     # Model inputs that are not FeatureService features (request fields such as amount).
     request_inputs: tuple[str, ...]
+    # The model's scores, compiled once for this model (``serving.scorer``).
+    scorer: Scorer
 
 
 class ChampionWatcher:
@@ -72,14 +75,17 @@ class ChampionWatcher:
                     raise ModelNotFoundError(
                         f"model v{artifact.version} needs {missing}, which neither FeatureService "
                         f"{artifact.feature_service!r} nor the request provides")
+                scorer = (build_scorer(artifact.pipeline) if self.settings.serving.compiled_scorer
+                          else Scorer(artifact.pipeline, "scikit-learn predict_proba (serving.compiled_scorer off)"))
             except Exception as exc:  # noqa: BLE001 - keep serving the old model; report on /readyz
                 self.error = str(exc)
                 log.warning("champion not loaded: %s", exc)
                 return False
             previous = self.current
-            self.current = Champion(artifact, version, plan, extra)
+            self.current = Champion(artifact, version, plan, extra, scorer)
             self.error = None
             if previous is not None:
                 self.reloads += 1
-            log.info("serving %s v%s (registry version %s)", artifact.model_name, artifact.version, version)
+            log.info("serving %s v%s (registry version %s), scoring with %s", artifact.model_name, artifact.version,
+                     version, scorer.description)
             return True

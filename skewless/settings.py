@@ -198,6 +198,10 @@ class ServingSettings(_Section):
         10.0, gt=0, description="how often the service asks the registry whether a new champion was promoted"
     )
     log_predictions: bool = Field(True, description="send every prediction to the predictions topic")
+    compiled_scorer: bool = Field(
+        True, description="score with the model compiled to NumPy arrays at load (equal to scikit-learn's "
+        "predict_proba within 1e-9, ~20x faster per row); false: scikit-learn's own predict_proba"
+    )
     log_queue_size: int = Field(
         10_000, ge=1, description="predictions waiting in memory for the log's sender thread; when full, new "
         "ones are counted as dropped"

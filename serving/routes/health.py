@@ -30,9 +30,11 @@ async def readyz(svc: Service = Depends(service)):
     if down:
         problems.append(down)
     body: dict[str, Any] = {"ready": not problems, "problems": problems}
-    if watcher.current:
-        a = watcher.current.artifact
-        body["model"] = {"name": a.model_name, "version": a.version, "feature_service": a.feature_service}
+    champ = watcher.current
+    if champ:
+        a = champ.artifact
+        body["model"] = {"name": a.model_name, "version": a.version, "feature_service": a.feature_service,
+                         "scorer": champ.scorer.description}
     return json_response(body, status_code=503 if problems else 200)
 
 

@@ -47,8 +47,9 @@ async def predict(tx: Transaction, request: Request, svc: Service = Depends(serv
     art = champ.artifact
     vector = [values[f] for f in art.features]
     x = np.array([[math.nan if v is None else float(v) for v in vector]], dtype="float64")
-    with svc.one_thread():
-        score = float(art.pipeline.predict_proba(x)[0, 1])
+    # The compiled scorer needs no thread limit; scikit-learn's own call (a model or an
+    # input the scorer does not take) runs under one.
+    score = float(champ.scorer(x, guard=svc.one_thread)[0])
     review = score >= art.threshold
     metrics.PREDICTIONS.labels("review" if review else "approve").inc()
     not_found = sorted({v.name for v in champ.plan.views} - set(result.view_timestamps[0]))

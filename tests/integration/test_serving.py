@@ -129,8 +129,17 @@ def test_predict_uses_the_same_vector_and_score_as_the_offline_training_path(ser
     from skewless.registry import load_champion
 
     art = load_champion(settings)
-    offline_scores = art.pipeline.predict_proba(
-        offline[art.features].astype("float64").to_numpy())[:, 1]
+    X = offline[art.features].astype("float64").to_numpy()
+    offline_scores = art.pipeline.predict_proba(X)[:, 1]
+    # The served model is compiled (not scikit-learn's fallback) and scores as scikit-learn does.
+    assert champion["scorer"].startswith("numpy "), champion
+    from serving.scorer import build_scorer
+
+    compiled = build_scorer(art.pipeline)
+    np.testing.assert_allclose(compiled(X), offline_scores, rtol=1e-9, atol=1e-9)
+    for i in range(len(X)):
+        np.testing.assert_allclose(compiled(X[i:i + 1]), art.pipeline.predict_proba(X[i:i + 1])[:, 1],
+                                   rtol=1e-9, atol=1e-9)
     reviewed = 0
     for i, p in enumerate(pairs):
         r = client.post("/v1/predict", params={"include_features": "true"}, json=_tx(**p))
@@ -433,6 +442,7 @@ def test_a_newly_promoted_champion_is_served_without_a_restart(served):
     settings, store, _, summary = served
     with TestClient(create_app(settings, store)) as c:
         before = c.post("/v1/predict", json=_tx("u1", "m1", 5.0)).json()
+        before_scorer = c.app.state.service.watcher.current.scorer
         art = load_champion(settings)
         challenger = ModelArtifact(**{**art.metadata(), "pipeline": art.pipeline, "version": art.version + "-b",
                                       "threshold": 0.5})
@@ -450,6 +460,11 @@ def test_a_newly_promoted_champion_is_served_without_a_restart(served):
                 time.sleep(0.1)
             assert after["model_version"] == challenger.version and after["threshold"] == 0.5
             assert c.get("/readyz").json()["model"]["version"] == challenger.version
+            now = c.app.state.service.watcher.current  # a scorer compiled for the new model, not the old one's
+            assert now.scorer is not before_scorer and now.scorer.model is now.artifact.pipeline
+            scored = c.post("/v1/predict", params={"include_features": "true"}, json=_tx("u1", "m1", 5.0)).json()
+            x = np.array([[math.nan if v is None else v for v in scored["features"].values()]])
+            assert scored["score"] == pytest.approx(now.artifact.pipeline.predict_proba(x)[0, 1], abs=1e-9)
         finally:
             promote(settings, summary["registered_version"])
 
