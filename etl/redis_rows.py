@@ -50,21 +50,12 @@ class Unsupported(Exception):
     """This frame (or view) is not one the fast path reproduces byte for byte."""
 
 
-def _varint_py(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+Part = tuple  # (bytes matrix (n, w) uint8, mask (n, w) bool): per row, the bytes under its mask, in order
+_MAX_WIDTH = 4096  # a longer string value or key: Feast's writer (a matrix that wide would be large)
 
 
-def _varints(u: np.ndarray, tag: int, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tag + base-128 varint of each uint64 in ``u``, as an (n, 11) byte matrix and the
-    mask of its bytes (a row whose ``present`` is False has none)."""
+def _varints(u: np.ndarray, tag: int, present: np.ndarray) -> Part:
+    """Tag + base-128 varint of each uint64 in ``u`` (none for a row not ``present``)."""
     n = len(u)
     groups = ((u[:, None] >> _SHIFTS[None, :]) & np.uint64(0x7F)).astype(np.uint8)
     nbytes = 1 + np.count_nonzero((u[:, None] >> _SHIFTS[None, 1:]) != 0, axis=1)
@@ -80,7 +71,7 @@ def _varints(u: np.ndarray, tag: int, present: np.ndarray) -> tuple[np.ndarray, 
     return m, mask
 
 
-def _fixed64(values: np.ndarray, tag: int, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fixed64(values: np.ndarray, tag: int, present: np.ndarray) -> Part:
     n = len(values)
     m = np.empty((n, 9), dtype=np.uint8)
     m[:, 0] = tag
@@ -88,18 +79,51 @@ def _fixed64(values: np.ndarray, tag: int, present: np.ndarray) -> tuple[np.ndar
     return m, np.repeat(present[:, None], 9, axis=1)
 
 
-def _split(parts: list[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
-    """Per row, the bytes of ``parts`` (matrices and masks side by side) under their masks."""
-    m = np.hstack([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    mask = np.hstack([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+def _ragged(items: list[bytes]) -> Part:
+    """Byte strings of any lengths as a matrix padded to the longest."""
+    n = len(items)
+    lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
+    w = int(lens.max()) if n else 0
+    if w > _MAX_WIDTH:
+        raise Unsupported(f"a value of {w} bytes")
+    if w == 0:
+        return np.zeros((n, 0), dtype=np.uint8), np.zeros((n, 0), dtype=bool)
+    m = np.array(items, dtype=f"S{w}").view(np.uint8).reshape(n, w)  # raw buffer: nothing stripped
+    return m, np.arange(w)[None, :] < lens[:, None]
+
+
+def _const(b: bytes, n: int) -> Part:
+    row = np.frombuffer(b, dtype=np.uint8)
+    return np.broadcast_to(row, (n, len(row))), np.ones((n, len(row)), dtype=bool)
+
+
+def _join(parts: list) -> Part:
+    return np.hstack([p[0] for p in parts]), np.hstack([p[1] for p in parts])
+
+
+def _bulk(part: Part) -> list:
+    """RESP bulk string of each row's bytes: ``$<len>\\r\\n<bytes>\\r\\n``."""
+    m, mask = part
+    n = len(m)
+    length = mask.sum(axis=1)
+    ndig = 1 + (length >= 10) + (length >= 100) + (length >= 1000)  # lengths < 10,000 (_MAX_WIDTH)
+    pos = np.arange(4)[None, :]
+    power = 10 ** np.clip(ndig[:, None] - 1 - pos, 0, None)
+    digits = (ord("0") + (length[:, None] // power) % 10).astype(np.uint8)
+    crlf = _const(b"\r\n", n)
+    return [_const(b"$", n), (digits, pos < ndig[:, None]), crlf, part, crlf]
+
+
+def _rows_of(part: Part) -> list[bytes]:
+    """Per row, its bytes."""
+    m, mask = part
     buf = m[mask].tobytes()
     ends = np.cumsum(mask.sum(axis=1)).tolist()
-    starts = [0] + ends[:-1]
-    return [buf[s:e] for s, e in zip(starts, ends)]
+    return [buf[s:e] for s, e in zip([0] + ends[:-1], ends)]
 
 
-def _int64_values(arr: np.ndarray) -> list[bytes]:
-    """Feast's ``Value(int64_val=int(x))`` bytes per value; b"" for null (NaN)."""
+def _int64_values(arr: np.ndarray) -> Part:
+    """Feast's ``Value(int64_val=int(x))`` bytes per value; none for null (NaN)."""
     if arr.dtype.kind in "iu":
         if arr.dtype == np.uint64 and len(arr) and arr.max() >= 2 ** 63:
             raise Unsupported("uint64 beyond int64")
@@ -110,20 +134,31 @@ def _int64_values(arr: np.ndarray) -> list[bytes]:
         finite = arr[present]
         if np.any((finite >= _I64_LIMIT) | (finite < -_I64_LIMIT)):  # inf, or out of int64: Feast raises
             raise Unsupported("int64 out of range")
-        ints = np.where(present, np.trunc(np.where(present, arr, 0.0)), 0.0).astype(np.int64)
+        ints = np.trunc(np.where(present, arr, 0.0)).astype(np.int64)
     else:
         raise Unsupported(f"int64 feature from {arr.dtype}")
-    return _split([_varints(ints.view(np.uint64), _TAG_INT64, present)])
+    return _varints(ints.view(np.uint64), _TAG_INT64, present)
 
 
-def _double_values(arr: np.ndarray) -> list[bytes]:
+def _double_values(arr: np.ndarray) -> Part:
     if arr.dtype != np.float64:
         raise Unsupported(f"double feature from {arr.dtype}")
-    present = ~np.isnan(arr)
-    return _split([_fixed64(arr, _TAG_DOUBLE, present)])
+    return _fixed64(arr, _TAG_DOUBLE, ~np.isnan(arr))
 
 
-def _string_values(arr: np.ndarray) -> list[bytes]:
+def _varint_py(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _string_values(arr: np.ndarray) -> Part:
     if arr.dtype != object:
         raise Unsupported(f"string feature from {arr.dtype}")
     out: list[bytes] = []
@@ -139,23 +174,23 @@ def _string_values(arr: np.ndarray) -> list[bytes]:
             out.append(b"")
         else:
             raise Unsupported(f"string feature holding {type(v).__name__}")
-    return out
+    return _ragged(out)
 
 
-def _timestamps(arr: np.ndarray) -> list[bytes]:
-    """Feast's ``Timestamp.FromDatetime(to_pydatetime(t))`` bytes: microseconds floored."""
+def _timestamps(arr: np.ndarray) -> Part:
+    """Feast's ``Timestamp.FromDatetime(to_pydatetime(t))`` bytes: microseconds, floored."""
     if arr.dtype.kind != "M":
         raise Unsupported(f"event timestamp from {arr.dtype}")
     if np.isnat(arr).any():
         raise Unsupported("null event timestamp")
-    us = arr.astype("datetime64[us]").astype(np.int64)
-    if arr.dtype == np.dtype("datetime64[ns]"):  # astype truncates toward zero; Feast floors
-        ns = arr.astype(np.int64)
-        us = np.floor_divide(ns, 1000)
+    if arr.dtype == np.dtype("datetime64[ns]"):
+        us = np.floor_divide(arr.astype(np.int64), 1000)
+    else:
+        us = arr.astype("datetime64[us]").astype(np.int64)  # s, ms, us: exact
     seconds = np.floor_divide(us, 1_000_000)
     nanos = (us - seconds * 1_000_000) * 1000
-    return _split([_varints(seconds.view(np.uint64), _TS_SECONDS, seconds != 0),
-                   _varints(nanos.astype(np.uint64), _TS_NANOS, nanos != 0)])
+    return _join([_varints(seconds.view(np.uint64), _TS_SECONDS, seconds != 0),
+                  _varints(nanos.astype(np.uint64), _TS_NANOS, nanos != 0)])
 
 
 def _key_values(arr: np.ndarray, value_type: int) -> list[bytes]:
@@ -164,11 +199,12 @@ def _key_values(arr: np.ndarray, value_type: int) -> list[bytes]:
         if arr.dtype != object:
             raise Unsupported(f"string join key from {arr.dtype}")
         out = []
+        pack = struct.Struct("<II").pack
         for v in arr.tolist():
             if type(v) is not str:
                 raise Unsupported(f"join key {type(v).__name__}")  # None: Feast refuses the row
             e = v.encode("utf-8")
-            out.append(struct.pack("<II", _STRING, len(e)) + e)
+            out.append(pack(_STRING, len(e)) + e)
         return out
     if value_type == _INT64:
         if arr.dtype.kind != "i":
@@ -242,7 +278,7 @@ class ViewEncoder:
         return cls(project=config.project, view_name=name, join_keys=join_keys, features=features,
                    timestamp_field=feature_view.batch_source.timestamp_field, ttl=store.key_ttl_seconds)
 
-    def rows(self, df: pd.DataFrame) -> tuple[list[bytes], list[bytes], list[list[bytes]]]:
+    def parts(self, df: pd.DataFrame) -> tuple[list[bytes], Part, list[Part]]:
         """(Redis keys, timestamp values, per feature its values) of every row, in order.
         Raises :class:`Unsupported` for a frame Feast's conversion would treat otherwise."""
         import pyarrow as pa
@@ -257,35 +293,31 @@ class ViewEncoder:
                 raise Unsupported(f"column {name} missing")  # Feast raises its own error
             return batch.column(name).to_numpy(zero_copy_only=False)
 
-        parts = [_key_values(column(k), t) for k, t in self.join_keys]
+        key_parts = [_key_values(column(k), t) for k, t in self.join_keys]
         head, project = self.key_head, self.project
-        if len(parts) == 1:
-            keys = [head + v + project for v in parts[0]]
+        if len(key_parts) == 1:
+            keys = [head + v + project for v in key_parts[0]]
         else:
-            keys = [head + b"".join(vs) + project for vs in zip(*parts)]
+            keys = [head + b"".join(vs) + project for vs in zip(*key_parts)]
         ts = _timestamps(column(self.timestamp_field))
         encode = {"int64": _int64_values, "double": _double_values, "string": _string_values}
-        values = [encode[kind](column(name)) for name, kind in self.features]
-        return keys, ts, values
+        return keys, ts, [encode[kind](column(name)) for name, kind in self.features]
+
+    def rows(self, df: pd.DataFrame) -> tuple[list[bytes], list[bytes], list[list[bytes]]]:
+        """Per row: its key, its timestamp field's bytes, each feature field's bytes."""
+        keys, ts, values = self.parts(df)
+        return keys, _rows_of(ts), [_rows_of(v) for v in values]
 
     def commands(self, df: pd.DataFrame) -> tuple[bytes, int]:
-        """The RESP bytes of one ``HSET key _ts f1 v1 ...`` per row (plus ``EXPIRE`` with a
-        key TTL), and how many replies they produce."""
-        keys, ts, values = self.rows(df)
-        heads = self._field_heads
-        cmd_head, expire = self._cmd_head, self._expire
-        out: list[bytes] = []
-        append = out.append
-        columns = [ts, *values]
-        for i, key in enumerate(keys):
-            bkey = b"$%d\r\n%s\r\n" % (len(key), key)
-            append(cmd_head)
-            append(bkey)
-            for h, col in zip(heads, columns):
-                v = col[i]
-                append(b"%s\r\n$%d\r\n%s\r\n" % (h, len(v), v))
-            if expire:
-                append(b"*3\r\n$6\r\nEXPIRE\r\n")
-                append(bkey)
-                append(expire)
-        return b"".join(out), len(keys) * (2 if expire else 1)
+        """The RESP bytes of one ``HSET key _ts <ts> f1 v1 ...`` per row (then ``EXPIRE key
+        ttl`` with a key TTL), built for all rows at once, and how many replies they produce."""
+        keys, ts, values = self.parts(df)
+        n = len(keys)
+        key = _bulk(_ragged(keys))
+        pieces = [_const(self._cmd_head, n), *key]
+        for head, part in zip(self._field_heads, [ts, *values]):
+            pieces += [_const(head + b"\r\n", n), *_bulk(part)]
+        if self._expire:
+            pieces += [_const(b"*3\r\n$6\r\nEXPIRE\r\n", n), *key, _const(self._expire, n)]
+        m, mask = _join(pieces)
+        return m[mask].tobytes(), n * (2 if self._expire else 1)
