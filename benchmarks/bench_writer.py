@@ -78,20 +78,25 @@ def writer_rates(defs, ref, fast, size: int, repeats: int, progress: Callable[[s
     out: dict[str, Any] = {}
     for name in VIEWS:
         view = views[name]
-        feast_s, fast_s = [], []
+        feast_s, fast_s, feast_cpu, fast_cpu = [], [], [], []
         for r in range(repeats):
             df = frame(view, np.random.default_rng(r), size)
             order = [("feast", ref), ("fast", fast)] if r % 2 == 0 else [("fast", fast), ("feast", ref)]
             for tag, w in order:
                 progress(f"{name}: repeat {r + 1}/{repeats}, {tag} writer")
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 w.write(name, df)
                 (feast_s if tag == "feast" else fast_s).append(time.perf_counter() - t)
+                (feast_cpu if tag == "feast" else fast_cpu).append(time.process_time() - c)
         f, c = statistics.median(feast_s), statistics.median(fast_s)
         out[name] = {"join_keys": len(view.join_keys), "features": len(view.features), "rows": size,
                      "feast_rows_per_s": round(size / f), "fast_rows_per_s": round(size / c),
                      "feast_us_per_row": round(f / size * 1e6, 2), "fast_us_per_row": round(c / size * 1e6, 2),
-                     "ratio": round(f / c, 1), "feast_s": [round(x, 4) for x in feast_s],
+                     "ratio": round(f / c, 1),
+                     # this process's CPU (conversion, encoding, socket I/O), less sensitive to a loaded machine
+                     "feast_cpu_us_per_row": round(statistics.median(feast_cpu) / size * 1e6, 2),
+                     "fast_cpu_us_per_row": round(statistics.median(fast_cpu) / size * 1e6, 2),
+                     "feast_s": [round(x, 4) for x in feast_s],
                      "fast_s": [round(x, 4) for x in fast_s]}
     return out
 
@@ -169,6 +174,7 @@ def run(settings: Settings, size: int = 20_000, repeats: int = 5, processor_size
             result[f"{name}_feast_rows_per_s"] = r["feast_rows_per_s"]
             result[f"{name}_fast_rows_per_s"] = r["fast_rows_per_s"]
             result[f"{name}_ratio"] = r["ratio"]
+            result[f"{name}_cpu_us_per_row"] = f"{r['feast_cpu_us_per_row']} -> {r['fast_cpu_us_per_row']}"
         result["views"] = rates
         if processor_size:
             result["processor"] = processor_rates(work, defs, ref, fast, processor_size, 5_000, progress)

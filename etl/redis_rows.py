@@ -79,16 +79,17 @@ def _fixed64(values: np.ndarray, tag: int, present: np.ndarray) -> Part:
     return m, np.repeat(present[:, None], 9, axis=1)
 
 
-def _ragged(items: list[bytes]) -> Part:
-    """Byte strings of any lengths as a matrix padded to the longest."""
+def _ragged(items, lens: np.ndarray | None = None) -> Part:
+    """Byte strings of any lengths (a list, or an object array) as a matrix padded to the longest."""
     n = len(items)
-    lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
+    if lens is None:
+        lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
     w = int(lens.max()) if n else 0
     if w > _MAX_WIDTH:
         raise Unsupported(f"a value of {w} bytes")
     if w == 0:
         return np.zeros((n, 0), dtype=np.uint8), np.zeros((n, 0), dtype=bool)
-    m = np.array(items, dtype=f"S{w}").view(np.uint8).reshape(n, w)  # raw buffer: nothing stripped
+    m = np.asarray(items, dtype=object).astype(f"S{w}").view(np.uint8).reshape(n, w)  # raw: nothing stripped
     return m, np.arange(w)[None, :] < lens[:, None]
 
 
@@ -99,6 +100,22 @@ def _const(b: bytes, n: int) -> Part:
 
 def _join(parts: list) -> Part:
     return np.hstack([p[0] for p in parts]), np.hstack([p[1] for p in parts])
+
+
+def _join_rows(parts: list) -> Part:
+    """``_join`` for many narrow parts: stacked by byte position (rows of n, contiguous
+    copies), then turned back to one row per frame row."""
+    n = len(parts[0][0])
+    width = sum(p[0].shape[1] for p in parts)
+    m = np.empty((width, n), dtype=np.uint8)
+    mask = np.empty((width, n), dtype=bool)
+    at = 0
+    for pm, pmask in parts:
+        w = pm.shape[1]
+        m[at:at + w] = pm.T
+        mask[at:at + w] = pmask.T
+        at += w
+    return np.ascontiguousarray(m.T), np.ascontiguousarray(mask.T)
 
 
 def _bulk(part: Part) -> list:
@@ -193,24 +210,26 @@ def _timestamps(arr: np.ndarray) -> Part:
                   _varints(nanos.astype(np.uint64), _TS_NANOS, nanos != 0)])
 
 
-def _key_values(arr: np.ndarray, value_type: int) -> list[bytes]:
-    """Per row, one entity value as serialize_entity_key writes it: u32 type, u32 len, bytes."""
+def _key_values(col, value_type: int) -> list:
+    """Parts of one entity value per row as serialize_entity_key writes it: u32 type,
+    u32 len, bytes (a string's utf-8, an int64's 8 bytes little-endian)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(col)
     if value_type == _STRING:
-        if arr.dtype != object:
-            raise Unsupported(f"string join key from {arr.dtype}")
-        out = []
-        pack = struct.Struct("<II").pack
-        for v in arr.tolist():
-            if type(v) is not str:
-                raise Unsupported(f"join key {type(v).__name__}")  # None: Feast refuses the row
-            e = v.encode("utf-8")
-            out.append(pack(_STRING, len(e)) + e)
-        return out
+        if col.null_count or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise Unsupported(f"string join key from {col.type} with {col.null_count} nulls")  # Feast: str(x), or refuses
+        lens = pc.binary_length(col).to_numpy().astype(np.int64)
+        utf8 = col.cast(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary())
+        value = _ragged(utf8.to_numpy(zero_copy_only=False), lens)
+        size = lens.astype("<u4").view(np.uint8).reshape(n, 4)
+        return [_const(struct.pack("<I", _STRING), n), (size, np.ones((n, 4), dtype=bool)), value]
     if value_type == _INT64:
-        if arr.dtype.kind != "i":
-            raise Unsupported(f"int64 join key from {arr.dtype}")
-        head = struct.pack("<II", _INT64, 8)
-        return [head + struct.pack("<q", v) for v in arr.astype(np.int64).tolist()]
+        if col.null_count or not pa.types.is_integer(col.type) or pa.types.is_uint64(col.type):
+            raise Unsupported(f"int64 join key from {col.type}")
+        v = col.to_numpy(zero_copy_only=False).astype("<i8").view(np.uint8).reshape(n, 8)
+        return [_const(struct.pack("<II", _INT64, 8), n), (v, np.ones((n, 8), dtype=bool))]
     raise Unsupported(f"join key type {value_type}")
 
 
@@ -278,7 +297,7 @@ class ViewEncoder:
         return cls(project=config.project, view_name=name, join_keys=join_keys, features=features,
                    timestamp_field=feature_view.batch_source.timestamp_field, ttl=store.key_ttl_seconds)
 
-    def parts(self, df: pd.DataFrame) -> tuple[list[bytes], Part, list[Part]]:
+    def parts(self, df: pd.DataFrame) -> tuple[Part, Part, list[Part]]:
         """(Redis keys, timestamp values, per feature its values) of every row, in order.
         Raises :class:`Unsupported` for a frame Feast's conversion would treat otherwise."""
         import pyarrow as pa
@@ -293,12 +312,13 @@ class ViewEncoder:
                 raise Unsupported(f"column {name} missing")  # Feast raises its own error
             return batch.column(name).to_numpy(zero_copy_only=False)
 
-        key_parts = [_key_values(column(k), t) for k, t in self.join_keys]
-        head, project = self.key_head, self.project
-        if len(key_parts) == 1:
-            keys = [head + v + project for v in key_parts[0]]
-        else:
-            keys = [head + b"".join(vs) + project for vs in zip(*key_parts)]
+        n = batch.num_rows
+        key = [_const(self.key_head, n)]
+        for k, t in self.join_keys:
+            if k not in batch.schema.names:
+                raise Unsupported(f"column {k} missing")
+            key += _key_values(batch.column(k), t)
+        keys = _join([*key, _const(self.project, n)])
         ts = _timestamps(column(self.timestamp_field))
         encode = {"int64": _int64_values, "double": _double_values, "string": _string_values}
         return keys, ts, [encode[kind](column(name)) for name, kind in self.features]
@@ -306,18 +326,18 @@ class ViewEncoder:
     def rows(self, df: pd.DataFrame) -> tuple[list[bytes], list[bytes], list[list[bytes]]]:
         """Per row: its key, its timestamp field's bytes, each feature field's bytes."""
         keys, ts, values = self.parts(df)
-        return keys, _rows_of(ts), [_rows_of(v) for v in values]
+        return _rows_of(keys), _rows_of(ts), [_rows_of(v) for v in values]
 
     def commands(self, df: pd.DataFrame) -> tuple[bytes, int]:
         """The RESP bytes of one ``HSET key _ts <ts> f1 v1 ...`` per row (then ``EXPIRE key
         ttl`` with a key TTL), built for all rows at once, and how many replies they produce."""
         keys, ts, values = self.parts(df)
-        n = len(keys)
-        key = _bulk(_ragged(keys))
+        n = len(keys[0])
+        key = _bulk(keys)
         pieces = [_const(self._cmd_head, n), *key]
         for head, part in zip(self._field_heads, [ts, *values]):
             pieces += [_const(head + b"\r\n", n), *_bulk(part)]
         if self._expire:
             pieces += [_const(b"*3\r\n$6\r\nEXPIRE\r\n", n), *key, _const(self._expire, n)]
-        m, mask = _join(pieces)
+        m, mask = _join_rows(pieces)
         return m[mask].tobytes(), n * (2 if self._expire else 1)
