@@ -291,7 +291,7 @@ class ViewEncoder:
             if t is None:
                 return None
             join_keys.append((e.name, t))
-        if len({k for k, _ in join_keys}) != len(join_keys):
+        if not join_keys or len({k for k, _ in join_keys}) != len(join_keys):
             return None
         name = compute_versioned_name(feature_view, config.registry.enable_online_feature_view_versioning)
         return cls(project=config.project, view_name=name, join_keys=join_keys, features=features,
