@@ -1,5 +1,5 @@
-"""Rows into Feast's online store, written by Feast's own code, so ``get_online_features``,
-serving's reader and ``materialize`` all see the same bytes.
+"""Rows into Feast's online store, in Feast's own bytes, so ``get_online_features``,
+serving's reader and ``materialize`` all read what the stream wrote.
 
 The streaming job overwrites a view's row for an entity whenever the value changes, also
 with a row whose time equals the stored one (a late event corrects the current value):
@@ -8,19 +8,27 @@ configuration sets it. It calls the provider's ``ingest_df`` (what
 ``FeatureStore.write_to_online_store`` ends in) because that public method refuses a
 frame whose features are all null, which is exactly a decayed row of a view of means or
 minima.
+
+The rows themselves are built by ``etl.redis_rows`` (the same bytes, column-wise, one
+round trip) whenever it covers the view and the frame; anything else — SQLite, another
+Redis topology, a dtype or value it does not reproduce — goes through ``ingest_df``.
 """
 
 from __future__ import annotations
 
 import pandas as pd
+from redis.exceptions import ResponseError
 
+from etl.redis_rows import Unsupported, ViewEncoder
 from skewless.errors import ConfigError
 from skewless.features.store import feature_store, repo_config
 from skewless.settings import Settings
 
 
 class OnlineWriter:
-    def __init__(self, settings: Settings):
+    """``fast=False`` writes every frame through Feast's ``ingest_df`` (the reference)."""
+
+    def __init__(self, settings: Settings, fast: bool = True):
         from feast import FeatureStore
 
         if settings.online_store == "redis":
@@ -30,6 +38,10 @@ class OnlineWriter:
         else:
             self.store = feature_store(settings)
         self._views: dict = {}
+        self._encoders: dict = {}
+        self.fast = fast
+        self.rows_fast = 0  # rows written by the column-wise path
+        self.rows_feast = 0  # rows written by Feast's ingest_df
 
     def _view(self, name: str):
         if name not in self._views:
@@ -44,5 +56,46 @@ class OnlineWriter:
         """Write rows (join keys, ``event_timestamp``, features) of one view; returns rows."""
         if rows.empty:
             return 0
-        self.store._get_provider().ingest_df(self._view(view), rows)
+        fv = self._view(view)
+        encoder = self._encoder(view, fv)
+        if encoder is not None:
+            try:
+                commands, replies = encoder.commands(rows)
+            except Unsupported:
+                pass
+            else:
+                self._send(commands, replies)
+                self.rows_fast += len(rows)
+                return len(rows)
+        self.store._get_provider().ingest_df(fv, rows)
+        self.rows_feast += len(rows)
         return len(rows)
+
+    def _encoder(self, name: str, fv) -> ViewEncoder | None:
+        if not self.fast:
+            return None
+        if name not in self._encoders:
+            self._encoders[name] = ViewEncoder.for_view(fv, self.store.config)
+        return self._encoders[name]
+
+    def _send(self, commands: bytes, replies: int) -> None:
+        """One round trip: the commands in one write, then every reply read (an error reply
+        raises after the others are read, as redis-py's pipeline does)."""
+        online = self.store._get_provider().online_store
+        client = online._get_client(self.store.config.online_store)  # the connection Feast writes with
+        conn = client.connection_pool.get_connection()
+        error = None
+        try:
+            conn.send_packed_command([commands])
+            for _ in range(replies):
+                try:
+                    conn.read_response()
+                except ResponseError as exc:
+                    error = error or exc
+        except BaseException:
+            conn.disconnect()  # a half-read reply stream cannot be reused
+            raise
+        finally:
+            client.connection_pool.release(conn)
+        if error is not None:
+            raise error
