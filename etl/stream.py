@@ -570,10 +570,12 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
                 wait = min(wait, max(0.0, due - time.time()))
             stop.wait(wait)
             totals["rows_published"] += proc.publisher.publish_due(time.time())
-            lag = _lag(query.lastProgress)
+            # The lag against the broker's newest offsets when it answers; else what the last
+            # progress saw (an idle progress carries no latestOffset: None, "unknown").
             now_lag = _lag(query.lastProgress, latest_offsets()) if query.lastProgress is not None else None
-            if now_lag is not None or lag is not None:
-                client.hset(state.meta, mapping={"lag": now_lag if now_lag is not None else lag})
+            lag = now_lag if now_lag is not None else _lag(query.lastProgress)
+            if lag is not None:
+                client.hset(state.meta, mapping={"lag": lag})
             if time.monotonic() - marked[0] >= 1.0 and totals["batches"]:
                 # The online store holds every view's values up to now (where a load made a
                 # watermark; a missing one stays missing: serving's /readyz keeps saying so).
