@@ -35,7 +35,7 @@ from cli.common import console, progress
 from skewless.settings import Settings
 
 DRIFT_KIND = "card-enumeration"
-CHALLENGER_DRIFT_DAYS = 5  # days of the new pattern before the holdout (the challenger learns from them)
+CHALLENGER_DRIFT_DAYS = 4  # days of the new pattern before the holdout (the challenger learns from them)
 MIN_CHAMPION_DAYS = 5  # days of traffic before the drift (the champion learns from them)
 LIVE_DAYS = 7  # the drift check's window: the last days of the traffic
 

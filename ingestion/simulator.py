@@ -30,11 +30,11 @@ and the same number of transactions overall. Each kind draws from its own random
   big foreign purchases. ``FRAUD_PATTERN_SHARE`` (3%) of the drifted transactions, taking
   the place of legitimate ones; labelled like any fraud.
 * ``card-enumeration``: fraud moves to where a model trained before it reads "safe": stolen
-  cards (other users' cards, ``ENUMERATION_SHARE`` = 3% of the drifted transactions, in the
+  cards (other users' cards, ``ENUMERATION_SHARE`` = 5% of the drifted transactions, in the
   place of legitimate ones) each used **once**, for a **small** amount
   (``ENUMERATION_AMOUNT``: 2-20, inside the usual range, where the usual fraud is 2.5-12
   times the card's habit), from the card's home country — so no card velocity, no foreign
-  country, no big amount — in *waves* of 40-120 cards within 10-30 minutes at one of a few
+  country, no big amount — in *waves* of 20-60 cards within 5-20 minutes at one of a few
   merchants (``ENUMERATION_MERCHANTS``). What gives it away is the merchant's burst of
   payments in the hour (``merchant_activity`` counts no merchant reached before, which
   before the shift meant a busy, legitimate shop) with small first-time amounts: learnable
@@ -76,11 +76,11 @@ DISPUTE_RATE = 0.002
 DRIFT_KINDS = ("amount-shift", "fraud-pattern", "country-mix", "broken-field", "card-enumeration")
 AMOUNT_SHIFT_FACTOR = 1.5
 FRAUD_PATTERN_SHARE = 0.03
-ENUMERATION_SHARE = 0.03
+ENUMERATION_SHARE = 0.05
 ENUMERATION_AMOUNT = (2.0, 20.0)
 ENUMERATION_MERCHANTS = 3
-ENUMERATION_WAVE = (40, 121)  # cards per wave
-ENUMERATION_SPAN_MIN = (10, 31)  # a wave's length in minutes
+ENUMERATION_WAVE = (20, 61)  # cards per wave
+ENUMERATION_SPAN_MIN = (5, 21)  # a wave's length in minutes
 COUNTRY_MIX_SHARE = 0.4
 NEW_COUNTRY_WEIGHTS = np.array([12, 6, 5, 4, 3, 3, 3, 12, 2, 18, 20, 12], dtype=float)
 BROKEN_FIELD = "mcc"

@@ -191,8 +191,8 @@ def test_card_enumeration_is_waves_of_cards_each_used_once_for_a_small_amount():
         n=("amount", "size"), cards=("user_id", "nunique"), merchants=("merchant_id", "nunique"),
         span=("event_time", lambda s: s.max() - s.min()))
     # A wave: many cards, one payment each, at one merchant, within half an hour.
-    assert (waves["merchants"] == 1).all() and (waves["span"] <= pd.Timedelta(minutes=30)).all()
-    assert waves["n"].median() >= 40 and (waves["cards"] >= waves["n"] - 2).all()
+    assert (waves["merchants"] == 1).all() and (waves["span"] <= pd.Timedelta(minutes=20)).all()
+    assert waves["n"].median() >= 20 and (waves["cards"] >= waves["n"] - 2).all()
     assert tested["merchant_id"].nunique() <= 3
     labels = {lb["transaction_id"]: lb["is_fraud"] for lb in sim.labels}
     got = [labels[t] for t in tested["transaction_id"] if t in labels]
