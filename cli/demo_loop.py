@@ -50,8 +50,9 @@ def drift_start(settings: Settings, start: datetime, days: int) -> datetime | No
 
 
 def needed_days(settings: Settings) -> int:
+    """The fewest days of traffic the loop runs on (``drift_start`` is then not None)."""
     return int(-(-(MIN_CHAMPION_DAYS + CHALLENGER_DRIFT_DAYS + settings.retrain.holdout_days
-                   + settings.training.label_maturity_days) // 1)) + 1
+                   + settings.training.label_maturity_days) // 1))
 
 
 def log_champion_predictions(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
