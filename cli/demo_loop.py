@@ -24,6 +24,7 @@ holds that many days of the new pattern, with labels known now.
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -69,6 +70,7 @@ def log_champion_predictions(settings: Settings, start: datetime, end: datetime)
     from training.labels import label_frame
     from training.trainer import training_set
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the demo prints its own lines
     champion = load_champion(settings)
     store = feature_store(settings)
     # Every transaction of the window (labels play no part: a far cutoff keeps the young ones).
@@ -92,8 +94,7 @@ def log_champion_predictions(settings: Settings, start: datetime, end: datetime)
                           "model_name": champion.model_name, "model_version": champion.version,
                           "feature_service": champion.feature_service, "score": float(score),
                           "review": bool(score >= champion.threshold),
-                          "features": orjson.dumps({f: (None if v[i] != v[i] else float(v[i]))
-                                                    for f, v in columns.items()}).decode()}
+                          "features": {f: (None if v[i] != v[i] else float(v[i])) for f, v in columns.items()}}
                 producer.send(topic, key=record["request_id"].encode(), value=orjson.dumps(record)) \
                     .add_errback(failures.append)
                 if i % 1000 == 0:
