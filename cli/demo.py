@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
@@ -19,15 +19,16 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cli import demo_live
+from cli import demo_live, demo_loop
 from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
 from skewless.settings import Settings
 
 DEMO_SEED = 7
 
 
-def _step(title: str, fn: Callable[[], Any], summary: dict, key: str) -> Any:
-    console.rule(f"[bold]{title}")
+def _step(title: str | None, fn: Callable[[], Any], summary: dict, key: str) -> Any:
+    if title:
+        console.rule(f"[bold]{title}")
     t0 = time.perf_counter()
     result = fn()
     summary[key] = result
@@ -100,7 +101,12 @@ def run_demo(settings: Settings, events: int, days: int, fresh: bool, burst: int
     from ingestion.verify import verify
     from skewless import services
 
+    from ingestion.simulator import default_start
+
     summary: dict[str, Any] = {}
+    start = default_start(days)
+    # The traffic changes part-way (the loop's drift, see cli.demo_loop): from drift_at on.
+    drift_at = demo_loop.drift_start(settings, start, days)
     _step("1. services: a real Kafka broker (KRaft) and Redis", lambda: services.up(settings), summary, "services")
     if fresh:
         _fresh(settings)
@@ -108,8 +114,11 @@ def run_demo(settings: Settings, events: int, days: int, fresh: bool, burst: int
         console.print("the transactions topic already holds events: not producing again (use --fresh to start over)")
         summary["produce"] = {"skipped": True}
     else:
-        _step(f"2. produce {events:,} simulated payments ({days} days) with 0.5% malformed messages",
-              lambda: produce(settings, events=events, seed=DEMO_SEED, bad_fraction=0.005, days=days),
+        drift_note = (f"; from {drift_at:%Y-%m-%d} fraud changes ({demo_loop.DRIFT_KIND})" if drift_at
+                      else f" (too few days for the retraining loop: it needs {demo_loop.needed_days(settings)})")
+        _step(f"2. produce {events:,} simulated payments ({days} days) with 0.5% malformed messages{drift_note}",
+              lambda: produce(settings, events=events, seed=DEMO_SEED, bad_fraction=0.005, start=start, days=days,
+                              drift=demo_loop.DRIFT_KIND if drift_at else None, drift_from=drift_at),
               summary, "produce")
         console.print({t: c for t, c in summary["produce"]["topics"].items()})
     landed = _step("3. consume: Kafka -> Parquet lake, exactly once, bad events dead-lettered",
@@ -130,10 +139,13 @@ def run_demo(settings: Settings, events: int, days: int, fresh: bool, burst: int
     # Every valid event landed: what the stream has to apply to have caught up.
     backlog = sum(report["topics"].get(t, {}).get("valid", 0)
                   for t in (settings.topics.transactions, settings.topics.labels))
+    if summary["produce"].get("skipped"):  # the traffic of an earlier run: its start from the lake
+        start = _first_day(settings) or start
+        drift_at = demo_loop.drift_start(settings, start, days)
     _features(settings, summary)
     stream = _stream(settings)
     try:
-        _train(settings, summary)
+        _train(settings, summary, drift_at)
         since = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         _serve(settings, summary, stream, backlog, burst)
@@ -150,7 +162,23 @@ def run_demo(settings: Settings, events: int, days: int, fresh: bool, burst: int
     _step("14. consistency as served: each prediction's features == the offline values at its time",
           lambda: demo_live.served_consistency(settings, since, summary["serve"]["predictions"]), summary,
           "served_consistency")
+    if drift_at is not None:
+        demo_loop.run_loop(settings, summary, drift_at, start + timedelta(days=days),
+                           lambda title, fn, key: _step(title, fn, summary, key))
+    else:
+        console.print(f"no retraining loop: {days} days of traffic are too few (it needs "
+                      f"{demo_loop.needed_days(settings)}: the champion's, the challenger's, the holdout's and "
+                      f"the labels' maturity)", highlight=False)
     return summary
+
+
+def _first_day(settings: Settings) -> datetime | None:
+    """Midnight UTC of the first landed transaction (the simulator starts at midnight)."""
+    tx = _transactions(settings)
+    if tx.empty:
+        return None
+    first = pd.Timestamp(tx["event_time"].min()).tz_convert("UTC")
+    return first.floor("D").to_pydatetime()
 
 
 def _stream(settings: Settings) -> "demo_live.StreamJob":
@@ -195,7 +223,7 @@ def _features(settings: Settings, summary: dict[str, Any]) -> None:
                   f"({report['entities']} entities x {report['features']} features)")
 
 
-def _train(settings: Settings, summary: dict[str, Any]) -> None:
+def _train(settings: Settings, summary: dict[str, Any], before: datetime | None = None) -> None:
     import logging
 
     import mlflow  # noqa: F401  (configures its loggers on import: quiet them after)
@@ -207,8 +235,12 @@ def _train(settings: Settings, summary: dict[str, Any]) -> None:
     # MLflow announces creating and migrating its tracking database at INFO: not ours to print.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-    result = _step("10. train: Feast training set -> models -> cost-based evaluation -> MLflow champion",
-                   lambda: train(settings, feature_store(settings), promote_champion=True), summary, "train")
+    # With the loop, the champion learns from the days before fraud changed (labels as known now).
+    window = f" on the traffic before {before:%Y-%m-%d}" if before else ""
+    result = _step(f"10. train{window}: Feast training set -> models -> cost-based evaluation -> MLflow champion",
+                   lambda: train(settings, feature_store(settings), end=before,
+                                 cutoff=datetime.now(timezone.utc) if before else None, promote_champion=True),
+                   summary, "train")
     console.print(results_table(result["results"], result["chosen"]))
     console.print(f"champion: {result['model']} v{result['registered_version']} ({result['chosen']}), "
                   f"training set {result['rows']:,} rows ({result['frauds']} known frauds) in {result['training_set_seconds']}s")

@@ -64,7 +64,8 @@ def produce(
     drift: Annotated[Optional[str], typer.Option(
         "--drift", metavar="KIND", help="make the traffic drift: amount-shift (amounts x1.5), fraud-pattern (card-testing "
         "bursts of tiny amounts), country-mix (40% of payments from a new mix of countries), broken-field (mcc turns "
-        "null; the one field the contract lets be null). Default: no drift")] = None,
+        "null; the one field the contract lets be null), card-enumeration (waves of stolen cards, each used once for "
+        "a small amount at one of a few merchants: a fraud a model trained before it reads as safe). Default: no drift")] = None,
     drift_from: Annotated[Optional[str], typer.Option(
         "--drift-from", help="drift starts at this ISO time (default: with the traffic)")] = None,
     drift_fraction: Annotated[Optional[float], typer.Option(

@@ -47,23 +47,25 @@ def retrain(
         summary = {"retrained": True, **run(settings, feature_store(settings), known_at, trigger,
                                             on_step=lambda s: status.update(s))}
 
-    def human() -> None:
-        from rich.table import Table
+    emit(summary, json_out, lambda: print_decision(summary))
 
-        d, ev = summary["decision"], summary["evaluations"]
-        h = summary["holdout"]
-        console.print(f"holdout {h['start']} .. {h['end']}: {h['rows']:,} transactions, {h['frauds']} frauds, "
-                      f"{h['cards']:,} cards (labels known at {h['cutoff']})", highlight=False)
-        level = f"{d['confidence']:.0%}"
-        table = Table("model", "version", "pr auc", "cost", f"cost per tx [{level}]", "caught", "false alarms")
-        for role, mean, (lo, hi) in (("champion", d["champion_cost"], d["champion_cost_ci"]),
-                                     ("challenger", d["challenger_cost"], d["challenger_cost_ci"])):
-            e = ev[role]
-            table.add_row(role, summary["models"][role]["version"], f"{e['pr_auc']:.3f}", f"{e['cost']:,.0f}",
-                          f"{mean:.4g} [{lo:.4g}, {hi:.4g}]", f"{e['caught_fraud']:,}", f"{e['false_alarms']:,}")
-        console.print(table)
-        verdict = "[green]PROMOTED[/green]" if summary["promoted"] else "[yellow]kept the champion[/yellow]"
-        console.print(f"{verdict}: {summary['reason']}; champion is version {summary['champion']} "
-                      f"(MLflow run {summary['run_id']})", highlight=False)
 
-    emit(summary, json_out, human)
+def print_decision(summary: dict) -> None:
+    """The holdout, both models' cost per transaction with its interval, and the verdict."""
+    from rich.table import Table
+
+    d, ev = summary["decision"], summary["evaluations"]
+    h = summary["holdout"]
+    console.print(f"holdout {h['start']} .. {h['end']}: {h['rows']:,} transactions, {h['frauds']} frauds, "
+                  f"{h['cards']:,} cards (labels known at {h['cutoff']})", highlight=False)
+    level = f"{d['confidence']:.0%}"
+    table = Table("model", "version", "pr auc", "cost", f"cost per tx [{level}]", "caught", "false alarms")
+    for role, mean, (lo, hi) in (("champion", d["champion_cost"], d["champion_cost_ci"]),
+                                 ("challenger", d["challenger_cost"], d["challenger_cost_ci"])):
+        e = ev[role]
+        table.add_row(role, summary["models"][role]["version"], f"{e['pr_auc']:.3f}", f"{e['cost']:,.0f}",
+                      f"{mean:.4g} [{lo:.4g}, {hi:.4g}]", f"{e['caught_fraud']:,}", f"{e['false_alarms']:,}")
+    console.print(table)
+    verdict = "[green]PROMOTED[/green]" if summary["promoted"] else "[yellow]kept the champion[/yellow]"
+    console.print(f"{verdict}: {summary['reason']}; champion is version {summary['champion']} "
+                  f"(MLflow run {summary['run_id']})", highlight=False)

@@ -116,7 +116,11 @@ ENTITIES = (user, merchant)
 
 fraud_model_v1 = FeatureServiceSpec(
     "fraud_model_v1", views=VIEWS, transforms=(request_features,),
-    description="every feature of the fraud model",
+    # The last transaction's absolute time only feeds seconds_since_last_tx: as a model input
+    # it would tie the model to the calendar (and drift every day).
+    exclude=(("user_diversity", "last_tx_time"),),
+    description="the fraud model's features: every view's (but the last transaction's absolute time) and "
+                "the request-time ones",
 )
 
 SERVICES = (fraud_model_v1,)

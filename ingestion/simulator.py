@@ -29,6 +29,16 @@ and the same number of transactions overall. Each kind draws from its own random
   merchants, from the card's home country, on the web — where the usual fraud is a few
   big foreign purchases. ``FRAUD_PATTERN_SHARE`` (3%) of the drifted transactions, taking
   the place of legitimate ones; labelled like any fraud.
+* ``card-enumeration``: fraud moves to where a model trained before it reads "safe": stolen
+  cards (other users' cards, ``ENUMERATION_SHARE`` = 5% of the drifted transactions, in the
+  place of legitimate ones) each used **once**, for a **small** amount
+  (``ENUMERATION_AMOUNT``: 2-20, inside the usual range, where the usual fraud is 2.5-12
+  times the card's habit), from the card's home country — so no card velocity, no foreign
+  country, no big amount — in *waves* of 20-60 cards within 5-20 minutes at one of a few
+  merchants (``ENUMERATION_MERCHANTS``). What gives it away is the merchant's burst of
+  payments in the hour (``merchant_activity`` counts no merchant reached before, which
+  before the shift meant a busy, legitimate shop) with small first-time amounts: learnable
+  from labels after the shift. Labelled like any fraud.
 * ``country-mix``: ``COUNTRY_MIX_SHARE`` (40%) of the legitimate transactions come from a
   new mix of countries (``NEW_COUNTRY_WEIGHTS``: Brazil, India, Nigeria, Poland grow), the
   currency following the country.
@@ -63,9 +73,14 @@ LABEL_RATE = 0.8
 DISPUTE_RATE = 0.002
 
 # -- drift (see the module docstring)
-DRIFT_KINDS = ("amount-shift", "fraud-pattern", "country-mix", "broken-field")
+DRIFT_KINDS = ("amount-shift", "fraud-pattern", "country-mix", "broken-field", "card-enumeration")
 AMOUNT_SHIFT_FACTOR = 1.5
 FRAUD_PATTERN_SHARE = 0.03
+ENUMERATION_SHARE = 0.05
+ENUMERATION_AMOUNT = (2.0, 20.0)
+ENUMERATION_MERCHANTS = 3
+ENUMERATION_WAVE = (20, 61)  # cards per wave
+ENUMERATION_SPAN_MIN = (5, 21)  # a wave's length in minutes
 COUNTRY_MIX_SHARE = 0.4
 NEW_COUNTRY_WEIGHTS = np.array([12, 6, 5, 4, 3, 3, 3, 12, 2, 18, 20, 12], dtype=float)
 BROKEN_FIELD = "mcc"
@@ -322,8 +337,38 @@ def _fraud_pattern(t: _Traffic, drift_us: int, rng: np.random.Generator, seed: i
         b += 1
 
 
+def _card_enumeration(t: _Traffic, drift_us: int, rng: np.random.Generator, seed: int) -> None:
+    """Waves of stolen cards, each used once for a small amount at one merchant, in the place
+    of legitimate transactions after drift_us."""
+    slots = np.flatnonzero((np.arange(len(t.micros)) < t.n_legit) & (t.micros >= drift_us))
+    budget = int(round(len(slots) * ENUMERATION_SHARE))
+    latest = t.horizon_us - ENUMERATION_SPAN_MIN[1] * 60_000_000  # a wave ends inside the horizon
+    if budget == 0 or latest <= drift_us:
+        return
+    slots = rng.permutation(slots)[:budget]
+    shops = rng.choice(t.n_merchants, size=min(t.n_merchants, ENUMERATION_MERCHANTS), replace=False)
+    used = wave = 0
+    while used < budget:
+        k = int(min(budget - used, rng.integers(*ENUMERATION_WAVE)))
+        idx = slots[used:used + k]
+        cards = rng.choice(len(t.home), size=k, replace=k > len(t.home))
+        t0 = int(rng.integers(drift_us, latest))
+        span = int(rng.integers(*ENUMERATION_SPAN_MIN)) * 60_000_000
+        t.users[idx] = cards
+        t.micros[idx] = np.sort(t0 + rng.integers(0, span, size=k))
+        t.merchants[idx] = int(rng.choice(shops))
+        t.amounts[idx] = np.round(rng.uniform(*ENUMERATION_AMOUNT, size=k), 2)
+        t.country[idx] = t.home[cards]
+        t.channel[idx] = CHANNELS.index("web")
+        t.is_fraud[idx] = True
+        for i, j in enumerate(idx.tolist()):
+            t.devices[j] = f"ced{seed}-{wave}-{i}"
+        used += k
+        wave += 1
+
+
 _DRIFTS = {"amount-shift": _amount_shift, "fraud-pattern": _fraud_pattern, "country-mix": _country_mix,
-           "broken-field": _broken_field}
+           "broken-field": _broken_field, "card-enumeration": _card_enumeration}
 
 
 def bad_messages(count: int, seed: int, contract_name: str = "transactions") -> Iterator[tuple[str, bytes]]:

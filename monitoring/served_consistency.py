@@ -90,11 +90,15 @@ class ServedFeature:
 
 
 def served_features(spec: FeatureServiceSpec) -> dict[str, ServedFeature]:
-    """Every feature a prediction of ``spec`` can log, by its logged name."""
+    """Every feature a prediction of ``spec`` can log, by its logged name (the service's:
+    a view feature it excludes is no model input, and is not logged)."""
     out: dict[str, ServedFeature] = {}
     views = {v.name: v for v in spec.views}
     for v in spec.views:
+        served = set(spec.features_of(v))
         for a in v.aggregations:
+            if a.feature_name not in served:
+                continue
             name = f"{v.name}__{a.feature_name}"
             out[name] = ServedFeature(name, "view", a.output_type == "int64", tuple(v.join_keys), v.name)
     for t in spec.transforms:

@@ -35,24 +35,40 @@ class ViewJoin:
     keys: tuple[str, ...]
     features: tuple[str, ...]
     path: str
+    inputs_only: tuple[str, ...] = ()  # of ``features``: joined for the on-demand views, not the service's
 
     def column(self, feature: str) -> str:
         return f"{self.prefix}__{feature}"
 
 
 def join_plan(store: Any, service_name: str) -> tuple[list[ViewJoin], list[Any]]:
-    """The service's feature views as joins, and its on-demand views (applied after)."""
+    """The service's feature views as joins, and its on-demand views (applied after).
+
+    A feature an on-demand view reads that the service itself leaves out (its projection of
+    the view omits it, e.g. an absolute time only a transform uses) is joined too, as
+    ``inputs_only``: ``apply_on_demand`` drops it once the transforms have run, so the
+    frame holds the service's features, as Feast's own join of the service does."""
     service = store.get_feature_service(service_name)
     on_demand = {o.name for o in store.list_on_demand_feature_views()}
-    joins, odfvs = [], []
+    wanted: dict[str, list[str]] = {}  # view -> the service's features, in order
+    extra: dict[str, list[str]] = {}  # view -> features only the on-demand views read
+    odfvs = []
     for proj in service.feature_view_projections:
         if proj.name in on_demand:  # applied after the joins
             odfvs.append(store.get_on_demand_feature_view(proj.name))
             continue
-        fv = store.get_feature_view(proj.name)
+        wanted.setdefault(proj.name, []).extend(f.name for f in proj.features)
+    for odfv in odfvs:
+        for src in odfv.source_feature_view_projections.values():
+            for f in src.features:
+                if f.name not in wanted.get(src.name, []) and f.name not in extra.get(src.name, []):
+                    extra.setdefault(src.name, []).append(f.name)
+    joins = []
+    for name in list(wanted) + [v for v in extra if v not in wanted]:
+        fv = store.get_feature_view(name)
         keys = fv.join_keys if hasattr(fv, "join_keys") else [e.join_key for e in fv.entity_columns]
-        joins.append(ViewJoin(proj.name_to_use(), tuple(keys), tuple(f.name for f in proj.features),
-                              fv.batch_source.path))
+        own, helpers = wanted.get(name, []), extra.get(name, [])
+        joins.append(ViewJoin(name, tuple(keys), tuple(own + helpers), fv.batch_source.path, tuple(helpers)))
     return joins, odfvs
 
 
@@ -64,14 +80,15 @@ def entity_frame(rows: pd.DataFrame) -> pd.DataFrame:
     return entities
 
 
-def apply_on_demand(out: pd.DataFrame, odfvs: list[Any]) -> pd.DataFrame:
-    """The on-demand views' transforms, with the functions Feast registered; drops ``_row``."""
+def apply_on_demand(out: pd.DataFrame, odfvs: list[Any], joins: list[ViewJoin] = ()) -> pd.DataFrame:
+    """The on-demand views' transforms, with the functions Feast registered; drops ``_row``
+    and the joins' ``inputs_only`` columns."""
     out = out.sort_values(ROW).reset_index(drop=True)
     for odfv in odfvs:
         transformed = odfv.feature_transformation.udf(out)
         for col in transformed.columns:
             out[f"{odfv.name}__{col}"] = transformed[col].to_numpy()
-    return out.drop(columns=[ROW])
+    return out.drop(columns=[ROW, *(j.column(f) for j in joins for f in j.inputs_only)])
 
 
 def _source_glob(path: str) -> str:
@@ -95,4 +112,4 @@ def historical_features(store: Any, service_name: str, rows: pd.DataFrame) -> pd
                f"union_by_name = true)) f "
                f'ON {on} AND e."{TS}" >= f."{TS}" ORDER BY e.{ROW}')
         out = out.merge(con.execute(sql).df(), on=ROW, how="left")
-    return apply_on_demand(out, odfvs)
+    return apply_on_demand(out, odfvs, joins)

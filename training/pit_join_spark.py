@@ -79,4 +79,4 @@ def historical_features(store: Any, service_name: str, rows: pd.DataFrame, setti
         out = out.merge(_to_pandas(_latest(spark, spark_entities, key_set, group, until)), on=ROW, how="left")
     # The ASOF join's column order: the entity columns, then every view's features in the service's order.
     out = out[[*entities.columns, *(j.column(f) for j in joins for f in j.features)]]
-    return apply_on_demand(out, odfvs)
+    return apply_on_demand(out, odfvs, joins)

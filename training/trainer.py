@@ -68,9 +68,15 @@ def training_set(store: Any, service_name: str, rows: pd.DataFrame, engine: str 
         if settings is None:
             raise ConfigError("the spark engine needs the settings (its master URL)")
         return on_spark(store, service_name, rows, settings)
+    from training.pit_join import join_plan
+
     service = store.get_feature_service(service_name)
     job = store.get_historical_features(entity_df=rows, features=service, full_feature_names=True)
-    return job.to_df()
+    # Feast joins the features its on-demand views read and keeps them; the other engines
+    # return the service's features only (``join_plan``'s ``inputs_only``): so does this one.
+    joins, _ = join_plan(store, service_name)
+    frame = job.to_df()
+    return frame.drop(columns=[c for j in joins for f in j.inputs_only if (c := j.column(f)) in frame.columns])
 
 
 def add_cost_intervals(results: dict[str, dict[str, Any]], curves: dict[str, tuple[Any, Any]],

@@ -234,9 +234,34 @@ class RequestTransform:
 
 @dataclass(frozen=True)
 class FeatureServiceSpec:
-    """The features one model uses (and serving reads): views and request transforms."""
+    """The features one model uses (and serving reads): views and request transforms.
+
+    ``exclude`` names view features, ``(view, feature)``, that are not the model's inputs
+    although their view is: a value only a request transform reads, such as the user's last
+    transaction time (an absolute unix time: a model would learn the calendar from it, and
+    a drift check would flag it as the days go by), from which the transform derives the
+    seconds since then. The service's Feast projection leaves them out, so training sets,
+    serving's vectors, the prediction log and drift checks do not carry them; the
+    transforms still get them (serving reads them online, the training joins offline)."""
 
     name: str
     views: tuple[WindowedView, ...]
     transforms: tuple[RequestTransform, ...] = field(default_factory=tuple)
     description: str = ""
+    exclude: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        views = {v.name: v for v in self.views}
+        for view, feature in self.exclude:
+            if view not in views:
+                raise ValueError(f"service {self.name}: excludes {view}:{feature}, but {view} is not one of its views")
+            if feature not in views[view].features:
+                raise ValueError(f"service {self.name}: excludes {view}:{feature}, which view {view} does not have")
+        for v in self.views:
+            if not self.features_of(v):
+                raise ValueError(f"service {self.name}: every feature of view {v.name} is excluded; drop the view")
+
+    def features_of(self, view: WindowedView) -> list[str]:
+        """The features of ``view`` the model takes (the view's, less ``exclude``)."""
+        excluded = {f for v, f in self.exclude if v == view.name}
+        return [f for f in view.features if f not in excluded]

@@ -123,8 +123,11 @@ def build(entities_spec, views_spec, services_spec: tuple[FeatureServiceSpec, ..
     for s in services_spec:
         for t in s.transforms:
             odfvs.setdefault(t.name, on_demand_view(t, views))
+        # A view with excluded features enters as a projection of the others (``FeatureServiceSpec``).
+        projected = [views[v.name] if s.features_of(v) == v.features else views[v.name][s.features_of(v)]
+                     for v in s.views]
         services[s.name] = FeatureService(
-            name=s.name, features=[views[v.name] for v in s.views] + [odfvs[t.name] for t in s.transforms],
+            name=s.name, features=projected + [odfvs[t.name] for t in s.transforms],
             description=s.description,
         )
     return {**entities, **views, **odfvs, **services}

@@ -20,12 +20,15 @@ pytestmark = pytest.mark.integration
 BURST = 3
 
 
-@pytest.mark.timeout(1200)
+# 10,000 payments: the loop's champion learns from the 13 days before fraud changes, which at
+# 5,000 left too few frauds for its test split.
+@pytest.mark.timeout(1800)
 def test_demo_streams_a_burst_into_the_count_and_the_score_and_serves_the_offline_values(
-        spark, make_settings):  # noqa: F811
+        spark, make_settings, capfd):  # noqa: F811
     settings = make_settings(feast_project=f"demo{os.getpid()}")
     try:
-        summary = run_demo(settings, events=5000, days=30, fresh=True, burst=BURST)
+        summary = run_demo(settings, events=10_000, days=30, fresh=True, burst=BURST)
+        printed = capfd.readouterr().err
     finally:
         client = redis.Redis.from_url(settings.redis_url)
         StreamState(client, settings.feast_project).reset()
@@ -55,3 +58,25 @@ def test_demo_streams_a_burst_into_the_count_and_the_score_and_serves_the_offlin
     assert served["compared_predictions"] == served["predictions"] and served["not_yet_covered"] == 0
     t = served["totals"]
     assert t["compared"] > 0 and (t["mismatches"], t["missing"], t["extra"]) == (0, 0, 0), served["examples"]
+
+
+    # The loop: the champion's predictions of the drifted days logged and landed, the drift
+    # check on them, retrain --if-drift's decision (or why not), the report written.
+    logged = summary["loop_predictions"]
+    assert logged["predictions"] > 0 and logged["landed"] == logged["predictions"]
+    drift = summary["loop_drift"]
+    assert drift["predictions"] == logged["predictions"] and drift["model_version"] == logged["model_version"]
+    retrained = summary["loop_retrain"]
+    if drift["drifted"]:
+        d = retrained["decision"]
+        assert retrained["retrained"] and retrained["promoted"] == (d["relative"] >= settings.retrain.margin
+                                                                    and d["difference_ci"][0] > 0)
+        assert ("PROMOTED" if retrained["promoted"] else "kept the champion") in printed
+    else:
+        assert not retrained["retrained"] and "not retraining: " in printed
+    report = summary["loop_report"]
+    assert os.path.isfile(report["path"]) and f"report: {report['path']}" in printed.replace("\n", "")
+    loop = printed[printed.index("15. the loop"):]
+    for line in ("16. monitor drift", "17. retrain --if-drift", "18. monitor report --out DIR"):
+        assert line in loop
+    assert "Warning" not in loop and "Traceback" not in loop  # our output, not a library's

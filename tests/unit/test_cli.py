@@ -175,7 +175,7 @@ def test_produce_rejects_a_drift_it_cannot_make_before_touching_kafka(tmp_path):
     # No broker is asked: a Kafka on a port nobody listens on would make these hang or fail otherwise.
     env = {"SKEWLESS_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     for args, message in (
-        (["--drift", "mean-shift"], "--drift must be one of amount-shift, fraud-pattern, country-mix, broken-field"),
+        (["--drift", "mean-shift"], "--drift must be one of amount-shift, fraud-pattern, country-mix, broken-field, card-enumeration"),
         (["--drift-fraction", "0.5"], "need --drift KIND"),
         (["--drift", "broken-field", "--schema-version", "1"], "which --schema-version 1 lacks"),
         (["--drift", "amount-shift", "--start", "2026-01-01", "--days", "7", "--drift-from", "2026-02-01"],

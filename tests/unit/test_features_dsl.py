@@ -109,3 +109,31 @@ def test_feast_objects_come_from_the_declarations():
     assert {p.name for p in service.feature_view_projections} == {v.name for v in specs.VIEWS} | {"request_features"}
     assert {e.name: e.join_key for e in objs.values() if type(e).__name__ == "Entity"} == \
         {"user": "user_id", "merchant": "merchant_id"}
+
+
+def test_the_fraud_service_leaves_the_absolute_last_time_to_its_transform():
+    """The last transaction's unix time is a transform's input, not a model input: the
+    service's projection of user_diversity omits it, the on-demand view still reads it."""
+    service = specs.fraud_model_v1
+    assert service.features_of(specs.user_diversity) == ["distinct_merchants_24h", "distinct_countries_24h",
+                                                          "distinct_devices_24h"]
+    assert all(service.features_of(v) == v.features for v in specs.VIEWS if v is not specs.user_diversity)
+    objects = build(specs.ENTITIES, specs.VIEWS, specs.SERVICES, "/tmp/lake")
+    projections = {p.name: [f.name for f in p.features] for p in objects["fraud_model_v1"].feature_view_projections}
+    assert "last_tx_time" not in projections["user_diversity"]
+    assert projections["user_spend"] == specs.user_spend.features
+    odfv = objects["request_features"]
+    assert "last_tx_time" in [f.name for f in odfv.source_feature_view_projections["user_diversity"].features]
+
+
+def test_a_service_excludes_only_features_of_its_own_views():
+    from skewless.features.dsl import FeatureServiceSpec
+
+    v = WindowedView("v", (user,), tx, aggregations=(A("count", "1h"), A("last_time", "1h", name="last")))
+    with pytest.raises(ValueError, match="not one of its views"):
+        FeatureServiceSpec("s", views=(v,), exclude=(("w", "last"),))
+    with pytest.raises(ValueError, match="does not have"):
+        FeatureServiceSpec("s", views=(v,), exclude=(("v", "nope"),))
+    with pytest.raises(ValueError, match="every feature"):
+        FeatureServiceSpec("s", views=(v,), exclude=(("v", "last"), ("v", "count_1h")))
+    assert FeatureServiceSpec("s", views=(v,), exclude=(("v", "last"),)).features_of(v) == ["count_1h"]

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from ingestion.simulator import (
-    AMOUNT_SHIFT_FACTOR, COUNTRIES, COUNTRY_WEIGHTS, CURRENCY, DRIFT_KINDS, FRAUD_PATTERN_SHARE, FRAUD_SHARE,
+    AMOUNT_SHIFT_FACTOR, COUNTRIES, COUNTRY_WEIGHTS, CURRENCY, DRIFT_KINDS, ENUMERATION_SHARE, FRAUD_PATTERN_SHARE,
+    FRAUD_SHARE,
     NEW_COUNTRY_WEIGHTS,
     bad_messages, drift_start_at, simulate,
 )
@@ -175,6 +176,27 @@ def test_fraud_pattern_is_card_testing_bursts_that_get_labelled():
     labels = {lb["transaction_id"]: lb["is_fraud"] for lb in sim.labels}
     testing_labels = [labels[t] for t in testing["transaction_id"] if t in labels]
     assert len(testing_labels) >= 10 and all(testing_labels)
+
+
+def test_card_enumeration_is_waves_of_cards_each_used_once_for_a_small_amount():
+    sim, undrifted = drifted("card-enumeration"), drifted(None)
+    df = frame(sim)
+    tested = df[df["device_id"].str.startswith("ced")]  # the new pattern's payments
+    assert (tested["event_time"] >= pd.Timestamp(DRIFT_AT)).all()
+    _, after_base = halves(undrifted)
+    assert len(tested) == round((~after_base["fraud"]).sum() * ENUMERATION_SHARE)  # in legit traffic's place
+    assert sim.fraud_transactions == undrifted.fraud_transactions + len(tested)
+    assert tested["amount"].between(2.0, 20.0).all() and (tested["channel"] == "web").all()
+    waves = tested.assign(wave=tested["device_id"].str.rsplit("-", n=1).str[0]).groupby("wave").agg(
+        n=("amount", "size"), cards=("user_id", "nunique"), merchants=("merchant_id", "nunique"),
+        span=("event_time", lambda s: s.max() - s.min()))
+    # A wave: many cards, one payment each, at one merchant, within half an hour.
+    assert (waves["merchants"] == 1).all() and (waves["span"] <= pd.Timedelta(minutes=20)).all()
+    assert waves["n"].median() >= 20 and (waves["cards"] >= waves["n"] - 2).all()
+    assert tested["merchant_id"].nunique() <= 3
+    labels = {lb["transaction_id"]: lb["is_fraud"] for lb in sim.labels}
+    got = [labels[t] for t in tested["transaction_id"] if t in labels]
+    assert len(got) >= 10 and all(got)
 
 
 def test_country_mix_moves_the_country_shares_and_the_currency_follows():
