@@ -106,7 +106,7 @@ def test_fast_read_path_returns_exactly_what_feast_get_online_features_returns(s
         for j, name in enumerate(ours.names):
             assert _same(ours.values[i][j], feast[name][i]), (name, rows[i], ours.values[i][j], feast[name][i])
             compared += 1
-    assert compared == len(rows) * 25
+    assert compared == len(rows) * 24  # 20 view features (the last tx time is a transform input only) + 4 request-time
     present = sum(s == PRESENT for s in ours.statuses[0])
     assert present >= 15  # a real entity has real values
     unknown = ours.row_dict(len(rows) - 1)
@@ -194,7 +194,7 @@ def test_features_for_many_entities_with_statuses_and_timestamps(served, client)
     r = client.post("/v1/features", json={"feature_service": SERVICE, "entities": entities})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["features"]) == 25 and len(body["results"]) == 100
+    assert len(body["features"]) == 24 and len(body["results"]) == 100
     first, last = body["results"][0], body["results"][-1]
     i = body["features"].index("user_spend__count_7d")
     assert first["statuses"][i] == "PRESENT" and first["event_timestamps"][i] <= END.timestamp()

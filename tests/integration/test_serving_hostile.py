@@ -424,12 +424,19 @@ def test_a_transaction_older_than_the_users_last_has_an_unknown_gap_online_and_o
     assert scored.status_code == 200, scored.text
     assert scored.json()["features"]["request_features__seconds_since_last_tx"] is None
 
-    inputs = pd.DataFrame({name: [v, v] for name, v in zip(out["features"], out["results"][0]["values"])
-                           if not name.startswith("request_features__")})
+    # The transform's inputs as served, by reference: the service's vector leaves out one of
+    # them (the last transaction's absolute time only feeds this transform).
+    odfv = store.get_on_demand_feature_view("request_features")
+    refs = [f"{p.name}:{f.name}" for p in odfv.source_feature_view_projections.values() for f in p.features]
+    got = client.post("/v1/features", json={"features": refs, "entities": [
+        {"user_id": ENTITY["user_id"], "merchant_id": ENTITY["merchant_id"]}]})
+    assert got.status_code == 200, got.text
+    got = got.json()
+    assert "user_diversity__last_tx_time" in got["features"]
+    inputs = pd.DataFrame({name: [v, v] for name, v in zip(got["features"], got["results"][0]["values"])})
     inputs["amount"] = [e["amount"] for e in entities]
     inputs["event_epoch"] = [e["event_epoch"] for e in entities]
     inputs[ROW] = range(len(inputs))
-    odfv = store.get_on_demand_feature_view("request_features")
     offline = apply_on_demand(inputs.copy(), [odfv])
     assert offline["request_features__seconds_since_last_tx"].isna().tolist() == [True, False]
     assert offline["request_features__seconds_since_last_tx"].iloc[1] == 3600.0
