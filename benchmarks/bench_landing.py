@@ -71,7 +71,7 @@ class _Watcher(threading.Thread):
         super().__init__(daemon=True)
         from skewless.lake_layout import LakeLayout
 
-        self.root = LakeLayout.of(settings).manifests_root / topic
+        self.layout, self.topic = LakeLayout.of(settings), topic
         self.every = every
         self.seen: dict[Path, tuple[float, int, int, int]] = {}  # manifest -> (time, partition, first, last)
         self.halt = threading.Event()
@@ -83,13 +83,12 @@ class _Watcher(threading.Thread):
 
     def scan(self) -> None:
         now = time.time()
-        if not self.root.is_dir():
-            return
-        for p in self.root.glob("*/*.json"):
-            if p in self.seen or p.name.startswith("."):
-                continue
-            first, last = (int(x) for x in p.stem.split("-"))
-            self.seen[p] = (now, int(p.parent.name), first, last)
+        root = self.layout.manifests_root / self.topic
+        partitions = [int(d.name) for d in root.iterdir() if d.name.isdigit()] if root.is_dir() else []
+        for part in partitions:
+            for first, last, p in self.layout.manifests(self.topic, part):
+                if p not in self.seen:
+                    self.seen[p] = (now, part, first, last)
 
     def landed(self) -> int:
         return sum(last - first + 1 for _, _, first, last in self.seen.values())
