@@ -13,12 +13,16 @@ batch job's own window code (``etl.windows``) on it:
    windows (an earlier timer already set stays);
 3. the partials, the timers, the dedupe ids and the batch id go to Redis in one
    transaction; a batch that Spark replays after a crash finds its id there and is
-   skipped (exactly once);
+   skipped (exactly once). The partials this process wrote are also kept in memory
+   (``StreamState.cache``, updated after each ``EXEC``): Redis is the truth a restart
+   reads, the copy spares a round trip per entity on every batch and publication;
 4. the ``Publisher`` wakes at the earliest timer, computes each due entity's row at the
    current boundary from its partials (``view_rows``), writes it into Feast's online
    store and sets the entity's timer to its next change point: when a bucket enters or
    leaves a window. So with no new events the values decay on time, and an entity whose
-   buckets all left every window gets its last (decayed) row and is forgotten.
+   buckets all left every window gets its last (decayed) row and is forgotten. After
+   its commit a batch publishes everything due by the time it ends (with a short hop,
+   its own events' boundaries have passed by then).
 
 A row is computed when it is due, not ahead: an event costs its entity's partials, not
 one stored row per coming change point (which the first version kept, at ~24 rows per
@@ -527,7 +531,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     writer = OnlineWriter(settings)
     for v in views:
         writer._view(v.name)  # every view registered, or one clear error now
-    state = StreamState(client, settings.feast_project)
+    state = StreamState(client, settings.feast_project, settings.stream.state_cache_entities)
     checkpoint = LakeLayout.of(settings).stream_checkpoint
     status = state.status()
     rebuilt = False

@@ -4,7 +4,8 @@
 * ``s:<view>:<entity>`` — one JSON blob per view and entity: its per-hop partials
   (``etl.windows``) for the buckets that can still change a value (the longest window
   back from now; at least the newest one). Removed once its last change point is
-  published: memory is bounded by the active entities and the longest window.
+  published: memory is bounded by the active entities and the longest window. The job
+  keeps a copy of the blobs it wrote or read in its own memory (``StreamState.cache``).
 * ``due:<view>`` — sorted set, entity -> the next boundary (unix s) where one of its values
   changes (a bucket enters or leaves a window), or "now" when a late event changed the
   current value: the publisher's timers.
@@ -23,6 +24,7 @@ exactly once (see ``etl.stream``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -69,14 +71,16 @@ class StreamState:
     job writes its blobs, under its lock, and the copy is updated after each ``EXEC`` that
     changed them (``remember``, ``forget``); an entry past its key's TTL is read again."""
 
-    def __init__(self, client, project: str):
+    def __init__(self, client, project: str, cache_entities: int = 1_000_000):
         self.r = client
         self.project = project
         self.prefix = stream_status.prefix(project)
         self.meta = stream_status.meta_key(project)
         # view -> entity id -> (monotonic expiry, blob). Bytes, not the decoded columns: the
-        # garbage collector does not walk bytes (decoding is a C call per blob).
+        # garbage collector does not walk bytes (decoding is a C call per blob). At most
+        # ``cache_entities`` per view: the least recently written are dropped (read again).
         self.cache: dict[str, dict[str, tuple[float, bytes]]] = {}
+        self.cache_entities = cache_entities
 
     # -- keys
     def blob_key(self, view: str, eid: str) -> str:
@@ -140,14 +144,23 @@ class StreamState:
                 # Its TTL is at least an hour past its last change point, when the job
                 # deletes it: a copy trusted for a minute cannot outlive it.
                 cache[eids[i]] = (now + READ_TRUST_S, blob)
+            self._bound(cache)
         return out
+
+    def _bound(self, cache: dict) -> None:
+        over = len(cache) - self.cache_entities
+        if over > 0:
+            for e in list(itertools.islice(cache, over)):
+                del cache[e]
 
     def remember(self, view: str, blobs: dict[str, tuple[float, bytes]]) -> None:
         """Blobs just written (entity id -> (TTL s, blob)), after their ``EXEC``."""
         now = time.monotonic()
         cache = self.cache.setdefault(view, {})
-        for e, (ttl, d) in blobs.items():
-            cache[e] = (now + ttl, d)
+        for e, (ttl, blob) in blobs.items():
+            cache.pop(e, None)  # to the end: the least recently written go first
+            cache[e] = (now + ttl, blob)
+        self._bound(cache)
 
     def forget(self, view: str, eids: Iterable[str]) -> None:
         """Blobs just deleted, after their ``EXEC``."""
