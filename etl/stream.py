@@ -342,12 +342,13 @@ class Processor:
         hop = windows.hop_us(view)
         now_b = int(now * 1_000_000) // hop  # the current boundary (hop units)
         wmax = max(windows.hops(view, a) for a in view.aggregations)
-        k = windows.micros(ev["_ts"]) // hop
+        t_us = windows.micros(ev["_ts"])
+        k = t_us // hop
         # An event that left every window before now changes no value from now on; it still
         # makes its entity known (the offline table has its decayed row), and the batch job
         # writes it into the offline history.
         report.too_late += int((k < now_b - wmax).sum())
-        report.newest[view.name] = max(report.newest.get(view.name, 0.0), float(windows.micros(ev["_ts"]).max()) / 1e6)
+        report.newest[view.name] = max(report.newest.get(view.name, 0.0), float(t_us.max()) / 1e6)
         new = windows.bucket_partials(view, ev)
         keys = view.join_keys
         eids = list(dict.fromkeys(entity_ids([new[k].to_numpy() for k in keys])))

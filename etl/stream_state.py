@@ -241,7 +241,10 @@ def decode_columns(view: WindowedView, eids: list[str], blobs: list[dict | None]
             cols[key].extend([value] * n)
         for name in names:
             cols[name].extend(d[name])
-    data: dict[str, Any] = {k: pd.Series(cols[k], dtype=object) for k in keys}
+    data: dict[str, Any] = {}
+    for k in keys:
+        data[k] = np.empty(len(cols[k]), dtype=object)
+        data[k][:] = cols[k]
     for name in names:
         col = cols[name]
         if name.startswith("_sum_"):
@@ -254,4 +257,4 @@ def decode_columns(view: WindowedView, eids: list[str], blobs: list[dict | None]
             data[name] = pd.Series([tuple(x) for x in col], dtype=object)
         else:
             data[name] = pd.Series(col, dtype=object)
-    return pd.DataFrame(data)[keys + names]
+    return pd.DataFrame(data)  # columns in order: keys, then names
