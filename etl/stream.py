@@ -125,8 +125,10 @@ class Publisher:
             if len(rows):
                 self.writer.write(view.name, rows)
             nxt = windows.next_change(view, partials, b_now)
+            # b * hop / 1e6 as the timers were always computed (an exact product, one
+            # rounding), not b * (hop / 1e6): a hop of 100 ms is no exact float.
             scheduled = dict(zip(entity_ids([nxt[k].to_numpy() for k in keys]),
-                                 (nxt["_next"].to_numpy() * (hop / 1e6)).tolist()))
+                                 (nxt["_next"].to_numpy(dtype="int64") * hop / 1e6).tolist()))
         done = [e for e in eids if e not in scheduled]
         with r.pipeline(transaction=True) as pipe:
             if scheduled:
