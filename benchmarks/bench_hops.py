@@ -35,7 +35,7 @@ from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
-CANDIDATES = ("1s", "1m", "5m", "1h")
+CANDIDATES = ("250ms", "1s", "1m", "5m", "1h")
 # The hops before issue 11 (streaming): the baseline of the Spark pair.
 BASELINE = {"user_spend": "1m", "user_diversity": "1m", "user_merchant": "1m",
             "merchant_activity": "5m", "merchant_chargebacks": "1h"}

@@ -4,7 +4,8 @@
 * ``s:<view>:<entity>`` — one JSON blob per view and entity: its per-hop partials
   (``etl.windows``) for the buckets that can still change a value (the longest window
   back from now; at least the newest one). Removed once its last change point is
-  published: memory is bounded by the active entities and the longest window.
+  published: memory is bounded by the active entities and the longest window. The job
+  keeps a copy of the blobs it wrote or read in its own memory (``StreamState.cache``).
 * ``due:<view>`` — sorted set, entity -> the next boundary (unix s) where one of its values
   changes (a bucket enters or leaves a window), or "now" when a late event changed the
   current value: the publisher's timers.
@@ -23,7 +24,10 @@ exactly once (see ``etl.stream``).
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+import time
 from typing import Any, Iterable
 
 import numpy as np
@@ -40,12 +44,43 @@ def entity_id(values: Iterable[Any]) -> str:
     return orjson.dumps([str(v) for v in values]).decode()
 
 
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def entity_ids(columns: list) -> list[str]:
+    """``entity_id`` of every row of these key columns (sequences of equal length), at once:
+    text that JSON writes as is (no quote, backslash or control character) is joined
+    directly; anything else goes through ``entity_id``. Same strings either way."""
+    texts = [[v if type(v) is str else str(v) for v in col] for col in columns]
+    if not texts or not texts[0]:
+        return []
+    if any(_NEEDS_ESCAPE.search("".join(t)) for t in texts):
+        return [entity_id(kv) for kv in zip(*texts)]
+    if len(texts) == 1:
+        return ['["' + v + '"]' for v in texts[0]]
+    return ['["' + '","'.join(kv) + '"]' for kv in zip(*texts)]
+
+
+READ_TRUST_S = 60.0  # how long a blob read from Redis (not written by this process) is trusted
+
+
 class StreamState:
-    def __init__(self, client, project: str):
+    """The state in Redis, with the blobs this process wrote or read also kept in memory
+    (``cache``): Redis stays the truth (a restart reads it back), the copy saves a round
+    trip per (view, entity) on every batch and publication. Only the
+    job writes its blobs, under its lock, and the copy is updated after each ``EXEC`` that
+    changed them (``remember``, ``forget``); an entry past its key's TTL is read again."""
+
+    def __init__(self, client, project: str, cache_entities: int = 1_000_000):
         self.r = client
         self.project = project
         self.prefix = stream_status.prefix(project)
         self.meta = stream_status.meta_key(project)
+        # view -> entity id -> (monotonic expiry, blob). Bytes, not the decoded columns: the
+        # garbage collector does not walk bytes (decoding is a C call per blob). At most
+        # ``cache_entities`` per view: the least recently written are dropped (read again).
+        self.cache: dict[str, dict[str, tuple[float, bytes]]] = {}
+        self.cache_entities = cache_entities
 
     # -- keys
     def blob_key(self, view: str, eid: str) -> str:
@@ -74,6 +109,7 @@ class StreamState:
     def reset(self) -> int:
         """Forget everything the stream keeps (a new checkpoint replays from the start)."""
         n = 0
+        self.cache.clear()
         for key in self.r.scan_iter(match=f"{self.prefix}:*", count=1000):
             n += self.r.delete(key)
         return n
@@ -81,8 +117,57 @@ class StreamState:
     # -- blobs
     def load(self, view: WindowedView, eids: list[str]) -> pd.DataFrame:
         """The stored partials of these entities, one frame (entities with none: absent)."""
-        raw = self.r.mget([self.blob_key(view.name, e) for e in eids]) if eids else []
-        return decode_blobs(view, eids, raw)
+        return decode_columns(view, eids, self.blobs(view.name, eids))
+
+    def blobs(self, view: str, eids: list[str]) -> list[dict | None]:
+        """The decoded blobs of these entities (None: none stored): the memory's copy, and
+        Redis for what it does not hold (then kept)."""
+        cache = self.cache.setdefault(view, {})
+        now = time.monotonic()
+        out: list[dict | None] = []
+        missing: list[int] = []
+        loads = orjson.loads
+        for i, e in enumerate(eids):
+            hit = cache.get(e)
+            if hit is not None and hit[0] > now:
+                out.append(loads(hit[1]))
+            else:
+                out.append(None)
+                missing.append(i)
+        if missing:
+            raw = self.r.mget([self.blob_key(view, eids[i]) for i in missing])
+            for i, blob in zip(missing, raw):
+                if blob is None:
+                    cache.pop(eids[i], None)
+                    continue
+                out[i] = orjson.loads(blob)
+                # Its TTL is at least an hour past its last change point, when the job
+                # deletes it: a copy trusted for a minute cannot outlive it.
+                cache[eids[i]] = (now + READ_TRUST_S, blob)
+            self._bound(cache)
+        return out
+
+    def _bound(self, cache: dict) -> None:
+        over = len(cache) - self.cache_entities
+        if over > 0:
+            for e in list(itertools.islice(cache, over)):
+                del cache[e]
+
+    def remember(self, view: str, blobs: dict[str, tuple[float, bytes]]) -> None:
+        """Blobs just written (entity id -> (TTL s, blob)), after their ``EXEC``."""
+        now = time.monotonic()
+        cache = self.cache.setdefault(view, {})
+        for e, (ttl, blob) in blobs.items():
+            cache.pop(e, None)  # to the end: the least recently written go first
+            cache[e] = (now + ttl, blob)
+        self._bound(cache)
+
+    def forget(self, view: str, eids: Iterable[str]) -> None:
+        """Blobs just deleted, after their ``EXEC``."""
+        cache = self.cache.get(view)
+        if cache:
+            for e in eids:
+                cache.pop(e, None)
 
     def seen(self, contract: str, ids: list[str]) -> list[bool]:
         if not ids:
@@ -125,31 +210,41 @@ def encode_blobs(view: WindowedView, partials: pd.DataFrame) -> dict[str, bytes]
     keys = view.join_keys
     names = ["_k"] + windows.partial_names(view)
     cols = {n: _column(n, partials[n].to_numpy()) for n in names}
-    gid = partials.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
-    starts = np.r_[0, np.flatnonzero(np.diff(gid)) + 1]
-    if len(np.unique(gid)) != len(starts):
+    key_cols = [partials[k].to_numpy() for k in keys]
+    change = np.zeros(len(partials) - 1, dtype=bool)
+    for c in key_cols:
+        change |= c[1:] != c[:-1]
+    starts = np.r_[0, np.flatnonzero(change) + 1]
+    ends = np.r_[starts[1:], len(partials)]
+    eids = entity_ids([c[starts] for c in key_cols])
+    if len(set(eids)) != len(eids):
         raise ValueError("partials must be grouped by entity")
-    ends = np.r_[starts[1:], len(gid)]
-    key_rows = partials[keys].iloc[starts].itertuples(index=False, name=None)
-    return {entity_id(kv): orjson.dumps({n: cols[n][a:b] for n in names})
-            for kv, a, b in zip(key_rows, starts.tolist(), ends.tolist())}
+    dumps = orjson.dumps
+    return {e: dumps({n: cols[n][a:b] for n in names}) for e, a, b in zip(eids, starts.tolist(), ends.tolist())}
 
 
 def decode_blobs(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> pd.DataFrame:
     """The partials of the entities whose blob is not None, as one frame (``encode_blobs``' inverse)."""
+    return decode_columns(view, eids, [None if b is None else orjson.loads(b) for b in blobs])
+
+
+def decode_columns(view: WindowedView, eids: list[str], blobs: list[dict | None]) -> pd.DataFrame:
+    """``decode_blobs`` of blobs already decoded from JSON."""
     keys = view.join_keys
     names = ["_k"] + windows.partial_names(view)
     cols: dict[str, list] = {n: [] for n in keys + names}
-    for eid, blob in zip(eids, blobs):
-        if blob is None:
+    for eid, d in zip(eids, blobs):
+        if d is None:
             continue
-        d = orjson.loads(blob)
         n = len(d["_k"])
-        for key, value in zip(keys, json.loads(eid)):
+        for key, value in zip(keys, orjson.loads(eid)):
             cols[key].extend([value] * n)
         for name in names:
             cols[name].extend(d[name])
-    data: dict[str, Any] = {k: pd.Series(cols[k], dtype=object) for k in keys}
+    data: dict[str, Any] = {}
+    for k in keys:
+        data[k] = np.empty(len(cols[k]), dtype=object)
+        data[k][:] = cols[k]
     for name in names:
         col = cols[name]
         if name.startswith("_sum_"):
@@ -162,4 +257,4 @@ def decode_blobs(view: WindowedView, eids: list[str], blobs: list[bytes | None])
             data[name] = pd.Series([tuple(x) for x in col], dtype=object)
         else:
             data[name] = pd.Series(col, dtype=object)
-    return pd.DataFrame(data)[keys + names]
+    return pd.DataFrame(data)  # columns in order: keys, then names

@@ -197,12 +197,17 @@ def change_points(view: WindowedView, partials: pd.DataFrame) -> np.ndarray:
 
 
 def next_change(view: WindowedView, partials: pd.DataFrame, after_b: int) -> pd.DataFrame:
-    """Per entity of ``partials``: the first boundary after ``after_b`` where one of its
-    values changes (``_next``, hop units), or none when every bucket has left every window."""
+    """Per entity of ``partials`` (grouped by entity, as the stream stores them): the first
+    boundary after ``after_b`` where one of its values changes (``_next``, hop units), or
+    none when every bucket has left every window."""
     keys = view.join_keys
-    cps = change_points(view, partials)
+    if partials.empty:
+        return partials[keys].assign(_next=np.array([], dtype="int64"))
+    p = partials.reset_index(drop=True)
+    _gid, starts = _entity_runs(p, keys)
+    cps = change_points(view, p)
     cps = np.where(cps > after_b, cps, np.iinfo("int64").max).min(axis=1)
-    nxt = partials[keys].assign(_next=cps).groupby(keys, sort=False, dropna=False)["_next"].min().reset_index()
+    nxt = p.iloc[starts][keys].reset_index(drop=True).assign(_next=np.minimum.reduceat(cps, starts))
     return nxt[nxt["_next"] < np.iinfo("int64").max]
 
 
@@ -216,20 +221,15 @@ def view_rows(view: WindowedView, partials: pd.DataFrame, since_b: int | None = 
     p = partials.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
     if p.empty:
         return _empty_rows(view, p)
-    gid = p.groupby(keys, sort=False, dropna=False).ngroup().to_numpy(dtype="int64")
-    # groupby(sort=False).ngroup numbers groups in order of appearance: sorted frames give ascending ids
+    gid, starts = _entity_runs(p, keys)
     k = p["_k"].to_numpy(dtype="int64")
-    wmax = max(hops(view, a) for a in view.aggregations)
-    kmin = int(k.min())
-    span = int(k.max()) - kmin + wmax + 3
-    comp = gid * span + (k - kmin)
 
     # The probes: change points, then asked-for boundaries, distinct, in range.
     cps = change_points(view, p)
     pg = np.repeat(gid, cps.shape[1])
     pb = cps.ravel()
     if probes is not None and not probes.empty:
-        first = p.drop_duplicates(keys)[keys].assign(_g=np.unique(gid))
+        first = p.iloc[starts][keys].assign(_g=np.arange(len(starts)))
         extra = probes.merge(first, on=keys, how="inner")
         pg = np.concatenate([pg, extra["_g"].to_numpy(dtype="int64")])
         pb = np.concatenate([pb, extra["_b"].to_numpy(dtype="int64")])
@@ -240,17 +240,69 @@ def view_rows(view: WindowedView, partials: pd.DataFrame, since_b: int | None = 
         keep &= pb < until_b
     pg, pb = pg[keep], pb[keep]
     # A boundary before the entity's first bucket has no row (no history: "not found").
-    first_k = np.minimum.reduceat(k, np.r_[0, np.flatnonzero(np.diff(gid)) + 1])
+    first_k = k[starts]
     keep = pb > first_k[pg]
-    pairs = np.unique(np.stack([pg[keep], pb[keep]], axis=1), axis=0) if keep.any() else np.empty((0, 2), "int64")
-    qg, qb = pairs[:, 0], pairs[:, 1]
+    pg, pb = pg[keep], pb[keep]
+    if len(pb):
+        lo_b, range_b = int(pb.min()), int(pb.max()) - int(pb.min()) + 1
+        if range_b * len(starts) < 2**62:  # one int64 code per (entity, boundary): a 1-D unique
+            code = np.unique(pg * range_b + (pb - lo_b))
+            pg, pb = code // range_b, code % range_b + lo_b
+        else:
+            pairs = np.unique(np.stack([pg, pb], axis=1), axis=0)
+            pg, pb = pairs[:, 0], pairs[:, 1]
+    return _rows_at(view, p, gid, starts, k, pg, pb)
+
+
+def rows_at(view: WindowedView, partials: pd.DataFrame, b: int) -> pd.DataFrame:
+    """Every entity's row at boundary ``b`` (hop units) — the rows ``view_rows(view, partials,
+    since_b=b, until_b=b + 1, probes=<every entity at b>)`` returns, without enumerating the
+    change points: what the stream publishes when a boundary passes. ``partials`` must be
+    grouped by entity, each entity's buckets in order (as the stream stores them)."""
+    keys = view.join_keys
+    if partials.empty:
+        return _empty_rows(view, partials)
+    p = partials.reset_index(drop=True)
+    gid, starts = _entity_runs(p, keys)
+    k = p["_k"].to_numpy(dtype="int64")
+    if (np.diff(k)[np.diff(gid) == 0] <= 0).any():
+        raise ValueError("partials must be grouped by entity, buckets ascending")
+    qg = np.flatnonzero(k[starts] < b)  # an entity with no bucket before b has no row
+    return _rows_at(view, p, gid, starts, k, qg, np.full(len(qg), b, dtype="int64"))
+
+
+def _entity_runs(p: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For a frame grouped by entity: each row's entity number (0, 1, ... in order) and the
+    first row of each entity. Null keys are one entity (as ``groupby(dropna=False)``)."""
+    change = np.zeros(max(len(p) - 1, 0), dtype=bool)
+    for key in keys:
+        c = p[key].to_numpy()
+        ne = c[1:] != c[:-1]
+        if c.dtype == object or c.dtype.kind == "f":
+            na = pd.isna(c)
+            ne &= ~(na[1:] & na[:-1])
+        change |= ne
+    starts = np.r_[0, np.flatnonzero(change) + 1]
+    gid = np.zeros(len(p), dtype="int64")
+    gid[starts[1:]] = 1
+    return np.cumsum(gid), starts
+
+
+def _rows_at(view: WindowedView, p: pd.DataFrame, gid: np.ndarray, starts: np.ndarray, k: np.ndarray,
+             qg: np.ndarray, qb: np.ndarray) -> pd.DataFrame:
+    """The rows of entities ``qg`` (their numbers in ``gid``) at boundaries ``qb``: the
+    window arithmetic over the partials ``p`` (grouped by entity, buckets ascending)."""
+    keys = view.join_keys
+    wmax = max(hops(view, a) for a in view.aggregations)
+    kmin = int(k.min())
+    span = int(k.max()) - kmin + wmax + 3
+    comp = gid * span + (k - kmin)
     qcomp_hi = qg * span + np.clip(qb - kmin, 0, span - 1)
     hi = np.searchsorted(comp, qcomp_hi, side="left")  # first bucket >= b: the window ends before it
 
     out: dict[str, Any] = {}
-    group_rows = p.drop_duplicates(keys)[keys].reset_index(drop=True)
     for key in keys:
-        out[key] = group_rows[key].to_numpy()[qg]
+        out[key] = p[key].to_numpy()[starts][qg]
     out[TS] = pd.to_datetime(qb * hop_us(view), unit="us", utc=True)
     prefix: dict[str, np.ndarray] = {}
 

@@ -155,6 +155,9 @@ class StreamSettings(_Section):
         description="how long a transaction's enrichment columns are kept for labels that arrive later")
     idle_publish_ms: int = Field(
         100, ge=10, description="how often due rows (windows decaying without new events) are published")
+    state_cache_entities: int = Field(
+        1_000_000, ge=0, description="per view, the entities whose state the job also keeps in its memory "
+        "(Redis holds it all; beyond this many, the least recently written are read back from Redis)")
 
 
 class TrainingSettings(_Section):

@@ -67,17 +67,18 @@ _OUTPUT_TYPE: dict[str, DType] = {
 
 
 def parse_duration(text: str | timedelta) -> timedelta:
-    """'90s', '5m', '1h', '24h', '7d' -> timedelta."""
+    """'250ms', '90s', '5m', '1h', '24h', '7d' -> timedelta."""
     if isinstance(text, timedelta):
         return text
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    units = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
     try:
-        value = int(text[:-1])
-        if value <= 0:
+        unit = "ms" if text.endswith("ms") else text[-1]
+        value = int(text[:-len(unit)])
+        if value <= 0 or not text[:-len(unit)].isdigit():
             raise ValueError
-        return timedelta(**{units[text[-1]]: value})
+        return timedelta(**{units[unit]: value})
     except (KeyError, ValueError, IndexError):
-        raise ValueError(f"not a duration like '1h' or '7d': {text!r}") from None
+        raise ValueError(f"not a duration like '250ms', '1h' or '7d': {text!r}") from None
 
 
 @dataclass(frozen=True)

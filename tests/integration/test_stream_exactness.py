@@ -46,15 +46,16 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc).timestamp()
 LATENESS = 5.0  # seconds an event may arrive after its time (out of order within it)
 user = Entity("user", "user_id")
-VIEW = WindowedView("stream_exact", (user,), EventSource("transactions", "transactions", "event_time"), hop="1s",
-                    aggregations=(
-                        A("count", "3s"), A("count", "10s"), A("sum", "10s", "amount"), A("mean", "3s", "amount"),
-                        A("min", "10s", "amount"), A("max", "3s", "amount"),
-                        A("distinct_count", "10s", "merchant_id", name="merchants_10s"),
-                        A("last", "10s", "country", name="last_country", dtype="string"),
-                        A("last_time", "10s", name="last_time_10s"),
-                    ))
-FEATURES = [f"{VIEW.name}:{f}" for f in VIEW.features]
+AGGREGATIONS = (
+    A("count", "3s"), A("count", "10s"), A("sum", "10s", "amount"), A("mean", "3s", "amount"),
+    A("min", "10s", "amount"), A("max", "3s", "amount"),
+    A("distinct_count", "10s", "merchant_id", name="merchants_10s"),
+    A("last", "10s", "country", name="last_country", dtype="string"),
+    A("last_time", "10s", name="last_time_10s"),
+)
+# A whole-second hop and a sub-second one (the user views' 250 ms).
+VIEWS = {hop: WindowedView(f"stream_exact_{hop}", (user,), EventSource("transactions", "transactions", "event_time"),
+                           hop=hop, aggregations=AGGREGATIONS) for hop in ("1s", "250ms")}
 _example = itertools.count()
 RUN = uuid.uuid4().hex[:8]  # Feast's online store outlives a test run: entities of this run only
 
@@ -64,7 +65,7 @@ def online(services, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stream-exact")
     settings = with_overrides(services, state_dir=str(tmp / "state"), lake_path=str(tmp / "lake"),
                               feast_project="stream_exact")
-    definitions = Definitions(entities=(user,), views=(VIEW,), services=(), module="test")
+    definitions = Definitions(entities=(user,), views=tuple(VIEWS.values()), services=(), module="test")
     feast_store.apply(settings, definitions)
     client = redis.Redis.from_url(settings.redis_url)
     yield settings, feast_store.feature_store(settings), OnlineWriter(settings), client
@@ -72,11 +73,17 @@ def online(services, tmp_path_factory):
         client.delete(key)
 
 
-def brute_force(events: pd.DataFrame, user_id: str, t: float) -> dict:
-    b = math.floor(t)  # hop 1 s
+def boundary(view: WindowedView, t: float) -> float:
+    """t's hop boundary (unix s)."""
+    h = view.hop_td.total_seconds()
+    return math.floor(round(t * 1e6) / (h * 1e6)) * h
+
+
+def brute_force(view: WindowedView, events: pd.DataFrame, user_id: str, t: float) -> dict:
+    b = boundary(view, t)
     ev = events[events.user_id == user_id]
     out = {}
-    for a in VIEW.aggregations:
+    for a in view.aggregations:
         w = a.window_td.total_seconds()
         e = ev[(ev.tau >= b - w) & (ev.tau < b)].sort_values(["tau", "country"], kind="stable")
         f = a.function
@@ -134,19 +141,22 @@ def record(ex: int, e: dict, i: int) -> dict:
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(streams())
-def test_online_values_equal_the_offline_values_at_any_instant(online, stream):
+@pytest.mark.parametrize("hop", list(VIEWS))
+def test_online_values_equal_the_offline_values_at_any_instant(online, hop, stream):
     settings, store, writer, client = online
+    view = VIEWS[hop]
+    features = [f"{view.name}:{f}" for f in view.features]
     events, cuts, queries = stream
     ex = f"{RUN}{next(_example)}"
     clock = {"now": T0}
     state = StreamState(client, f"stream_exact_{ex}")
-    proc = Processor(with_overrides(settings, topics={"transactions": "transactions"}), (VIEW,), state, writer,
+    proc = Processor(with_overrides(settings, topics={"transactions": "transactions"}), (view,), state, writer,
                      clock=lambda: clock["now"])
     recs = sorted((record(ex, e, i) for i, e in enumerate(events)), key=lambda r: r["timestamp"])
     arrivals = np.array([r["timestamp"].timestamp() for r in recs])
     frame = pd.DataFrame([{"user_id": f"x{ex}-u{e['user']}", "tau": T0 + e["tau"], "amount": e["amount"],
                            "merchant_id": f"m{e['merchant']}", "country": e["country"]} for e in events])
-    offline = windows.events_rows(VIEW, frame.rename(columns={"tau": "_ts"}).assign(
+    offline = windows.events_rows(view, frame.rename(columns={"tau": "_ts"}).assign(
         _ts=lambda d: pd.to_datetime(d["_ts"], unit="s", utc=True)))
     users = sorted(frame.user_id.unique())
     applied_until, batch_id, fully_known = -math.inf, 0, 0
@@ -163,11 +173,12 @@ def test_online_values_equal_the_offline_values_at_any_instant(online, stream):
             applied_until = bt
         clock["now"] = t
         proc.publisher.publish_due(t)
-        got = store.get_online_features(features=FEATURES, entity_rows=[{"user_id": u} for u in users]).to_dict()
+        got = store.get_online_features(features=features, entity_rows=[{"user_id": u} for u in users]).to_dict()
         known = frame[arrivals_by(frame, recs) <= t]
+        b = boundary(view, t)
         for i, u in enumerate(users):
-            want = brute_force(known, u, t)
-            have_history = (known[known.user_id == u].tau < math.floor(t)).any()
+            want = brute_force(view, known, u, t)
+            have_history = (known[known.user_id == u].tau < b).any()
             for name, value in want.items():
                 g = got[name][i]
                 if not have_history:
@@ -175,12 +186,12 @@ def test_online_values_equal_the_offline_values_at_any_instant(online, stream):
                     continue
                 assert same(value, g), (u, t - T0, name, value, g, json.dumps(events), json.dumps(cuts))
             # Every event before t's boundary had arrived: the offline table's value too.
-            if (frame[(frame.user_id == u)].tau < math.floor(t)).sum() == (known[known.user_id == u].tau < math.floor(t)).sum():
+            if (frame[(frame.user_id == u)].tau < b).sum() == (known[known.user_id == u].tau < b).sum():
                 fully_known += 1
                 rows = offline[(offline.user_id == u) & (offline[windows.TS] <= pd.Timestamp(t, unit="s", tz="UTC"))]
                 if len(rows):
                     row = rows.iloc[-1]
-                    for name in VIEW.features:
+                    for name in view.features:
                         off = row[name]
                         off = None if off is None or (isinstance(off, float) and math.isnan(off)) else off
                         assert same(off if not isinstance(off, (np.integer, np.floating)) else off.item(),

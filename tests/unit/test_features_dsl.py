@@ -19,13 +19,13 @@ user = Entity("user", "user_id")
 tx = EventSource("transactions", "transactions", "event_time")
 
 
-@pytest.mark.parametrize("text,td", [("90s", timedelta(seconds=90)), ("5m", timedelta(minutes=5)),
+@pytest.mark.parametrize("text,td", [("250ms", timedelta(milliseconds=250)), ("90s", timedelta(seconds=90)), ("5m", timedelta(minutes=5)),
                                      ("24h", timedelta(days=1)), ("30d", timedelta(days=30))])
 def test_durations(text, td):
     assert parse_duration(text) == td
 
 
-@pytest.mark.parametrize("bad", ["", "1w", "h", "1.5h", "-", "0h", "-1h"])
+@pytest.mark.parametrize("bad", ["", "1w", "h", "1.5h", "-", "0h", "-1h", "ms", "0ms", "1.5ms", "+5s", " 5s"])
 def test_bad_durations_are_named(bad):
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)

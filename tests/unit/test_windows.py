@@ -111,3 +111,27 @@ def test_partials_survive_the_streams_json_state(evs):
     back = back.sort_values(["user_id", "_k"], kind="mergesort").reset_index(drop=True)
     pd.testing.assert_frame_equal(back, p.reset_index(drop=True), check_dtype=False)
     assert windows.view_rows(VIEW, back).equals(windows.view_rows(VIEW, p.reset_index(drop=True)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(event, min_size=1, max_size=30), st.integers(-2, 30))
+def test_rows_at_a_boundary_are_view_rows_probed_there(evs, b_rel):
+    """What the stream publishes at a boundary (``rows_at``, ``next_change``, on partials as the
+    stream stores them: grouped by entity in the order its state hands them over) equals
+    ``view_rows`` probed at that boundary and the first change point after it."""
+    p = windows.bucket_partials(VIEW, frame(evs))
+    blobs = encode_blobs(VIEW, p)
+    ids = list(blobs)[::-1]  # not the sorted order
+    stored = decode_blobs(VIEW, ids, [blobs[e] for e in ids])
+    b = int(T0 * 1_000_000) // windows.hop_us(VIEW) + b_rel
+    want = windows.view_rows(VIEW, stored, since_b=b, until_b=b + 1,
+                             probes=stored[["user_id"]].drop_duplicates().assign(_b=b))
+    got = windows.rows_at(VIEW, stored, b)
+    pd.testing.assert_frame_equal(got.sort_values("user_id").reset_index(drop=True),
+                                  want.sort_values("user_id").reset_index(drop=True), check_exact=True)
+    cps = windows.change_points(VIEW, stored)
+    first = np.where(cps > b, cps, np.iinfo("int64").max).min(axis=1)
+    by_user = stored[["user_id"]].assign(_next=first).groupby("user_id")["_next"].min()
+    by_user = by_user[by_user < np.iinfo("int64").max]
+    nxt = windows.next_change(VIEW, stored, b)
+    assert dict(zip(nxt["user_id"], nxt["_next"])) == by_user.to_dict()
