@@ -258,7 +258,11 @@ def _private(settings: Settings, root: Path, redis_port: int) -> Settings:
 def _delete_topics(settings: Settings, topics: list[str]) -> None:
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(**settings.kafka.client_config())
+    try:
+        admin = KafkaAdminClient(**settings.kafka.client_config())
+    except Exception as exc:  # noqa: BLE001 - best effort cleanup: never hide the stage's own error
+        print(f"bench scale: could not delete topics {topics}: {exc}", file=sys.stderr)
+        return
     try:
         admin.delete_topics(topics)
     except Exception:  # noqa: BLE001 - best effort cleanup
