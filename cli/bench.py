@@ -5,7 +5,8 @@ Benchmarks are discovered, not listed here: every module ``benchmarks/bench_<nam
 with ``run(settings, size, **kw) -> dict`` is benchmark ``<name>``. The figures are printed
 as a table (stderr; the module's own ``table(result)`` when it has one) and, with or
 without ``--json``, one JSON line ends stdout. ``--size`` left out, each benchmark uses its
-own default size; a ``run`` taking ``progress`` gets a callback that updates the status line.
+own default size; a ``run`` taking ``progress`` gets a callback that updates the status line,
+one taking ``on_stage`` one that drives a progress bar per stage (``on_stage(description, done, total)``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, progress, settings_from
 from skewless.errors import ConfigError
 
 
@@ -52,8 +53,9 @@ _NAMES = ", ".join(available()) or "(none found)"
 @handle_errors
 def bench(
     name: Annotated[Optional[str], typer.Argument(help=f"benchmark to run, one of: {_NAMES}; omit to list them")] = None,
-    size: Annotated[Optional[int], typer.Option("--size", min=1, help="problem size (events, rows, ...; freshness: "
-                                                "the catch-up backlog); default: the benchmark's own")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", "--events", min=1, help="problem size (events, rows, ...; "
+                                                "freshness: the catch-up backlog; scale: events, its baseline a "
+                                                "tenth); default: the benchmark's own")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="alternating repetitions; medians reported")] = 3,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="serving: worker processes of both "
                                                    "servers (default 1)")] = None,
@@ -89,10 +91,22 @@ def bench(
         check(**extra)
     settings = settings_from(config)
     sized = f"size {size:,}" if size is not None else "default size"
-    with console.status(f"running benchmark {name} ({sized}) ...") as status:
-        if "progress" in inspect.signature(module.run).parameters:
-            extra["progress"] = lambda msg: status.update(f"running benchmark {name}: {msg}")
-        result = module.run(settings, repeats=repeats, **extra)
+    if "on_stage" in inspect.signature(module.run).parameters:
+        # Long stages: one progress bar each (``on_stage(description, done, total)``).
+        with progress() as bar:
+            tasks: dict[str, Any] = {}
+
+            def on_stage(description: str, done: int, total: int | None) -> None:
+                if description not in tasks:
+                    tasks[description] = bar.add_task(description, total=total)
+                bar.update(tasks[description], completed=done, total=total)
+
+            result = module.run(settings, repeats=repeats, on_stage=on_stage, **extra)
+    else:
+        with console.status(f"running benchmark {name} ({sized}) ...") as status:
+            if "progress" in inspect.signature(module.run).parameters:
+                extra["progress"] = lambda msg: status.update(f"running benchmark {name}: {msg}")
+            result = module.run(settings, repeats=repeats, **extra)
     # The JSON line always ends a benchmark's output (machines read it; people read the table).
     render = getattr(module, "table", None)
     emit(result, True, lambda: console.print(render(result) if callable(render) else _table(name, result)))

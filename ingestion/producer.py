@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import orjson
@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from skewless.contracts import LABELS, TRANSACTIONS
-from ingestion.simulator import bad_messages, default_start, drift_start_at, simulate
+from ingestion.simulator import bad_messages, default_start, drift_start_at, simulate_encoded
 from skewless.topics import ensure_topics
 from skewless.errors import ServiceError
 from skewless.settings import Settings
@@ -52,6 +52,31 @@ def _interleave(good: list[tuple[bytes, bytes]], bad: list[bytes], rng: np.rando
     return out
 
 
+def _interleaved(chunks: Callable[[], Iterator[list[tuple[bytes, bytes]]]], n_good: int, bad: list[bytes],
+                 rng: np.random.Generator) -> Iterator[list[tuple[bytes | None, bytes]]]:
+    """``_interleave`` chunk by chunk: the same messages in the same order (the bad ones'
+    places drawn now, as ``_interleave`` draws them), made only when iterated."""
+    if not bad:
+        return chunks()
+    slots = set(rng.choice(n_good + len(bad), size=len(bad), replace=False).tolist())
+
+    def merged() -> Iterator[list[tuple[bytes | None, bytes]]]:
+        pos = bi = 0
+        for good in chunks():
+            out: list[tuple[bytes | None, bytes]] = []
+            for message in good:
+                while pos in slots:
+                    out.append((None, bad[bi]))
+                    bi += 1
+                    pos += 1
+                out.append(message)
+                pos += 1
+            yield out
+        yield [(None, b) for b in bad[bi:]]  # the places after the last good message
+
+    return merged()
+
+
 def produce(
     settings: Settings,
     events: int,
@@ -79,34 +104,38 @@ def produce(
         drift_start = drift_start_at(start, days, drift_from, drift_fraction)
     elif drift_from is not None or drift_fraction is not None:
         raise ValueError("a drift start needs a drift kind")
-    sim = simulate(events, seed, start, days, schema_version=schema_version, drift=drift, drift_start=drift_start)
+    sim = simulate_encoded(events, seed, start, days, schema_version=schema_version, drift=drift,
+                           drift_start=drift_start)
     rng = np.random.default_rng(seed + 1)
-    plan: dict[str, tuple[list, int]] = {}
-    for contract, records in ((TRANSACTIONS, sim.transactions), (LABELS, sim.labels)):
+    # Per topic: its messages as chunks, made as they are sent (millions of events are never
+    # all in memory as dicts or bytes), with the bad ones at the places _interleave picks.
+    plan: dict[str, tuple[Iterator[list[tuple[bytes | None, bytes]]], int, int]] = {}
+    for contract, n_good, chunks in ((TRANSACTIONS, sim.transactions, lambda: sim.transaction_chunks()),
+                                     (LABELS, sim.labels, lambda: iter([sim.label_messages()]))):
         topic = getattr(settings.topics, contract.name)
-        good = [(r[contract.key_field].encode(), orjson.dumps(r)) for r in records]
-        n_bad = int(round(len(good) * bad_fraction / (1 - bad_fraction))) if good else 0
+        n_bad = int(round(n_good * bad_fraction / (1 - bad_fraction))) if n_good else 0
         bad = [b for _, b in bad_messages(n_bad, seed, contract.name)]
-        plan[topic] = (_interleave(good, bad, rng), n_bad)
+        plan[topic] = (_interleaved(chunks, n_good, bad, rng), n_good + n_bad, n_bad)
     ensure_topics(settings, list(plan))
 
     producer = make_producer(settings)
-    total = sum(len(msgs) for msgs, _ in plan.values())
+    total = sum(n for _, n, _ in plan.values())
     sent = 0
     failures: list[BaseException] = []
     t0 = time.perf_counter()
     try:
-        for topic, (messages, _) in plan.items():
-            for key, value in messages:
-                producer.send(topic, key=key, value=value).add_errback(failures.append)
-                sent += 1
-                if rate:
-                    # Pace by the clock: sleep when ahead of the requested rate.
-                    ahead = sent / rate - (time.perf_counter() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                if on_progress and sent % 5000 == 0:
-                    on_progress(sent, total)
+        for topic, (chunks, _, _) in plan.items():
+            for messages in chunks:
+                for key, value in messages:
+                    producer.send(topic, key=key, value=value).add_errback(failures.append)
+                    sent += 1
+                    if rate:
+                        # Pace by the clock: sleep when ahead of the requested rate.
+                        ahead = sent / rate - (time.perf_counter() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+                    if on_progress and sent % 5000 == 0:
+                        on_progress(sent, total)
         producer.flush(timeout=120)
     except KafkaError as exc:
         raise ServiceError(f"producing to Kafka failed: {exc}") from exc
@@ -117,10 +146,7 @@ def produce(
     if on_progress:
         on_progress(total, total)
     elapsed = time.perf_counter() - t0
-    topics = {
-        topic: {"produced": len(msgs), "valid": len(msgs) - n_bad, "bad": n_bad}
-        for topic, (msgs, n_bad) in plan.items()
-    }
+    topics = {topic: {"produced": n, "valid": n - n_bad, "bad": n_bad} for topic, (_, n, n_bad) in plan.items()}
     return {
         "topics": topics,
         "produced": total,

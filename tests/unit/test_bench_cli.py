@@ -50,3 +50,10 @@ def test_drift_benchmark_prints_its_table_and_ends_with_its_figures():
         assert 0 <= out[detector]["1000"]["power_mean_0.5"] <= 1
         assert 0 <= out[detector]["1000"]["fp_bursts_dataset"] <= 1
     assert "targets (every n)" in r.stderr and "raw KS" in r.stderr
+
+
+def test_scale_takes_events_and_refuses_too_few_before_touching_a_service():
+    r = run("scale", "--events", "100", "--json")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: bench scale needs --events >= 20,000 (its baseline is a tenth of it)"]
+    assert r.stdout == ""
