@@ -121,9 +121,10 @@ class LakeSink:
         batch = self.batches.get(tp)
         if batch is None:  # not ours any more (revoked between fetch and handle)
             return
-        add = batch.add
-        for m in messages:
-            if add(m.offset, m.key, m.value, m.timestamp):
+        i, n = 0, len(messages)
+        while i < n:
+            i = batch.add_records(messages, i)
+            if batch.full():
                 self.flush(tp)
                 self.commit()
         if len(batch) and tp not in self.opened_at:
