@@ -227,19 +227,30 @@ def run(settings: Settings, size: int = 100_000, repeats: int = 3, order: str = 
         admin.close()
 
 
+ROWS = (  # (figure, key in a traffic's result, format)
+    ("raw kafka-python events/s", "baseline_events_per_s", "{:,}"),
+    ("landing events/s", "landing_events_per_s", "{:,}"),
+    ("ratio (landing / raw)", "ratio", "{:.3f}"),
+    ("files per run", "files_per_run", "{:,}"),
+    ("mean file KB", "mean_file_kb", "{}"),
+    ("batches per run", "batches_per_run", "{:,}"),
+    ("landing peak RSS MB", "landing_peak_rss_mb", "{}"),
+    ("  same at N/10", "landing_peak_rss_mb_at_size_div_10", "{}"),
+    ("  growth N/10 -> N", "memory_growth_ratio", "{}"),
+    ("raw peak RSS MB", "baseline_peak_rss_mb", "{}"),
+    ("load (1 min) at start", "load_avg_1m_at_start", "{}"),
+    ("load (1 min) at end", "load_avg_1m_at_end", "{}"),
+)
+
+
 def table(result: dict[str, Any]):
     from rich.table import Table
 
-    t = Table("traffic", "raw events/s", "landing events/s", "ratio", "files", "mean file KB", "batches",
-              "landing peak RSS MB", "at N/10", "growth", "load",
+    modes = [(o, result[o.replace("-", "_")]) for o in ORDERS if o.replace("-", "_") in result]
+    t = Table("figure", *(o for o, _ in modes),
               title=f"ingest: {result['size']:,} events, {result['partitions']} partitions, flush_records "
               f"{result['flush_records_per_partition']:,}, medians of {result['repeats']}")
-    for o in ORDERS:
-        m = result.get(o.replace("-", "_"))
-        if not m:
-            continue
-        t.add_row(o, f"{m['baseline_events_per_s']:,}", f"{m['landing_events_per_s']:,}", f"{m['ratio']:.3f}",
-                  f"{m['files_per_run']:,}", str(m["mean_file_kb"]), f"{m['batches_per_run']:,}",
-                  str(m["landing_peak_rss_mb"]), str(m.get("landing_peak_rss_mb_at_size_div_10", "-")),
-                  str(m.get("memory_growth_ratio", "-")), f"{m['load_avg_1m_at_start']}-{m['load_avg_1m_at_end']}")
+    for label, key, fmt in ROWS:
+        if any(key in m for _, m in modes):
+            t.add_row(label, *(fmt.format(m[key]) if m.get(key) is not None else "-" for _, m in modes))
     return t

@@ -24,6 +24,7 @@ message bytes of an open batch).
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -108,6 +109,13 @@ class PartitionBatch:
 
     def __len__(self) -> int:
         return self.count
+
+    def take(self) -> "PartitionBatch":
+        """Hand the batch's records over to a new batch object (to be landed on another
+        thread) and start empty again."""
+        closed = copy.copy(self)
+        self.reset()
+        return closed
 
     def add(self, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> bool:
         """Add one message; True when the batch is full and must be flushed now."""
