@@ -30,6 +30,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,6 +62,8 @@ MAX_REASON = 400
 # Parquet encoding, compression and fsync release the GIL: files are written by this many
 # threads while the next date's table is built.
 WRITE_THREADS = 2
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+US_PER_DAY = 86_400_000_000
 _ARROW_STRINGS = {pa.string(): pd.ArrowDtype(pa.string()), pa.large_string(): pd.ArrowDtype(pa.large_string())}
 
 
@@ -195,12 +198,21 @@ class PartitionBatch:
         self.chunks.setdefault(bucket, []).append(pa.RecordBatch.from_pylist(rows, schema=schema))
         self.dates[bucket] = []
 
-    def _date_table(self, bucket: int, now: datetime) -> pa.Table:
-        """The date's rows as one table, sorted by event time then offset: the optional
-        columns any row has (null where a row lacks them), and ``_ingested_at``; the rows
-        ``from_pylist`` of all rows gives."""
-        self._seal(bucket)
-        chunks = self.chunks.pop(bucket)
+    def _batch_table(self, now: datetime) -> pa.Table:
+        """Every valid row of the batch as one table sorted by event time, then offset (so
+        by date too): the optional columns any row has (null where a row lacks them),
+        ``_kafka_partition`` and ``_ingested_at``. One table per batch, not one per date:
+        an out-of-order batch holds many dates, and each Arrow call on the lander thread
+        waits for the GIL the poll loop holds."""
+        rows = [r for day in sorted(self.dates) for r in self.dates[day]]
+        chunks = [c for day in sorted(self.chunks) for c in self.chunks[day]]
+        self.dates, self.chunks = {}, {}
+        if rows:
+            present = frozenset(n for n in self._optional if any(n in r for r in rows))
+            schema = self._schema(present)
+            schema = schema.remove(schema.get_field_index("_ingested_at")).remove(
+                schema.get_field_index("_kafka_partition"))
+            chunks.append(pa.RecordBatch.from_pylist(rows, schema=schema))
         present = frozenset(n for n in self._optional if any(n in c.schema.names for c in chunks))
         schema = self._schema(present)
         constant = {"_ingested_at": pa.scalar(now, schema.field("_ingested_at").type),
@@ -215,6 +227,23 @@ class PartitionBatch:
         table = pa.Table.from_batches(batches, schema=schema)
         return table.sort_by([(self._time_field, "ascending"), ("_kafka_offset", "ascending")])
 
+    def _date_tables(self, table: pa.Table) -> dict[int, pa.Table]:
+        """The batch's table (sorted by event time) cut into one table per event date (its
+        ordinal), each with the optional columns its rows have: what one table per date
+        built from the date's rows alone holds."""
+        if not table.num_rows:
+            return {}
+        day_of = table.column(self._time_field).cast(pa.int64()).to_numpy() // US_PER_DAY  # days since 1970
+        cuts = (np.flatnonzero(np.diff(day_of)) + 1).tolist()
+        out = {}
+        for lo, hi in zip([0, *cuts], [*cuts, table.num_rows]):
+            part = table.slice(lo, hi - lo)
+            absent = [n for n in self._optional if n in part.column_names and part.column(n).null_count == part.num_rows]
+            if absent:
+                part = part.drop_columns(absent)
+            out[EPOCH_ORDINAL + int(day_of[lo])] = part
+        return out
+
     def write_temp_files(self, layout: LakeLayout) -> tuple[BatchRange, list[tuple[Path, Path]], dict]:
         """Step 1 of the commit protocol: every file under a fsynced temp name."""
         assert self.first is not None and self.last is not None
@@ -222,8 +251,7 @@ class PartitionBatch:
         now = datetime.now(timezone.utc)
         valid = 0
         pending = []
-        tables = {bucket: self._date_table(bucket, now) for bucket in sorted(self.dates)}
-        tables = self._apply_batch_checks(tables)
+        tables = self._date_tables(self._apply_batch_checks(self._batch_table(now)))
         with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
             for day, table in tables.items():
                 final = layout.date_dir(self.topic, date.fromordinal(day).isoformat()) / f"{batch.stem}.parquet"
@@ -243,35 +271,28 @@ class PartitionBatch:
         counts = {"records": self.count, "valid": valid, "dead_lettered": len(self.dead)}
         return batch, moves, counts
 
-    def _apply_batch_checks(self, tables: dict[int, pa.Table]) -> dict[int, pa.Table]:
+    def _apply_batch_checks(self, table: pa.Table) -> pa.Table:
         """Run the declared batch checks over every row of the batch at once; take the
-        failing rows out of their tables and dead-letter them with their original bytes."""
-        if not tables:
-            return tables
-        frame = pa.concat_tables([t.select([*self._checked, "_kafka_offset"]) for t in tables.values()])
+        failing rows out of the table and dead-letter them with their original bytes."""
+        raw, self.raw = self.raw, {}
+        if not table.num_rows:
+            return table
+        frame = table.select([*self._checked, "_kafka_offset"])
         # Text columns stay Arrow strings in pandas: the checks on them (not null, patterns,
         # allowed values, duplicates) run in Arrow, not once per value in Python.
         df = frame.to_pandas(types_mapper=_ARROW_STRINGS.get).set_index("_kafka_offset", drop=True)
-        raw = self.raw
         stamps = [raw[o].timestamp for o in frame.column("_kafka_offset").to_pylist()]
         df[event_checks.KAFKA_TIME] = event_checks.kafka_times(stamps, df.index)
         failed = event_checks.failures(self.contract, df, self._max_ahead_s)
-        raw, self.raw = self.raw, {}
         if not failed:
-            return tables
-        bad = pa.array(sorted(failed), pa.int64())
-        out = {}
-        for bucket, table in tables.items():
-            offsets = table.column("_kafka_offset")
-            hit = pc.is_in(offsets, value_set=bad)
-            if pc.any(hit).as_py():
-                for o in pc.filter(offsets, hit).to_pylist():
-                    name, why = failed[o]
-                    m = raw[o]
-                    self.dead.append((o, m.key, m.value, _reason(f"check {name}: {why}"), m.timestamp))
-                table = table.filter(pc.invert(hit))
-            out[bucket] = table
-        return out
+            return table
+        offsets = table.column("_kafka_offset")
+        hit = pc.is_in(offsets, value_set=pa.array(sorted(failed), pa.int64()))
+        for o in pc.filter(offsets, hit).to_pylist():
+            name, why = failed[o]
+            m = raw[o]
+            self.dead.append((o, m.key, m.value, _reason(f"check {name}: {why}"), m.timestamp))
+        return table.filter(pc.invert(hit))
 
     def _write(self, table: pa.Table, final: Path) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -82,3 +82,35 @@ def test_add_records_starts_where_asked_and_adds_nothing_past_the_end(start):
     assert batch.add_records(records, start) == 5
     assert (batch.first, batch.last, len(batch)) == (start, 4, 5 - start)
     assert batch.add_records(records, 5) == 5 and len(batch) == 5 - start
+
+
+def test_each_date_file_holds_its_rows_sorted_with_the_optional_columns_they_have(tmp_path):
+    """Out of order: dates interleaved, times descending; only day 2's events carry ``mcc``;
+    day 4's only event fails a batch check (a channel not allowed)."""
+    events = []
+    for o in range(40):
+        day = 1 + o % 3
+        event = orjson.loads(_tx(o, day))
+        event["event_time"] = f"2026-01-{day:02d}T{23 - o // 3:02d}:00:00Z"  # later offsets, earlier times
+        if day == 2:
+            event["mcc"] = "5411"
+        events.append(event)
+    events.append({**orjson.loads(_tx(40, 4)), "channel": "fax"})
+    layout = LakeLayout(tmp_path)
+    batch = PartitionBatch(TRANSACTIONS.name, 0, TRANSACTIONS, _limits())
+    batch.add_records([Record(o, None, orjson.dumps(e), KAFKA_TS) for o, e in enumerate(events)])
+    _, moves, counts = batch.take().write_temp_files(layout)
+    assert counts == {"records": 41, "valid": 40, "dead_lettered": 1}
+    dead = layout.dead_letter_dir(TRANSACTIONS.name)
+    assert [final.parent for _, final in moves if final.parent == dead] == [dead]
+    files = {final.parent.name: pq.read_table(tmp) for tmp, final in moves if final.parent != dead}
+    assert sorted(files) == ["date=2026-01-01", "date=2026-01-02", "date=2026-01-03"]  # none for day 4
+    for day in (1, 2, 3):
+        table = files[f"date=2026-01-{day:02d}"]
+        expected = TRANSACTIONS.arrow_schema({"mcc"} if day == 2 else set())
+        assert table.schema.equals(expected, check_metadata=False), (day, table.schema)
+        rows = table.to_pylist()
+        assert [r["_kafka_offset"] % 3 for r in rows] == [day - 1] * len(rows)
+        keys = [(r["event_time"], r["_kafka_offset"]) for r in rows]
+        assert keys == sorted(keys)
+        assert {r["_kafka_partition"] for r in rows} == {0}
