@@ -107,8 +107,8 @@ class PartitionBatch:
         self.dates: dict[int, list[dict]] = {}
         self.chunks: dict[int, list[pa.RecordBatch]] = {}
         self.dead: list[tuple] = []
-        # offset -> the record (key, value, Kafka timestamp) of each valid row, until the batch checks ran.
-        self.raw: dict[int, Any] = {}
+        # offset -> (key, value, Kafka timestamp) of each valid row, until the batch checks ran.
+        self.raw: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         return self.count
@@ -164,7 +164,7 @@ class PartitionBatch:
                         m.timestamp))
                 else:
                     offset = m.offset
-                    raw[offset] = m
+                    raw[offset] = (m.key, value, m.timestamp)  # not the record: it holds more than these
                     row["_kafka_offset"] = offset  # (``_kafka_partition`` is the batch's: one column at seal)
                     rows = dates.get(day)
                     if rows is None:
@@ -281,7 +281,7 @@ class PartitionBatch:
         # Text columns stay Arrow strings in pandas: the checks on them (not null, patterns,
         # allowed values, duplicates) run in Arrow, not once per value in Python.
         df = frame.to_pandas(types_mapper=_ARROW_STRINGS.get).set_index("_kafka_offset", drop=True)
-        stamps = [raw[o].timestamp for o in frame.column("_kafka_offset").to_pylist()]
+        stamps = [raw[o][2] for o in frame.column("_kafka_offset").to_pylist()]
         df[event_checks.KAFKA_TIME] = event_checks.kafka_times(stamps, df.index)
         failed = event_checks.failures(self.contract, df, self._max_ahead_s)
         if not failed:
@@ -290,8 +290,8 @@ class PartitionBatch:
         hit = pc.is_in(offsets, value_set=pa.array(sorted(failed), pa.int64()))
         for o in pc.filter(offsets, hit).to_pylist():
             name, why = failed[o]
-            m = raw[o]
-            self.dead.append((o, m.key, m.value, _reason(f"check {name}: {why}"), m.timestamp))
+            key, value, ts = raw[o]
+            self.dead.append((o, key, value, _reason(f"check {name}: {why}"), ts))
         return table.filter(pc.invert(hit))
 
     def _write(self, table: pa.Table, final: Path) -> Path:
