@@ -66,6 +66,8 @@ def bench(
                                                   "(default 200)")] = None,
     rates: Annotated[Optional[str], typer.Option("--rates", help="freshness: steady rates in events/s, "
                                                  "comma-separated (default 1000,5000)")] = None,
+    order: Annotated[Optional[str], typer.Option("--order", help="ingest: the traffic, in-order, out-of-order "
+                                                 "(ten days of event time, shuffled) or both (default)")] = None,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Run benchmark NAME and print its figures, the baseline's, and their ratio.
@@ -86,6 +88,10 @@ def bench(
         if "rates" not in inspect.signature(module.run).parameters:
             raise ConfigError(f"benchmark '{name}' takes no --rates")
         extra["rates"] = module.parse_rates(rates)
+    if order is not None:
+        if "order" not in inspect.signature(module.run).parameters:
+            raise ConfigError(f"benchmark '{name}' takes no --order")
+        extra["order"] = order
     check = getattr(module, "check_args", None)
     if check is not None:  # the benchmark's own argument checks, before any service is touched
         check(**extra)

@@ -24,11 +24,14 @@ message bytes of an open batch).
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -59,6 +62,18 @@ MAX_REASON = 400
 # Parquet encoding, compression and fsync release the GIL: files are written by this many
 # threads while the next date's table is built.
 WRITE_THREADS = 2
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+US_PER_DAY = 86_400_000_000
+_ARROW_STRINGS = {pa.string(): pd.ArrowDtype(pa.string()), pa.large_string(): pd.ArrowDtype(pa.large_string())}
+
+
+class Record(NamedTuple):
+    """One Kafka message, as ``add_records`` reads it (kafka-python's records have these too)."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None
 
 
 def _reason(text: str) -> str:
@@ -79,6 +94,8 @@ class PartitionBatch:
         self._max_ahead_s = float(getattr(limits, "max_event_time_ahead_s", event_checks.DEFAULT_MAX_AHEAD_S))
         event_checks.warm_up(contract.name, self._max_ahead_s)  # once per process, not in a batch
         self._schemas: dict[frozenset, pa.Schema] = {}
+        self._max_records, self._max_bytes = limits.flush_records, limits.flush_bytes
+        self._max_dates = limits.max_dates_per_batch
         self.reset()
 
     def reset(self) -> None:
@@ -86,9 +103,9 @@ class PartitionBatch:
         self.last: int | None = None
         self.count = 0
         self.nbytes = 0
-        # Per event date: rows not yet converted, and the Arrow chunks of those that were.
-        self.dates: dict[tuple[int, int, int], list[dict]] = {}
-        self.chunks: dict[tuple[int, int, int], list[pa.RecordBatch]] = {}
+        # Per event date (its ordinal): rows not yet converted, and the Arrow chunks of those that were.
+        self.dates: dict[int, list[dict]] = {}
+        self.chunks: dict[int, list[pa.RecordBatch]] = {}
         self.dead: list[tuple] = []
         # offset -> (key, value, Kafka timestamp) of each valid row, until the batch checks ran.
         self.raw: dict[int, tuple] = {}
@@ -96,40 +113,71 @@ class PartitionBatch:
     def __len__(self) -> int:
         return self.count
 
+    def take(self) -> "PartitionBatch":
+        """Hand the batch's records over to a new batch object (to be landed on another
+        thread) and start empty again."""
+        closed = copy.copy(self)
+        self.reset()
+        return closed
+
     def add(self, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> bool:
         """Add one message; True when the batch is full and must be flushed now."""
+        self.add_records((Record(offset, key, value, timestamp_ms),))
+        return self.full()
+
+    def full(self) -> bool:
+        """The batch must be landed now: it holds ``flush_records`` records, ``flush_bytes``
+        message bytes or ``max_dates_per_batch`` event dates."""
+        return self.count >= self._max_records or self.nbytes >= self._max_bytes or len(self.dates) >= self._max_dates
+
+    def add_records(self, records: Sequence, start: int = 0) -> int:
+        """Add ``records[start:]`` (Kafka records: ``offset``, ``key``, ``value``, ``timestamp``)
+        in order, until the batch is ``full()``; returns the index after the last one added
+        (``len(records)`` unless the batch filled up before). The hot loop of the sink: one
+        call per poll, with the batch's state in locals."""
+        n = len(records)
+        if start >= n:
+            return start
         if self.first is None:
-            self.first = offset
-        self.last = offset
-        self.count += 1
-        self.nbytes += len(value) if value else 0
+            self.first = records[start].offset
+        parse, time_field, dates, raw, dead = self._parse, self._time_field, self.dates, self.raw, self.dead
+        max_records, max_bytes, max_dates = self._max_records, self._max_bytes, self._max_dates
+        count, nbytes = self.count, self.nbytes
+        i = start
         try:
-            row = self._parse(key, value)
-            ts: datetime = row[self._time_field]
-            bucket = (ts.year, ts.month, ts.day)
-        except InvalidEvent as exc:
-            self.dead.append((offset, key, value, _reason(f"check {exc.check_name(self.contract.name)}: {exc}"),
-                              timestamp_ms))
-        except Exception as exc:  # noqa: BLE001 - one event's surprise costs that event, never the batch
-            self.dead.append((offset, key, value, _reason(
-                f"check {self.contract.name}.contract: could not validate: {type(exc).__name__}: {exc}"),
-                timestamp_ms))
-        else:
-            self.raw[offset] = (key, value, timestamp_ms)
-            row["_kafka_partition"] = self.partition
-            row["_kafka_offset"] = offset
-            rows = self.dates.get(bucket)
-            if rows is None:
-                self.dates[bucket] = rows = []
-            rows.append(row)
-            if len(rows) >= CHUNK_ROWS:
-                self._seal(bucket)
-        lim = self.limits
-        return (
-            self.count >= lim.flush_records
-            or self.nbytes >= lim.flush_bytes
-            or len(self.dates) >= lim.max_dates_per_batch
-        )
+            while i < n:
+                m = records[i]
+                i += 1
+                value = m.value
+                count += 1
+                if value:
+                    nbytes += len(value)
+                try:
+                    row = parse(m.key, value)
+                    day = row[time_field].toordinal()  # the event's date (UTC: the contract converted it)
+                except InvalidEvent as exc:
+                    dead.append((m.offset, m.key, value, _reason(
+                        f"check {exc.check_name(self.contract.name)}: {exc}"), m.timestamp))
+                except Exception as exc:  # noqa: BLE001 - one event's surprise costs that event, never the batch
+                    dead.append((m.offset, m.key, value, _reason(
+                        f"check {self.contract.name}.contract: could not validate: {type(exc).__name__}: {exc}"),
+                        m.timestamp))
+                else:
+                    offset = m.offset
+                    raw[offset] = (m.key, value, m.timestamp)  # not the record: it holds more than these
+                    row["_kafka_offset"] = offset  # (``_kafka_partition`` is the batch's: one column at seal)
+                    rows = dates.get(day)
+                    if rows is None:
+                        dates[day] = rows = []
+                    rows.append(row)
+                    if len(rows) >= CHUNK_ROWS:
+                        self._seal(day)
+                if count >= max_records or nbytes >= max_bytes or len(dates) >= max_dates:
+                    break
+        finally:
+            self.count, self.nbytes = count, nbytes
+            self.last = records[i - 1].offset
+        return i
 
     def _schema(self, present: frozenset) -> pa.Schema:
         """The lake schema for rows holding the optional fields ``present`` (cached)."""
@@ -138,34 +186,63 @@ class PartitionBatch:
             schema = self._schemas[present] = self.contract.arrow_schema(set(present))
         return schema
 
-    def _seal(self, bucket: tuple[int, int, int]) -> None:
-        """Convert a date's buffered rows to one Arrow record batch (all but ``_ingested_at``)."""
+    def _seal(self, bucket: int) -> None:
+        """Convert a date's buffered rows to one Arrow record batch (all but ``_kafka_partition``
+        and ``_ingested_at``, the same for every row of the batch: added when it is written)."""
         rows = self.dates[bucket]
         if not rows:
             return
         present = frozenset(n for n in self._optional if any(n in r for r in rows))
         schema = self._schema(present)
-        schema = schema.remove(schema.get_field_index("_ingested_at"))
+        schema = schema.remove(schema.get_field_index("_ingested_at")).remove(schema.get_field_index("_kafka_partition"))
         self.chunks.setdefault(bucket, []).append(pa.RecordBatch.from_pylist(rows, schema=schema))
         self.dates[bucket] = []
 
-    def _date_table(self, bucket: tuple[int, int, int], now: datetime) -> pa.Table:
-        """The date's rows as one table, sorted by event time then offset: the optional
-        columns any row has (null where a row lacks them), and ``_ingested_at``; the rows
-        ``from_pylist`` of all rows gives."""
-        self._seal(bucket)
-        chunks = self.chunks.pop(bucket)
+    def _batch_table(self, now: datetime) -> pa.Table:
+        """Every valid row of the batch as one table sorted by event time, then offset (so
+        by date too): the optional columns any row has (null where a row lacks them),
+        ``_kafka_partition`` and ``_ingested_at``. One table per batch, not one per date:
+        an out-of-order batch holds many dates, and each Arrow call on the lander thread
+        waits for the GIL the poll loop holds."""
+        rows = [r for day in sorted(self.dates) for r in self.dates[day]]
+        chunks = [c for day in sorted(self.chunks) for c in self.chunks[day]]
+        self.dates, self.chunks = {}, {}
+        if rows:
+            present = frozenset(n for n in self._optional if any(n in r for r in rows))
+            schema = self._schema(present)
+            schema = schema.remove(schema.get_field_index("_ingested_at")).remove(
+                schema.get_field_index("_kafka_partition"))
+            chunks.append(pa.RecordBatch.from_pylist(rows, schema=schema))
         present = frozenset(n for n in self._optional if any(n in c.schema.names for c in chunks))
         schema = self._schema(present)
-        stamp = pa.scalar(now, schema.field("_ingested_at").type)
+        constant = {"_ingested_at": pa.scalar(now, schema.field("_ingested_at").type),
+                    "_kafka_partition": pa.scalar(self.partition, schema.field("_kafka_partition").type)}
         batches = []
         for c in chunks:
-            cols = [c.column(f.name) if f.name in c.schema.names else pa.nulls(c.num_rows, f.type)
-                    for f in schema if f.name != "_ingested_at"]
-            cols.append(pa.repeat(stamp, c.num_rows))
+            names = c.schema.names
+            cols = [c.column(f.name) if f.name in names else
+                    pa.repeat(constant[f.name], c.num_rows) if f.name in constant else pa.nulls(c.num_rows, f.type)
+                    for f in schema]
             batches.append(pa.RecordBatch.from_arrays(cols, schema=schema))
         table = pa.Table.from_batches(batches, schema=schema)
         return table.sort_by([(self._time_field, "ascending"), ("_kafka_offset", "ascending")])
+
+    def _date_tables(self, table: pa.Table) -> dict[int, pa.Table]:
+        """The batch's table (sorted by event time) cut into one table per event date (its
+        ordinal), each with the optional columns its rows have: what one table per date
+        built from the date's rows alone holds."""
+        if not table.num_rows:
+            return {}
+        day_of = table.column(self._time_field).cast(pa.int64()).to_numpy() // US_PER_DAY  # days since 1970
+        cuts = (np.flatnonzero(np.diff(day_of)) + 1).tolist()
+        out = {}
+        for lo, hi in zip([0, *cuts], [*cuts, table.num_rows]):
+            part = table.slice(lo, hi - lo)
+            absent = [n for n in self._optional if n in part.column_names and part.column(n).null_count == part.num_rows]
+            if absent:
+                part = part.drop_columns(absent)
+            out[EPOCH_ORDINAL + int(day_of[lo])] = part
+        return out
 
     def write_temp_files(self, layout: LakeLayout) -> tuple[BatchRange, list[tuple[Path, Path]], dict]:
         """Step 1 of the commit protocol: every file under a fsynced temp name."""
@@ -174,11 +251,10 @@ class PartitionBatch:
         now = datetime.now(timezone.utc)
         valid = 0
         pending = []
-        tables = {bucket: self._date_table(bucket, now) for bucket in sorted(self.dates)}
-        tables = self._apply_batch_checks(tables)
+        tables = self._date_tables(self._apply_batch_checks(self._batch_table(now)))
         with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-            for (y, m, d), table in tables.items():
-                final = layout.date_dir(self.topic, f"{y:04d}-{m:02d}-{d:02d}") / f"{batch.stem}.parquet"
+            for day, table in tables.items():
+                final = layout.date_dir(self.topic, date.fromordinal(day).isoformat()) / f"{batch.stem}.parquet"
                 pending.append((pool.submit(self._write, table, final), final))
                 valid += table.num_rows
             moves: list[tuple[Path, Path]] = [(fut.result(), final) for fut, final in pending]
@@ -195,32 +271,28 @@ class PartitionBatch:
         counts = {"records": self.count, "valid": valid, "dead_lettered": len(self.dead)}
         return batch, moves, counts
 
-    def _apply_batch_checks(self, tables: dict[tuple, pa.Table]) -> dict[tuple, pa.Table]:
+    def _apply_batch_checks(self, table: pa.Table) -> pa.Table:
         """Run the declared batch checks over every row of the batch at once; take the
-        failing rows out of their tables and dead-letter them with their original bytes."""
-        if not tables:
-            return tables
-        frame = pa.concat_tables([t.select([*self._checked, "_kafka_offset"]) for t in tables.values()])
-        df = frame.to_pandas().set_index("_kafka_offset", drop=True)
-        stamps = [self.raw[o][2] for o in df.index]
+        failing rows out of the table and dead-letter them with their original bytes."""
+        raw, self.raw = self.raw, {}
+        if not table.num_rows:
+            return table
+        frame = table.select([*self._checked, "_kafka_offset"])
+        # Text columns stay Arrow strings in pandas: the checks on them (not null, patterns,
+        # allowed values, duplicates) run in Arrow, not once per value in Python.
+        df = frame.to_pandas(types_mapper=_ARROW_STRINGS.get).set_index("_kafka_offset", drop=True)
+        stamps = [raw[o][2] for o in frame.column("_kafka_offset").to_pylist()]
         df[event_checks.KAFKA_TIME] = event_checks.kafka_times(stamps, df.index)
         failed = event_checks.failures(self.contract, df, self._max_ahead_s)
-        raw, self.raw = self.raw, {}
         if not failed:
-            return tables
-        bad = pa.array(sorted(failed), pa.int64())
-        out = {}
-        for bucket, table in tables.items():
-            offsets = table.column("_kafka_offset")
-            hit = pc.is_in(offsets, value_set=bad)
-            if pc.any(hit).as_py():
-                for o in pc.filter(offsets, hit).to_pylist():
-                    name, why = failed[o]
-                    key, value, ts = raw[o]
-                    self.dead.append((o, key, value, _reason(f"check {name}: {why}"), ts))
-                table = table.filter(pc.invert(hit))
-            out[bucket] = table
-        return out
+            return table
+        offsets = table.column("_kafka_offset")
+        hit = pc.is_in(offsets, value_set=pa.array(sorted(failed), pa.int64()))
+        for o in pc.filter(offsets, hit).to_pylist():
+            name, why = failed[o]
+            key, value, ts = raw[o]
+            self.dead.append((o, key, value, _reason(f"check {name}: {why}"), ts))
+        return table.filter(pc.invert(hit))
 
     def _write(self, table: pa.Table, final: Path) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)

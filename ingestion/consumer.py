@@ -6,6 +6,15 @@ are renamed into place. On every partition assignment the partition is recovered
 the consumer seeks past what already landed; on revocation open batches are flushed
 and committed first.
 
+A full batch lands in the background (one lander thread) while the consumer polls and
+validates the next records: building its tables, the batch checks, Parquet encoding and
+compression, fsync, the manifest and the renames. Encoding, compression and fsync release
+the GIL, so they overlap the poll loop. A partition has at most one batch landing at a
+time (its batches land in offset order, which recovery relies on), its offsets are
+committed only once it landed, and at most ``MAX_LANDING`` closed batches wait or land
+at once: memory is bounded by (assigned partitions + ``MAX_LANDING``) x ``flush_records``
+records (and ``flush_bytes`` message bytes) per batch.
+
 Runs until SIGTERM/SIGINT (flush, commit, exit) or, with ``until_idle``, until no
 message arrived for that many seconds. A signal also interrupts a poll or commit that is
 waiting on Kafka, so a stop is prompt even while the broker is away; a second signal
@@ -28,8 +37,9 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
@@ -49,6 +59,8 @@ COMMIT_TIMEOUT_MS = 10_000  # a commit while the broker is away gives up (and is
 REBALANCE_WAIT_S = 60.0  # how long an idle stop waits for a rebalance in flight to assign partitions again
 CLOSE_TIMEOUT_MS = 3_000  # bounds the last commit and leaving the group, so a stop is prompt
 RETRY_WARN_EVERY_S = 30.0
+# Closed batches waiting or landing at once, on the hot path (see the module docstring).
+MAX_LANDING = 2
 
 # kafka-python's name for a codec -> the package that gives it the codec (see kafka/codec.py).
 CODEC_PACKAGES = {"lz4": "lz4", "zstd": "zstandard", "snappy": "python-snappy"}
@@ -79,6 +91,10 @@ class LakeSink:
         # revoked partitions' landed offsets are committed by whoever gets them next
         # (``assign``), so an idle stop must wait for that assignment.
         self.rebalancing_since: float | None = None
+        # The batch landing (or waiting to) per partition, on one lander thread: landings
+        # run in submission order, so a partition's batches land in offset order.
+        self.landing: dict[TopicPartition, Future] = {}
+        self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-lander")
 
     # --- partition lifecycle
 
@@ -103,13 +119,16 @@ class LakeSink:
 
     def revoke(self, tp: TopicPartition) -> None:
         """Land the open batch before the partition moves (no commit here: see ``assign``)."""
-        self.flush(tp)
+        self.flush(tp, bounded=False)
+        self.reap(wait_for=[tp])
         self.batches.pop(tp, None)
         self.pending_commits.pop(tp, None)
         self.committed.pop(tp, None)
 
     def lose(self, tp: TopicPartition) -> None:
-        """The group evicted us: another member may own it already, so land nothing."""
+        """The group evicted us: another member may own it already, so land nothing more (a
+        batch already landing is let finish, as it would have before the poll that told us)."""
+        self.reap(wait_for=[tp])
         self.opened_at.pop(tp, None)
         self.batches.pop(tp, None)
         self.pending_commits.pop(tp, None)
@@ -121,9 +140,10 @@ class LakeSink:
         batch = self.batches.get(tp)
         if batch is None:  # not ours any more (revoked between fetch and handle)
             return
-        add = batch.add
-        for m in messages:
-            if add(m.offset, m.key, m.value, m.timestamp):
+        i, n = 0, len(messages)
+        while i < n:
+            i = batch.add_records(messages, i)
+            if batch.full():
                 self.flush(tp)
                 self.commit()
         if len(batch) and tp not in self.opened_at:
@@ -140,33 +160,68 @@ class LakeSink:
             self.flush(tp)
         return bool(aged)
 
-    def flush(self, tp: TopicPartition) -> None:
-        """Land the partition's open batch (steps 1-3 of the commit protocol)."""
+    def flush(self, tp: TopicPartition, bounded: bool = True) -> None:
+        """Close the partition's open batch and start landing it (steps 1-3 of the commit
+        protocol, on the lander thread); ``reap`` then makes its offsets pending commits.
+        ``bounded``: first wait until fewer than ``MAX_LANDING`` batches are landing."""
         self.opened_at.pop(tp, None)
         batch = self.batches.get(tp)
         if batch is None or not len(batch):
             return
+        self.reap(wait_for=[tp])  # the partition's previous batch first (in order, and one at a time)
+        while bounded and len(self.landing) >= MAX_LANDING:
+            wait(list(self.landing.values()), return_when=FIRST_COMPLETED)
+            self.reap()
+        self.landing[tp] = self._lander.submit(self._land, batch.take())
+
+    def _land(self, batch: PartitionBatch) -> tuple[int, dict, int]:
+        """On the lander thread: write, fsync, manifest, rename. Returns the offset to
+        commit, the batch's counts and its number of files."""
         crash_point("before_manifest")
         br, moves, counts = batch.write_temp_files(self.layout)
         manifest = write_manifest(self.layout, br, moves, counts)
         crash_point("before_rename")
         roll_forward(self.layout, manifest)
         crash_point("after_rename")
-        self.pending_commits[tp] = br.last + 1
-        s = self.stats.setdefault(tp.topic, {"consumed": 0, "valid": 0, "dead_lettered": 0, "files": 0, "batches": 0})
-        s["consumed"] += counts["records"]
-        s["valid"] += counts["valid"]
-        s["dead_lettered"] += counts["dead_lettered"]
-        s["files"] += len(moves)
-        s["batches"] += 1
-        batch.reset()
+        return br.last + 1, counts, len(moves)
+
+    def reap(self, wait_for: Iterable[TopicPartition] = ()) -> int:
+        """Take in the landings that finished, after waiting for those of ``wait_for``: their
+        offsets become pending commits. A landing's error is raised here, in the consumer's
+        thread. Returns how many landed."""
+        waited = [self.landing[tp] for tp in wait_for if tp in self.landing]
+        if waited:
+            wait(waited)
+        landed = 0
+        for tp, fut in list(self.landing.items()):
+            if not fut.done():
+                continue
+            del self.landing[tp]
+            next_offset, counts, files = fut.result()
+            landed += 1
+            self.pending_commits[tp] = next_offset
+            s = self.stats.setdefault(tp.topic, {"consumed": 0, "valid": 0, "dead_lettered": 0, "files": 0,
+                                                 "batches": 0})
+            s["consumed"] += counts["records"]
+            s["valid"] += counts["valid"]
+            s["dead_lettered"] += counts["dead_lettered"]
+            s["files"] += files
+            s["batches"] += 1
+        return landed
 
     def flush_all(self) -> None:
+        """Land every open batch, and wait until every batch landed."""
         for tp in list(self.batches):
-            self.flush(tp)
+            self.flush(tp, bounded=False)
+        self.reap(wait_for=list(self.landing))
+
+    def close(self) -> None:
+        """Wait for the lander (a landing in flight completes: nothing writes to the lake after)."""
+        self._lander.shutdown(wait=True)
 
     def commit(self, timeout_ms: int = COMMIT_TIMEOUT_MS) -> bool:
         """Step 4. A failed commit is retried later: the manifests already protect the data."""
+        self.reap()
         if not self.pending_commits:
             return True
         from kafka.structs import OffsetAndMetadata
@@ -193,7 +248,7 @@ class LakeSink:
         """
         deadline = time.monotonic() + 1.0  # a known position is local; an unknown one is not worth waiting for
         for tp, batch in self.batches.items():
-            if len(batch):
+            if len(batch) or tp in self.landing:
                 continue
             try:
                 position = self.consumer.position(tp, timeout_ms=max(0, int((deadline - time.monotonic()) * 1000)))
@@ -406,7 +461,8 @@ def consume(
                 for tp, messages in records.items():
                     sink.handle(tp, messages)
                     received += len(messages)
-                if sink.flush_aged(now):  # a steady trickle is never idle: bound the wait by age
+                landed = sink.reap()  # batches that landed in the background since the last commit
+                if sink.flush_aged(now) or landed:  # a steady trickle is never idle: bound the wait by age
                     sink.commit()
                 if on_progress:
                     on_progress(sink.stats)
@@ -449,6 +505,7 @@ def consume(
         # resumes, but `verify` would report lag).
         final_commit_ok = sink.commit(timeout_ms=CLOSE_TIMEOUT_MS if signals.stopping else 3 * COMMIT_TIMEOUT_MS)
     finally:
+        sink.close()
         for s, h in previous.items():
             signal.signal(s, h)
         try:

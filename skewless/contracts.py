@@ -53,7 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pyarrow as pa
@@ -199,6 +199,72 @@ def _check(kind: str, name: str, value: Any) -> Any:
     raise ValueError(f"unknown field kind {kind!r}")
 
 
+# -- The per-event field checks, compiled. ``validate`` runs once per event on the ingestion
+# hot path; a loop over the fields with a dispatch on each field's kind cost more than the
+# checks themselves. So each contract's checks are generated once as straight-line code
+# (as ``dataclasses`` generates ``__init__``): per field, in the contract's order, the
+# value's common valid form is accepted inline, and anything else (an error, a less common
+# valid form such as an int amount or a time with a non-UTC offset) goes to ``_check``,
+# the one definition of every rule, which returns the row value or raises the reason.
+# The inline test of each kind accepts a subset of what ``_check`` accepts, giving the
+# same value (tests/unit/test_contracts.py compares the two on every kind).
+_MIN_YEAR, _MAX_YEAR = MIN_EVENT_TIME.year, MAX_EVENT_TIME.year
+assert MIN_EVENT_TIME == datetime(_MIN_YEAR, 1, 1, tzinfo=timezone.utc)
+assert MAX_EVENT_TIME == datetime(_MAX_YEAR, 1, 1, tzinfo=timezone.utc)
+
+_INLINE = {
+    # printable text without spaces passes ``text_problem`` (text with a space: ``_check``)
+    STR: "type(v) is str and 0 < len(v) <= MAX_TEXT_LENGTH and v.isprintable() and ' ' not in v",
+    AMOUNT: "type(v) is float and MIN_AMOUNT <= v <= MAX_AMOUNT",
+    CODE2: "type(v) is str and len(v) == 2 and v.isascii() and v.isalpha() and v.isupper()",
+    CODE3: "type(v) is str and len(v) == 3 and v.isascii() and v.isalpha() and v.isupper()",
+    BOOL: "type(v) is bool",
+    INT: "type(v) is int and INT32_MIN <= v <= INT32_MAX",
+    PROB: "type(v) is float and 0.0 <= v <= 1.0",
+}
+# A time in UTC ("Z" or "+00:00": ``fromisoformat`` gives ``timezone.utc`` itself) needs no
+# conversion, and its range check is one of its year.
+_INLINE_TIME = """\
+    elif type(v) is str:
+        try:
+            t = fromisoformat(v)
+        except ValueError:
+            t = None
+        row[{name!r}] = t if t is not None and t.tzinfo is UTC and _MIN_YEAR <= t.year < _MAX_YEAR \\
+            else _check({kind}, {name!r}, v)
+"""
+
+
+def _compile_fields(contract: str, fields: tuple[Field, ...]) -> Callable[[Callable[[str], Any]], dict[str, Any]]:
+    """``fields(event.get) -> row``: every field's check in order, raising ``InvalidEvent``
+    for the first problem (unknown fields are ``validate``'s to find)."""
+    lines = ["def fields(get):", "    row = {}"]
+    kinds = {f"kind_{i}": f.kind for i, f in enumerate(fields)}  # ``_check`` compares kinds by identity
+    for i, f in enumerate(fields):
+        lines.append(f"    v = get({f.name!r})")
+        if f.required:
+            lines.append("    if v is None:")
+            lines.append(f"        raise InvalidEvent(\"missing required field '{f.name}'\", 'required', {f.name!r})")
+        else:
+            lines.append("    if v is None:")
+            lines.append("        pass")
+        if f.kind is TIME:
+            lines.append(_INLINE_TIME.format(name=f.name, kind=f"kind_{i}").rstrip("\n"))
+        elif f.kind in _INLINE:
+            lines.append(f"    elif {_INLINE[f.kind]}:")
+            lines.append(f"        row[{f.name!r}] = v")
+        lines.append("    else:")
+        lines.append(f"        row[{f.name!r}] = _check(kind_{i}, {f.name!r}, v)")
+    lines.append("    return row")
+    namespace: dict[str, Any] = {
+        **kinds, "InvalidEvent": InvalidEvent, "_check": _check, "fromisoformat": datetime.fromisoformat,
+        "UTC": timezone.utc, "_MIN_YEAR": _MIN_YEAR, "_MAX_YEAR": _MAX_YEAR, "MAX_TEXT_LENGTH": MAX_TEXT_LENGTH,
+        "MIN_AMOUNT": MIN_AMOUNT, "MAX_AMOUNT": MAX_AMOUNT, "INT32_MIN": INT32_MIN, "INT32_MAX": INT32_MAX,
+    }
+    exec(compile("\n".join(lines), f"<contract {contract}: field checks>", "exec"), namespace)  # noqa: S102
+    return namespace["fields"]
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -225,8 +291,9 @@ class Contract:
         return frozenset(f.name for f in self.fields)
 
     @cached_property
-    def _plan(self) -> tuple[tuple[str, str, bool], ...]:
-        return tuple((f.name, f.kind, f.required) for f in self.fields)
+    def _fields(self) -> Callable[[Callable[[str], Any]], dict[str, Any]]:
+        """The field checks of ``validate``, compiled for this contract (see ``_compile_fields``)."""
+        return _compile_fields(self.name, self.fields)
 
     def arrow_schema(self, present: set[str] | None = None) -> pa.Schema:
         """Schema of lake files; optional fields appear only if ``present`` has them."""
@@ -268,19 +335,7 @@ class Contract:
             raise InvalidEvent(
                 f"schema_version {version} is newer than this consumer knows ({self.version})"[:120],
                 "known_version", "schema_version")
-        row: dict[str, Any] = {}
-        get = event.get
-        for name, kind, required in self._plan:
-            value = get(name)
-            if value is None:
-                if required:
-                    raise InvalidEvent(f"missing required field '{name}'", "required", name)
-                continue
-            # The common case inline, with no call per field: printable text without spaces
-            # passes ``text_problem``; text with a space is checked in full by ``_check``.
-            row[name] = value if (kind is STR and type(value) is str and 0 < len(value) <= MAX_TEXT_LENGTH
-                                  and value.isprintable() and " " not in value) \
-                else _check(kind, name, value)
+        row = self._fields(event.get)
         if len(row) != len(event):  # a null optional field, or one the contract does not name
             self._reject_unknown(event)
         return row

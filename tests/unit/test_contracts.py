@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from skewless.contracts import LABELS, TRANSACTIONS, InvalidEvent, contract_for_topic
+from skewless.contracts import LABELS, PREDICTIONS, TRANSACTIONS, InvalidEvent, contract_for_topic
 from skewless.errors import ConfigError
 
 TX = {"schema_version": 2, "transaction_id": "t1", "user_id": "u1", "merchant_id": "m1", "amount": 12.5,
@@ -317,3 +318,75 @@ def test_the_text_pattern_for_the_api_states_the_same_rule_as_the_contract(value
     except InvalidEvent:
         topic_ok = False
     assert topic_ok == api_ok
+
+
+# --- the compiled field checks agree with ``_check``, the one definition of each rule
+
+
+def _reference_fields(contract, event: dict) -> dict:
+    """``validate``'s field checks written plainly: every present field through ``_check``."""
+    from skewless.contracts import _check
+
+    row = {}
+    for f in contract.fields:
+        value = event.get(f.name)
+        if value is None:
+            if f.required:
+                raise InvalidEvent(f"missing required field '{f.name}'", "required", f.name)
+            continue
+        row[f.name] = _check(f.kind, f.name, value)
+    return row
+
+
+def _outcome(fn, contract, event):
+    try:
+        row = fn(contract, event)
+    except InvalidEvent as exc:
+        return ("invalid", str(exc), exc.check, exc.field)
+    except Exception as exc:  # noqa: BLE001 - compared, not judged
+        return ("error", type(exc).__name__, str(exc))
+    return ("row", {k: (type(v), v) for k, v in row.items()})
+
+
+_TIMES = ["2026-01-01T10:00:00Z", "2026-01-01T10:00:00+00:00", "2026-01-01T10:00:00-00:00",
+          "2026-01-01T10:00:00.123456Z", "2026-01-01T10:00:00.1234567Z", "2026-01-01T10:00:00.1Z",
+          "2000-01-01T00:00:00Z", "1999-12-31T23:59:59.999999Z", "2099-12-31T23:59:59.999999Z", "2100-01-01T00:00:00Z",
+          "2000-01-01T00:30:00+01:00", "2099-12-31T23:30:00-01:00", "2026-06-01T12:00:00+05:30", "2026-01-01T10:00:00",
+          "2026-01-01", "2026-01-01T10:00Z", "20260101T100000Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59",
+          "yesterday", "", "2026-01-01T10:00:00ZZ", "2026-13-01T10:00:00Z"]
+_TEXTS = ["u1", "", " ", "u 1", " u1", "u1 ", "a\tb", "a\u200bb", "é", "x" * 256, "x" * 257, "EUR", "eur", "DE", "D1",
+          "DEU", "ÉUR", "ＥＵＲ", "5411", "pos"]
+_NUMBERS = [0, 1, -1, 7, 0.0, 0.005, 0.01, 0.5, 1.0, 1.5, 12.5, 1e6, 1e6 + 1, 1e12, 2**31 - 1, 2**31, -(2**31),
+            -(2**31) - 1, 2**70, float("nan"), float("inf"), -float("inf"), True, False]
+_OTHERS = [None, [1], {"a": 1.0, "b": None}, {"a": "x"}, {}, "1.5"]
+_VALUES = st.sampled_from(_TIMES + _TEXTS + _NUMBERS + _OTHERS)
+
+
+@pytest.mark.parametrize("contract", [TRANSACTIONS, LABELS, PREDICTIONS], ids=lambda c: c.name)
+def test_the_compiled_checks_give_what_check_gives_for_every_value_of_every_field(contract):
+    good = {"transactions": TX, "labels": LB, "predictions": PRED}[contract.name]
+    pool = _TIMES + _TEXTS + _NUMBERS + _OTHERS
+    for f in contract.fields:
+        for value in pool:
+            event = {**good, f.name: value}
+            compiled = _outcome(lambda c, e: c._fields(e.get), contract, event)
+            assert compiled == _outcome(_reference_fields, contract, event), (f.name, value)
+
+
+@pytest.mark.parametrize("contract", [TRANSACTIONS, LABELS, PREDICTIONS], ids=lambda c: c.name)
+@given(data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_the_compiled_checks_report_the_first_bad_field_as_check_does(contract, data):
+    good = {"transactions": TX, "labels": LB, "predictions": PRED}[contract.name]
+    event = dict(good)
+    for f in contract.fields:  # any fields replaced by any values: the first problem in field order wins
+        if data.draw(st.booleans()):
+            event[f.name] = data.draw(_VALUES)
+    compiled = _outcome(lambda c, e: c._fields(e.get), contract, event)
+    assert compiled == _outcome(_reference_fields, contract, event)
+
+
+@pytest.mark.parametrize("value", _TIMES)
+def test_every_time_form_gives_what_check_gives(value):
+    event = {**TX, "event_time": value}
+    assert _outcome(lambda c, e: c._fields(e.get), TRANSACTIONS, event) == _outcome(_reference_fields, TRANSACTIONS, event)
