@@ -16,6 +16,7 @@ Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Par
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -73,9 +74,10 @@ def _raw_dates(settings: Settings, contract: str, newer_than: float | None = Non
 
 
 def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None,
-             columns: list[str] | None = None, landed_since: float | None = None) -> DataFrame:
+             columns: list[str] | None = None, landed_since: float | None = None,
+             dates: set[date] | None = None) -> DataFrame:
     """Raw events of a contract, pruned to the date partitions in ``[start, end)`` (and to
-    the files landed since ``landed_since``, a unix time, when given).
+    the files landed since ``landed_since``, a unix time, or of ``dates``, when given).
 
     Every landed copy of an event is a row (``first_landed`` keeps one per id). The schema
     is the lake's one schema of the topic (``skewless.lake.topic_schema``: every optional
@@ -89,7 +91,7 @@ def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date
     # The explicit file list (never the directory: a compaction's inputs and output are both
     # there for a while), pruned to the dates asked for before Spark sees a file.
     files = [str(f.path) for f in LakeLayout.of(settings).raw_files(getattr(settings.topics, contract), start, end)
-             if landed_since is None or f.landed_at >= landed_since]
+             if (landed_since is None or f.landed_at >= landed_since) and (dates is None or f.date in dates)]
     if not files:  # nothing landed for this contract (in the range) yet: an empty frame of its schema
         df = spark.createDataFrame([], schema=_spark_schema(schema))
     else:
@@ -291,7 +293,18 @@ def run_batch(
     # every view whose table exists; a backfill (or a first run, or a new view) all of them.
     since = _state(settings).get("started_at") if start is None else None
     by_entity = [v for v in views if since is not None and incremental.has_table(settings, v)]
-    spark = spark_session(settings, master, app="skewless-etl")
+    phases: dict[str, float] = {}  # where the run's time went (seconds), in order
+
+    @contextlib.contextmanager
+    def phase(name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - t, 2)
+
+    with phase("spark_start"):  # ~0 when this process runs Spark already
+        spark = spark_session(settings, master, app="skewless-etl")
     read_start = out_start - timedelta(days=lookback(views).days + 1)
     # Every view reads the same events: read them once, one copy per id (each view then
     # keeps only the lookback its own windows need). A retried event's copies share its
@@ -310,52 +323,85 @@ def run_batch(
     frames: dict[str, DataFrame] = {}
     events: dict[str, DataFrame] = {}  # per view: its source events (all, or its affected entities')
     affected: dict[str, DataFrame] = {}  # per view computed by entity: its affected keys
+    read: dict[str, incremental.EntityRows] = {}
+    key_tables: dict[tuple, Any] = {}  # per group computed by entity: its affected keys, on the driver
     if len(by_entity) < len(views):
-        frames = {c: keep(f) for c, f in unique_events(raw).items()}
-        landed = {c: f.count() for c, f in raw.items()}
-        duplicates = {c: landed[c] - frames[c].count() for c in frames}
+        with phase("read"):
+            frames = {c: keep(f) for c, f in unique_events(raw).items()}
+            landed = {c: f.count() for c, f in raw.items()}
+            duplicates = {c: landed[c] - frames[c].count() for c in frames}
         for v in views:
             if v not in by_entity:
                 events[v.name] = source_events(v.source, frames)
     if by_entity:
-        fresh = {c: keep(incremental._copies_of(raw[c], read_raw(
-            spark, settings, c, read_start, out_end, [CONTRACTS[c].id_field], landed_since=since), c))
-            for c in contracts}
-        groups: dict[tuple, tuple[DataFrame, DataFrame, dict[str, DataFrame]]] = {}
-        for v in by_entity:
+        # Every landed copy of the ids in new files: a retried event's copies share its event
+        # time, so they are in the new files' dates.
+        fresh = {}
+        with phase("new_events"):
+            for c in contracts:
+                new_dates = set(_raw_dates(settings, c, since))
+                ids = read_raw(spark, settings, c, read_start, out_end, [CONTRACTS[c].id_field], landed_since=since)
+                fresh[c] = keep(incremental._copies_of(read_raw(spark, settings, c, read_start, out_end,
+                                                                needed_columns(views, c), dates=new_dates), ids, c))
+                fresh[c].count()
+        group_keys: dict[tuple, DataFrame] = {}
+        with phase("affected_entities"):
+            for v in by_entity:
+                g = incremental.group_of(v)
+                if g not in group_keys:
+                    group_keys[g] = keep(incremental.affected_keys(v, raw, fresh))
+                    key_tables[g] = incremental.keys_table(group_keys[g])
+        # Groups without an affected entity change nothing: no rows to read for them.
+        busy = [v for v in by_entity if key_tables[incremental.group_of(v)].num_rows]
+        with phase("their_events"):
+            found, read = incremental.entity_events(busy, raw, {g: k for g, k in group_keys.items()})
+        for v in busy:
             g = incremental.group_of(v)
-            if g not in groups:
-                keys = keep(incremental.affected_keys(v, raw, fresh))
-                ef = {c: keep(f) for c, f in incremental.entity_frames(v, raw, keys).items()}
-                groups[g] = (keys, keep(incremental.entity_events(v, ef, keys)), ef)
-            affected[v.name], events[v.name], _ = groups[g]
+            affected[v.name], events[v.name] = group_keys[g], keep(found[g])
         if not frames:
-            landed, duplicates = incremental.read_counts([ef for _, _, ef in groups.values()], contracts)
+            landed = {c: read[c].copies if c in read else 0 for c in contracts}
+            duplicates = {c: read[c].copies - read[c].ids if c in read else 0 for c in contracts}
     events_read = landed[contracts[0]]  # the first view's source: the run's throughput figure
     summary: dict[str, Any] = {"views": {}}
     quality: dict[str, Any] = {}
     try:
         for i, view in enumerate(views):
             name = view.name
-            table = windowed_features(view, events[name], lo, hi)
             tv = time.perf_counter()
-            if name in affected:
+            if name in {v.name for v in by_entity}:
+                keys = key_tables[incremental.group_of(view)]
+                if not keys.num_rows:  # no new event is this view's: nothing of it changes
+                    summary["views"][name] = {"rows": 0, "path": layout.features_uri(name), "entities": 0,
+                                              "rows_carried": 0, "dates_rewritten": 0, "seconds": 0.0}
+                    quality[name] = {"checks": 0, "failed": [], "skipped": "no entity with new events"}
+                    if on_view:
+                        on_view(name, i + 1, len(views))
+                    continue
+                table = windowed_features(view, events[name], lo, hi)
                 stage = incremental.staging_dir(settings, name)
                 staged = f"{layout.uri}/{stage.relative_to(layout.root)}/rows"
-                _write_rows(view, table, staged)
-                rows = _rows_written_since(stage / "rows", 0)
-                profile = profile_view(spark, settings, view, events[name], lo, hi, path=staged)
-                keys = incremental.keys_table(affected[name])
+                with phase("compute_write"):
+                    _write_rows(view, table, staged)
+                    rows = _rows_written_since(stage / "rows", 0)
+                    if not rows:  # no row in the range (the entities' events left): a schema to read
+                        spark.createDataFrame([], table.schema).coalesce(1).write.mode("overwrite").parquet(
+                            f"{staged}/date=1970-01-01")
+                with phase("checks"):
+                    profile = profile_view(spark, settings, view, events[name], lo, hi, path=staged)
             else:
-                rows = _write_view(spark, settings, view, table)
-                profile = profile_view(spark, settings, view, events[name], lo, hi)
+                table = windowed_features(view, events[name], lo, hi)
+                with phase("compute_write"):
+                    rows = _write_view(spark, settings, view, table)
+                with phase("checks"):
+                    profile = profile_view(spark, settings, view, events[name], lo, hi)
             failed = table_checks.evaluate(view, profile)
             info: dict[str, Any] = {"rows": rows, "path": layout.features_uri(name)}
             if name in affected:
                 # The checks ran on the recomputed rows; merged in either way (as a full
                 # run's failing table is written): the watermark stays and the run fails.
-                info.update({"entities": keys.num_rows,
-                             **incremental.merge_view(settings, view, keys, stage / "rows", out_start, out_end)})
+                with phase("merge"):
+                    info.update({"entities": keys.num_rows,
+                                 **incremental.merge_view(settings, view, keys, stage / "rows", out_start, out_end)})
             summary["views"][name] = {**info, "seconds": round(time.perf_counter() - tv, 2)}
             # The declared checks of the table just written (skewless.features.checks).
             quality[name] = {"checks": len(table_checks.row_rules(view)) + len(table_checks.table_checks(view)),
@@ -366,6 +412,8 @@ def run_batch(
     finally:
         for f in persisted:
             f.unpersist()
+        for r in read.values():
+            r.unpersist()
     recomputed.mark(settings, lo)  # the online store reloads from here (late events included)
     report = _quality_report(settings, {"start": out_start.isoformat(), "end": out_end.isoformat(), "views": quality})
     failures = [f for q in quality.values() for f in q["failed"]]
@@ -381,7 +429,7 @@ def run_batch(
         _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0
     summary.update({"start": out_start.isoformat(), "end": out_end.isoformat(), "events_read": events_read,
-                    "by_entity": [v.name for v in by_entity],
+                    "by_entity": [v.name for v in by_entity], "phases": phases,
                     "duplicates_dropped": duplicates,
                     "seconds": round(elapsed, 2), "events_per_s": round(events_read / elapsed, 1) if elapsed else None,
                     "master": master or settings.spark_master})

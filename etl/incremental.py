@@ -91,55 +91,102 @@ def affected_keys(view: WindowedView, raw: dict[str, DataFrame], fresh: dict[str
 
 
 def _copies_of(frame: DataFrame, matching: DataFrame, contract: str) -> DataFrame:
-    """Every row of ``frame`` whose event id has a copy in ``matching``."""
+    """Every row of ``frame`` whose event id has a copy in ``matching`` (small: broadcast)."""
     idf = CONTRACTS[contract].id_field
-    return frame.join(matching.select(idf).distinct(), idf, "left_semi")
+    return frame.join(F.broadcast(matching.select(idf).distinct()), idf, "left_semi")
 
 
-def entity_frames(view: WindowedView, raw: dict[str, DataFrame], keys: DataFrame) -> dict[str, DataFrame]:
-    """The raw rows (every landed copy, not yet deduplicated) that can make a source event
-    of an entity in ``keys``: with ``unique_events`` and ``source_events`` they give exactly
-    the events a full run gives those entities (plus maybe some of other entities, which
-    ``entity_events`` drops)."""
-    src = view.source
-    jk = list(view.join_keys)
-    if not src.enrich:
-        c = src.contract
-        return {c: _copies_of(raw[c], raw[c].join(keys, jk, "left_semi"), c)}
-    other, key, columns = src.enrich
-    theirs = [k for k in jk if k in columns]
-    here = [k for k in jk if k not in columns]
-    o = raw[other]
-    if theirs:
-        o = _copies_of(o, o.join(keys.select(*theirs).distinct(), theirs, "left_semi"), other)
-    c = raw[src.contract]
-    matching = c.join(o.select(key).distinct(), key, "left_semi")
-    if here:
-        matching = matching.join(keys.select(*here).distinct(), here, "left_semi")
-    return {src.contract: _copies_of(c, matching, src.contract), other: o}
+# Rows whose columns are in each frame's (all must hold); broadcast the frame or not.
+Condition = list[tuple[list[str], DataFrame, bool]]
 
 
-def entity_events(view: WindowedView, frames: dict[str, DataFrame], keys: DataFrame) -> DataFrame:
-    """The view's source events of the entities in ``keys`` (``frames`` as ``entity_frames``
-    gives them, before deduplication)."""
-    return source_events(view.source, unique_events(frames)).join(keys, list(view.join_keys), "left_semi")
+class EntityRows:
+    """The raw rows of one contract that the affected entities' events can come from, read
+    in ONE scan for every group of views (``conditions``: per group, the key sets a row must
+    be in), with every landed copy of their ids, so ``first_landed`` keeps what a full run
+    keeps.
+
+    Copies are rare: one scan of the ids only counts them (``copies``, ``ids``: of the ids
+    read). Without any, every id read has one copy — read already, deduplicated already;
+    otherwise the ids with several copies are read whole once more and each group gets
+    every copy of its ids (``rows``)."""
+
+    def __init__(self, raw: DataFrame, contract: str, conditions: dict[Any, Condition]):
+        self.idf = CONTRACTS[contract].id_field
+        self.flags = {g: f"_g{i}" for i, g in enumerate(conditions)}
+        tagged = raw
+        ands: dict[Any, list] = {g: [] for g in conditions}
+        for g, parts in conditions.items():
+            for n, (cols, keys, small) in enumerate(parts):
+                flag = f"{self.flags[g]}_{n}"
+                marks = keys.select(*cols).distinct().withColumn(flag, F.lit(True))
+                tagged = tagged.join(F.broadcast(marks) if small else marks, cols, "left")
+                ands[g].append(F.coalesce(F.col(flag), F.lit(False)))
+        for g, conds in ands.items():
+            tagged = tagged.withColumn(self.flags[g], reduce(lambda a, b: a & b, conds) if conds else F.lit(True))
+        tagged = tagged.select(*raw.columns, *self.flags.values())
+        self.found = tagged.where(reduce(lambda a, b: a | b, [F.col(f) for f in self.flags.values()])).persist()
+        # Landed copies of the ids found (the rows found are some of them): one per id means
+        # the rows found are every copy there is, one each.
+        counts = (raw.select(self.idf).join(self.found.select(self.idf).distinct(), self.idf, "left_semi")
+                  .groupBy(self.idf).count())
+        agg = counts.agg(F.sum("count").alias("copies"), F.count(F.lit(1)).alias("ids")).first()
+        self.copies, self.ids = int(agg["copies"] or 0), int(agg["ids"] or 0)
+        self.extra: DataFrame | None = None
+        self.retried: list[Any] = []
+        if self.copies != self.ids:
+            self.retried = [r[0] for r in counts.where(F.col("count") > 1).select(self.idf).collect()]
+            self.extra = raw.where(F.col(self.idf).isin(self.retried)).persist()
+        self.columns = raw.columns
+
+    def rows(self, group: Any) -> DataFrame:
+        """The group's rows: every copy of every id having a copy matching its condition."""
+        mine = self.found.where(F.col(self.flags[group]))
+        if self.extra is None:
+            return mine.select(*self.columns)
+        retried = F.col(self.idf).isin(self.retried)
+        return mine.where(~retried).select(*self.columns).unionByName(
+            self.extra.join(mine.where(retried).select(self.idf).distinct(), self.idf, "left_semi"))
+
+    def deduplicated(self) -> bool:
+        return self.extra is None
+
+    def unpersist(self) -> None:
+        self.found.unpersist()
+        if self.extra is not None:
+            self.extra.unpersist()
 
 
-def read_counts(frames: list[dict[str, DataFrame]], contracts: tuple[str, ...]) -> tuple[dict[str, int], dict[str, int]]:
-    """Per contract: raw rows the run read (each landed row once, whichever views read it)
-    and copies dropped among them."""
-    from skewless.lake import LANDING_ORDER
-
-    read, dropped = {}, {}
-    for c in contracts:
-        parts = [f[c].select(CONTRACTS[c].id_field, *LANDING_ORDER) for f in frames if c in f]
-        if not parts:
-            read[c] = dropped[c] = 0
-            continue
-        row = reduce(DataFrame.unionByName, parts).distinct().agg(
-            F.count(F.lit(1)).alias("rows"), F.countDistinct(CONTRACTS[c].id_field).alias("ids")).first()
-        read[c], dropped[c] = row["rows"], row["rows"] - row["ids"]
-    return read, dropped
+def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: dict[Any, DataFrame]
+                  ) -> tuple[dict[Any, DataFrame], dict[str, EntityRows]]:
+    """Per group (``group_of``; ``keys``: its affected keys), the source events of its
+    affected entities — exactly those a full run gives them — and the rows read, per contract."""
+    first = {group_of(v): v for v in views}
+    order = sorted(raw, key=lambda c: 0 if any(v.source.enrich and v.source.enrich[0] == c for v in first.values()) else 1)
+    read: dict[str, EntityRows] = {}
+    for c in order:
+        conditions: dict[Any, Condition] = {}
+        for g, v in first.items():
+            src, jk = v.source, list(v.join_keys)
+            if not src.enrich:
+                if src.contract == c:
+                    conditions[g] = [(jk, keys[g], True)]
+                continue
+            other, key, columns = src.enrich
+            here, theirs = [k for k in jk if k not in columns], [k for k in jk if k in columns]
+            if other == c:
+                conditions[g] = [(theirs, keys[g], True)] if theirs else []
+            elif src.contract == c:
+                conditions[g] = [([key], read[other].rows(g), False)] + ([(here, keys[g], True)] if here else [])
+        if conditions:
+            read[c] = EntityRows(raw[c], c, conditions)
+    out = {}
+    for g, v in first.items():
+        contracts = [v.source.contract, *([v.source.enrich[0]] if v.source.enrich else [])]
+        frames = {c: read[c].rows(g) for c in contracts}
+        frames = {c: f if read[c].deduplicated() else unique_events({c: f})[c] for c, f in frames.items()}
+        out[g] = source_events(v.source, frames).join(F.broadcast(keys[g]), list(v.join_keys), "left_semi")
+    return out, read
 
 
 # --- the merge: storage only, one output date at a time
