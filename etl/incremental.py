@@ -292,6 +292,12 @@ def keys_table(keys: DataFrame) -> pa.Table:
 
 
 def has_table(settings: Settings, view: WindowedView) -> bool:
+    """Does the view have a table of its current columns (else a run computes every entity:
+    a new view, or one whose features changed, has no rows to carry over)?"""
     root = LakeLayout.of(settings).features_dir(view.name)
-    return root.is_dir() and any(p.name.endswith(".parquet") for p in root.rglob("part-*"))
+    if not root.is_dir():
+        return False
+    newest = max((p for p in root.rglob("part-*") if p.name.endswith(".parquet")), default=None,
+                 key=lambda p: (p.parent.name, p.name))
+    return newest is not None and pq.read_schema(newest).names == [*view.join_keys, TS, *view.features]
 
