@@ -8,7 +8,10 @@ Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Par
 * **incremental** — by default only dates from the earliest raw file landed since the
   previous run (late events included), in any contract the views read
   (``watched_contracts``), are recomputed, reading raw events back as far as
-  the longest window needs (the lookback);
+  the longest window needs (the lookback) — and in them only the rows of the entities
+  those files hold events of (``etl.incremental``: the other rows of those dates are
+  carried over as they are, every table equal to a full backfill's). At 1M events, 1% new
+  on the last day: figures in benchmarks/README.md, "etl";
 * a **backfill** of any range with ``start``/``end`` (dates, UTC); it leaves the
   incremental watermark alone, so the next incremental run still covers what the
   backfill did not.
