@@ -8,7 +8,10 @@ Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Par
 * **incremental** — by default only dates from the earliest raw file landed since the
   previous run (late events included), in any contract the views read
   (``watched_contracts``), are recomputed, reading raw events back as far as
-  the longest window needs (the lookback);
+  the longest window needs (the lookback) — and in them only the rows of the entities
+  those files hold events of (``etl.incremental``: the other rows of those dates are
+  carried over as they are, every table equal to a full backfill's). At 1M events, 1% new
+  on the last day: figures in benchmarks/README.md, "etl";
 * a **backfill** of any range with ``start``/``end`` (dates, UTC); it leaves the
   incremental watermark alone, so the next incremental run still covers what the
   backfill did not.
@@ -16,6 +19,7 @@ Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Par
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -26,7 +30,9 @@ from typing import Any, Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from etl import incremental
 from etl.transforms import TS, source_events, unique_events, windowed_features
+from skewless.contracts import CONTRACTS
 from skewless.errors import ConfigError, DataError
 from skewless.features import checks as table_checks
 from skewless.features import recomputed
@@ -71,8 +77,10 @@ def _raw_dates(settings: Settings, contract: str, newer_than: float | None = Non
 
 
 def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None,
-             columns: list[str] | None = None) -> DataFrame:
-    """Raw events of a contract, pruned to the date partitions in ``[start, end)``.
+             columns: list[str] | None = None, landed_since: float | None = None,
+             dates: set[date] | None = None) -> DataFrame:
+    """Raw events of a contract, pruned to the date partitions in ``[start, end)`` (and to
+    the files landed since ``landed_since``, a unix time, or of ``dates``, when given).
 
     Every landed copy of an event is a row (``first_landed`` keeps one per id). The schema
     is the lake's one schema of the topic (``skewless.lake.topic_schema``: every optional
@@ -85,7 +93,8 @@ def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date
     root = _raw_dir(settings, contract)
     # The explicit file list (never the directory: a compaction's inputs and output are both
     # there for a while), pruned to the dates asked for before Spark sees a file.
-    files = [str(f.path) for f in LakeLayout.of(settings).raw_files(getattr(settings.topics, contract), start, end)]
+    files = [str(f.path) for f in LakeLayout.of(settings).raw_files(getattr(settings.topics, contract), start, end)
+             if (landed_since is None or f.landed_at >= landed_since) and (dates is None or f.date in dates)]
     if not files:  # nothing landed for this contract (in the range) yet: an empty frame of its schema
         df = spark.createDataFrame([], schema=_spark_schema(schema))
     else:
@@ -169,14 +178,20 @@ def compute_views(views: tuple[WindowedView, ...], frames: dict[str, DataFrame],
     return {v.name: windowed_features(v, source_events(v.source, frames), since, until) for v in views}
 
 
+def _write_rows(view: WindowedView, table: DataFrame, path: str) -> None:
+    """Write ``table`` under ``path`` as the view's tables are laid out: ``date=`` partitions,
+    one file per date, rows sorted by entity and time (replacing the dates present)."""
+    table = table.withColumn("date", F.to_date(F.col(TS)))
+    (table.repartition("date").sortWithinPartitions(*view.join_keys, TS).write.mode("overwrite")
+     .partitionBy("date").option("compression", "zstd").parquet(path))
+
+
 def _write_view(spark: SparkSession, settings: Settings, view: WindowedView, table: DataFrame) -> int:
     """Replace the view's date partitions present in ``table``; returns rows written."""
     layout = LakeLayout.of(settings)
     path = layout.features_uri(view.name)
-    table = table.withColumn("date", F.to_date(F.col(TS)))
     started = time.time()
-    (table.repartition("date").sortWithinPartitions(*view.join_keys, TS).write.mode("overwrite")
-     .partitionBy("date").option("compression", "zstd").parquet(path))
+    _write_rows(view, table, path)
     local = layout.features_dir(view.name)
     rows = _rows_written_since(local, started)
     if not _has_data(local):
@@ -212,14 +227,15 @@ def _breaks(rule: table_checks.RowRule, numeric: bool):
 
 
 def profile_view(spark: SparkSession, settings: Settings, view: WindowedView, events: DataFrame,
-                 lo: datetime, hi: datetime) -> dict[str, Any]:
+                 lo: datetime, hi: datetime, path: str | None = None) -> dict[str, Any]:
     """The figures ``skewless.features.checks`` checks a view's table by: the rows this run
-    wrote (read back from the lake, ``[lo, hi)``), rows breaking each row rule, and the
-    source events read (``events``: the view's source events, time column ``_ts``)."""
+    wrote (read back from the lake, ``[lo, hi)``; from ``path`` when given: an incremental
+    run's recomputed rows), rows breaking each row rule, and the source events read
+    (``events``: the view's source events, time column ``_ts``)."""
     from pyspark.sql import types as T
 
     layout = LakeLayout.of(settings)
-    table = (spark.read.parquet(layout.features_uri(view.name))
+    table = (spark.read.parquet(path or layout.features_uri(view.name))
              .where((F.col("date") >= F.lit(lo.date().isoformat()).cast("date"))
                     & (F.col("date") <= F.lit(hi.date().isoformat()).cast("date")))
              .where((F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi))))
@@ -268,6 +284,7 @@ def run_batch(
     t0 = time.time()
     layout = LakeLayout.of(settings)
     contracts = watched_contracts(views)
+    incremental.recover(settings)  # a crashed run's committed merge first (etl.incremental)
     planned = plan_range(settings, views, start, end)
     if planned is None:
         if not any(_raw_dates(settings, c) for c in contracts):
@@ -275,7 +292,22 @@ def run_batch(
                             "land some with: skewless ingest consume")
         return {"views": {}, "skipped": "no raw files landed since the previous run", "seconds": 0.0}
     out_start, out_end = planned
-    spark = spark_session(settings, master, app="skewless-etl")
+    # An incremental run recomputes only the entities with new events (etl.incremental), in
+    # every view whose table exists; a backfill (or a first run, or a new view) all of them.
+    since = _state(settings).get("started_at") if start is None else None
+    by_entity = [v for v in views if since is not None and incremental.has_table(settings, v)]
+    phases: dict[str, float] = {}  # where the run's time went (seconds), in order
+
+    @contextlib.contextmanager
+    def phase(name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - t, 2)
+
+    with phase("spark_start"):  # ~0 when this process runs Spark already
+        spark = spark_session(settings, master, app="skewless-etl")
     read_start = out_start - timedelta(days=lookback(views).days + 1)
     # Every view reads the same events: read them once, one copy per id (each view then
     # keeps only the lookback its own windows need). A retried event's copies share its
@@ -283,32 +315,108 @@ def run_batch(
     # date this run recomputes, and the copy landed before it is read with it.
     raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c))
            for c in contracts}
-    frames = {c: f.persist() for c, f in unique_events(raw).items()}
-    landed = {c: f.count() for c, f in raw.items()}
-    duplicates = {c: landed[c] - frames[c].count() for c in frames}
-    events_read = landed[contracts[0]]  # the first view's source: the run's throughput figure
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
+    persisted: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        persisted.append(df.persist())
+        return df
+
+    frames: dict[str, DataFrame] = {}
+    events: dict[str, DataFrame] = {}  # per view: its source events (all, or its affected entities')
+    affected: dict[str, DataFrame] = {}  # per view computed by entity: its affected keys
+    read: dict[str, incremental.EntityRows] = {}
+    key_tables: dict[tuple, Any] = {}  # per group computed by entity: its affected keys, on the driver
+    if len(by_entity) < len(views):
+        with phase("read"):
+            frames = {c: keep(f) for c, f in unique_events(raw).items()}
+            landed = {c: f.count() for c, f in raw.items()}
+            duplicates = {c: landed[c] - frames[c].count() for c in frames}
+        for v in views:
+            if v not in by_entity:
+                events[v.name] = source_events(v.source, frames)
+    if by_entity:
+        # Every landed copy of the ids in new files: a retried event's copies share its event
+        # time, so they are in the new files' dates.
+        fresh = {}
+        with phase("new_events"):
+            for c in contracts:
+                new_dates = set(_raw_dates(settings, c, since))
+                ids = read_raw(spark, settings, c, read_start, out_end, [CONTRACTS[c].id_field], landed_since=since)
+                fresh[c] = keep(incremental._copies_of(read_raw(spark, settings, c, read_start, out_end,
+                                                                needed_columns(views, c), dates=new_dates), ids, c))
+                fresh[c].count()
+        group_keys: dict[tuple, DataFrame] = {}
+        with phase("affected_entities"):
+            for v in by_entity:
+                g = incremental.group_of(v)
+                if g not in group_keys:
+                    group_keys[g] = keep(incremental.affected_keys(v, raw, fresh))
+                    key_tables[g] = incremental.keys_table(group_keys[g])
+        # Groups without an affected entity change nothing: no rows to read for them.
+        busy = [v for v in by_entity if key_tables[incremental.group_of(v)].num_rows]
+        with phase("their_events"):
+            found, read = incremental.entity_events(busy, raw, {g: k for g, k in group_keys.items()})
+        for v in busy:
+            g = incremental.group_of(v)
+            affected[v.name], events[v.name] = group_keys[g], keep(found[g])
+        if not frames:
+            landed = {c: read[c].copies if c in read else 0 for c in contracts}
+            duplicates = {c: read[c].copies - read[c].ids if c in read else 0 for c in contracts}
+    events_read = landed[contracts[0]]  # the first view's source: the run's throughput figure
     summary: dict[str, Any] = {"views": {}}
     quality: dict[str, Any] = {}
     try:
-        for i, (name, table) in enumerate(compute_views(views, frames, lo, hi).items()):
-            view = next(v for v in views if v.name == name)
+        for i, view in enumerate(views):
+            name = view.name
             tv = time.perf_counter()
-            rows = _write_view(spark, settings, view, table)
-            summary["views"][name] = {"rows": rows, "path": layout.features_uri(name),
-                                      "seconds": round(time.perf_counter() - tv, 2)}
-            # The declared checks of the table just written (skewless.features.checks).
-            profile = profile_view(spark, settings, view, source_events(view.source, frames), lo, hi)
+            if name in {v.name for v in by_entity}:
+                keys = key_tables[incremental.group_of(view)]
+                if not keys.num_rows:  # no new event is this view's: nothing of it changes
+                    summary["views"][name] = {"rows": 0, "path": layout.features_uri(name), "entities": 0,
+                                              "rows_carried": 0, "dates_rewritten": 0, "seconds": 0.0}
+                    quality[name] = {"checks": 0, "failed": [], "skipped": "no entity with new events"}
+                    if on_view:
+                        on_view(name, i + 1, len(views))
+                    continue
+                table = windowed_features(view, events[name], lo, hi)
+                stage = incremental.staging_dir(settings, name)
+                staged = f"{layout.uri}/{stage.relative_to(layout.root)}/rows"
+                with phase("compute_write"):
+                    _write_rows(view, table, staged)
+                    rows = _rows_written_since(stage / "rows", 0)
+                    if not rows:  # no row in the range (the entities' events left): a schema to read
+                        spark.createDataFrame([], table.schema).coalesce(1).write.mode("overwrite").parquet(
+                            f"{staged}/date=1970-01-01")
+                with phase("checks"):
+                    profile = profile_view(spark, settings, view, events[name], lo, hi, path=staged)
+            else:
+                table = windowed_features(view, events[name], lo, hi)
+                with phase("compute_write"):
+                    rows = _write_view(spark, settings, view, table)
+                with phase("checks"):
+                    profile = profile_view(spark, settings, view, events[name], lo, hi)
             failed = table_checks.evaluate(view, profile)
+            info: dict[str, Any] = {"rows": rows, "path": layout.features_uri(name)}
+            if name in affected:
+                # The checks ran on the recomputed rows; merged in either way (as a full
+                # run's failing table is written): the watermark stays and the run fails.
+                with phase("merge"):
+                    info.update({"entities": keys.num_rows,
+                                 **incremental.merge_view(settings, view, keys, stage / "rows", out_start, out_end)})
+            summary["views"][name] = {**info, "seconds": round(time.perf_counter() - tv, 2)}
+            # The declared checks of the table just written (skewless.features.checks).
             quality[name] = {"checks": len(table_checks.row_rules(view)) + len(table_checks.table_checks(view)),
                              "failed": [{"check": f.check, "count": f.count, "description": f.description}
                                         for f in failed], "profile": profile}
             if on_view:
                 on_view(name, i + 1, len(views))
     finally:
-        for f in frames.values():
+        for f in persisted:
             f.unpersist()
+        for r in read.values():
+            r.unpersist()
     recomputed.mark(settings, lo)  # the online store reloads from here (late events included)
     report = _quality_report(settings, {"start": out_start.isoformat(), "end": out_end.isoformat(), "views": quality})
     failures = [f for q in quality.values() for f in q["failed"]]
@@ -324,6 +432,7 @@ def run_batch(
         _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0
     summary.update({"start": out_start.isoformat(), "end": out_end.isoformat(), "events_read": events_read,
+                    "by_entity": [v.name for v in by_entity], "phases": phases,
                     "duplicates_dropped": duplicates,
                     "seconds": round(elapsed, 2), "events_per_s": round(events_read / elapsed, 1) if elapsed else None,
                     "master": master or settings.spark_master})
