@@ -117,9 +117,14 @@ def kafka_times(stamps_ms: list, index) -> "pd.Series":
     import pandas as pd
     import pyarrow
 
+    import numpy as np
+
     floor = int(MIN_EVENT_TIME.timestamp() * 1000)
-    clean = [t if t is not None and t >= floor else None for t in stamps_ms]
-    times = pyarrow.array(clean, pyarrow.int64()).cast(pyarrow.timestamp("ms", tz="UTC")).to_pandas()
+    ms = np.asarray(stamps_ms, dtype=np.float64)  # None: NaN (exact: ms timestamps are far below 2**53)
+    unknown = np.isnan(ms) | (ms < floor)
+    # (a timestamp past 2**62 ms, 146 million years, is that: no event time is ahead of either)
+    times = pyarrow.array(np.where(unknown, 0, np.minimum(ms, 2.0**62)).astype(np.int64), mask=unknown).cast(
+        pyarrow.timestamp("ms", tz="UTC")).to_pandas()
     return times.set_axis(index).rename(KAFKA_TIME)
 
 
