@@ -68,6 +68,11 @@ WRITE_THREADS = 2
 # parsed and checked as Arrow columns, what it does not accept then per event); fewer go per
 # event (the block reader's fixed cost is ~0.3 ms).
 BLOCK_MIN_RECORDS = 32
+# When the block reader accepts less than this share of a poll (a run of bad or unusual
+# messages: each refused block costs more reads), the next polls go per event: 1, then 2, 4,
+# ... up to BLOCK_BACKOFF_MAX polls while it lasts; a poll read well resets it.
+BLOCK_ACCEPT_SHARE = 0.9
+BLOCK_BACKOFF_MAX = 64
 # The key under which ``chunks`` keeps the blocks' rows (of any dates: every row of the batch is
 # sorted by event time when it is landed).
 BLOCKS = -1
@@ -116,6 +121,8 @@ class PartitionBatch:
         self._parse = contract.parse_message  # bound once: called per message
         # Polls read as blocks (None: every message per event; so for a contract without one).
         self._reader = block_reader(contract) if blocks else None
+        self._skip_blocks = 0  # polls still to go per event, and the next such run's length
+        self._backoff = 1
         self._optional = [f.name for f in contract.fields if not f.required]
         self._checked = event_checks.columns(contract)
         self._max_ahead_s = float(getattr(limits, "max_event_time_ahead_s", event_checks.DEFAULT_MAX_AHEAD_S))
@@ -169,7 +176,9 @@ class PartitionBatch:
         if start >= n:
             return start
         if self._reader is not None and n - start >= BLOCK_MIN_RECORDS:
-            return self._add_block(records, start)
+            if not self._skip_blocks:
+                return self._add_block(records, start)
+            self._skip_blocks -= 1
         if self.first is None:
             self.first = records[start].offset
         parse, time_field, dates, raw, dead = self._parse, self._time_field, self.dates, self.raw, self.dead
@@ -244,6 +253,10 @@ class PartitionBatch:
             day_of[pos] = days
             accepted[pos] = True
             part_days.append(days)
+        if sum(len(p) for p, _ in parts) < BLOCK_ACCEPT_SHARE * m_count:
+            self._skip_blocks, self._backoff = self._backoff, min(2 * self._backoff, BLOCK_BACKOFF_MAX)
+        else:
+            self._backoff = 1
         contract, time_field, parse = self.contract.name, self._time_field, self._parse
         single: dict[int, Any] = {}
         for i in np.flatnonzero(~accepted).tolist():

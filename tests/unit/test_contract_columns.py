@@ -283,7 +283,8 @@ def _edge_messages(contract: Contract) -> list[tuple[bytes | None, bytes | None]
                 (None, enc(pairs + [("", None)])), (b"someone-else", enc(event())), (b"", enc(event())),
                 (None, None), (None, b""), (None, b" "), (None, b"{"), (None, b"{}"), (None, b"[]"), (None, b"null"),
                 (None, enc(pairs) + enc(event())), (None, enc(pairs)[:-1] + b"\n}"), (None, b" " + enc(event())),
-                (None, enc(pairs)[:-1] + b" " * 70_000 + b"}"), (None, b"\xff" + enc(event()))]
+                (None, enc(pairs)[:-1] + b" " * 70_000 + b"}"), (None, b"\xff" + enc(event())),
+                (None, enc(event()).replace(b'-', b"-\xff", 1)), (None, enc(event()).replace(b'-', b"-\xc3\xa9", 1))]
     goods = [(None, enc(event())) for _ in range(2 * GOOD_AROUND)]
     return hostile, goods
 
