@@ -11,6 +11,12 @@ letter with its reason. A batch writes one file per event date (UTC) it holds, i
 sorted by event time (then Kafka offset), so each row group's statistics bound its times
 and a reader's time filter skips row groups within a date.
 
+A poll's records are read as one block where they can be (``BLOCK_MIN_RECORDS``): parsed in
+one call and checked as Arrow columns (``skewless.contract_columns``), the rows it accepts
+kept as Arrow record batches; a message it does not accept goes through the contract per
+event as below, so a dead letter's reason is the per-event one and the lake's rows are the
+same (``tests/unit/test_contract_columns.py`` compares both paths on hostile polls).
+
 Any exception while decoding or validating one message, expected (``InvalidEvent``) or not (a bug, an input no one thought of), dead-letters that message
 with the exception's type and message as the reason: one bad event never breaks a batch.
 
@@ -64,10 +70,11 @@ MAX_REASON = 400
 # Parquet encoding, compression and fsync release the GIL: files are written by this many
 # threads while the next date's table is built.
 WRITE_THREADS = 2
-# A poll of at least this many records is read as one block (``skewless.contract_columns``:
-# parsed and checked as Arrow columns, what it does not accept then per event); fewer go per
-# event (the block reader's fixed cost is ~0.3 ms).
-BLOCK_MIN_RECORDS = 32
+# A poll of at least this many records (of one partition) is read as one block
+# (``skewless.contract_columns``: parsed and checked as Arrow columns, what it does not
+# accept then per event); fewer go per event: the block's fixed cost (~0.6 ms of CPU: the
+# reader, ~15 Arrow calls) is the per-event cost of ~200 events.
+BLOCK_MIN_RECORDS = 256
 # When the block reader accepts less than this share of a poll (a run of bad or unusual
 # messages: each refused block costs more reads), the next polls go per event: 1, then 2, 4,
 # ... up to BLOCK_BACKOFF_MAX polls while it lasts; a poll read well resets it.

@@ -337,19 +337,31 @@ def _land(contract, records, polls, limits, blocks: bool):
     """Feed ``records`` poll by poll as the sink does; land each full batch. Returns per batch:
     (first, last, counts, {file name: table without ``_ingested_at``}, dead letters)."""
     out = []
+    small, batch_module.BLOCK_MIN_RECORDS = batch_module.BLOCK_MIN_RECORDS, SMALL_POLL  # small polls too
     with tempfile.TemporaryDirectory() as lake:
-        layout = LakeLayout(lake)
-        batch = PartitionBatch(contract.name, 0, contract, limits, blocks=blocks)
-        lo = 0
-        for size in polls:
-            poll, lo = records[lo:lo + size], lo + size
-            i = 0
-            while i < len(poll):
-                i = batch.add_records(poll, i)
-                if batch.full():
-                    out.append(_write(batch.take(), layout))
-        if len(batch):
-            out.append(_write(batch.take(), layout))
+        try:
+            out = _polls(contract, records, polls, limits, blocks, LakeLayout(lake))
+        finally:
+            batch_module.BLOCK_MIN_RECORDS = small
+    return out
+
+
+SMALL_POLL = 24  # the least records read as a block in these tests (a failed block splits down to 16)
+
+
+def _polls(contract, records, polls, limits, blocks, layout):
+    out = []
+    batch = PartitionBatch(contract.name, 0, contract, limits, blocks=blocks)
+    lo = 0
+    for size in polls:
+        poll, lo = records[lo:lo + size], lo + size
+        i = 0
+        while i < len(poll):
+            i = batch.add_records(poll, i)
+            if batch.full():
+                out.append(_write(batch.take(), layout))
+    if len(batch):
+        out.append(_write(batch.take(), layout))
     return out
 
 
@@ -401,11 +413,29 @@ def _assert_same(fast, slow):
 
 def test_the_block_path_is_taken_for_a_poll_and_the_per_event_path_for_a_trickle(monkeypatch):
     good = GOOD[TRANSACTIONS.name]
-    records = [Record(o, None, orjson.dumps({**good, "transaction_id": f"t{o}"}), KAFKA_TS) for o in range(100)]
+    n = batch_module.BLOCK_MIN_RECORDS
+    records = [Record(o, None, orjson.dumps({**good, "transaction_id": f"t{o}"}), KAFKA_TS) for o in range(n)]
     calls = []
     batch = PartitionBatch(TRANSACTIONS.name, 0, TRANSACTIONS, _limits())
     monkeypatch.setattr(batch, "_parse", lambda k, v: calls.append(v) or TRANSACTIONS.parse_message(k, v))
-    assert batch.add_records(records) == 100 and calls == []
-    batch.add_records([Record(100, None, orjson.dumps({**good, "transaction_id": "t100"}), KAFKA_TS)])
-    assert len(calls) == 1 and len(batch) == 101
-    assert batch_module.BLOCK_MIN_RECORDS > 1
+    assert batch.add_records(records) == n and calls == []
+    batch.add_records([Record(n, None, orjson.dumps({**good, "transaction_id": "tn"}), KAFKA_TS)])
+    assert len(calls) == 1 and len(batch) == n + 1 and 1 < n
+
+
+def test_polls_mostly_refused_go_per_event_for_a_while_then_as_blocks_again(monkeypatch):
+    good = GOOD[TRANSACTIONS.name]
+    n = batch_module.BLOCK_MIN_RECORDS
+    bad = [Record(o, None, b"{nope", KAFKA_TS) for o in range(n)]
+    reads = []
+    batch = PartitionBatch(TRANSACTIONS.name, 0, TRANSACTIONS, _limits())
+    real = batch._reader.read
+    monkeypatch.setattr(batch._reader, "read", lambda k, v: reads.append(len(v)) or real(k, v))
+    for _ in range(4):  # refused: read, then 1 poll per event, read, 2 per event
+        batch.add_records(bad)
+    assert len(reads) == 2 and len(batch.dead) == 4 * n
+    batch.add_records(bad)  # the 2nd per event
+    ok = [Record(o, None, orjson.dumps({**good, "transaction_id": f"t{o}"}), KAFKA_TS) for o in range(n)]
+    batch.add_records(ok)  # read again, and accepted: the back-off starts over
+    batch.add_records(ok)
+    assert len(reads) == 4 and batch._skip_blocks == 0 and batch._backoff == 1
