@@ -173,19 +173,41 @@ class PartitionBatch:
         message bytes or ``max_dates_per_batch`` event dates."""
         return self.count >= self._max_records or self.nbytes >= self._max_bytes or len(self.dates) >= self._max_dates
 
-    def add_records(self, records: Sequence, start: int = 0) -> int:
+    def reads_as_block(self, records: Sequence) -> bool:
+        """Whether a poll of ``records`` is read as a block (called once per poll: it counts
+        down the back-off)."""
+        if self._reader is None or len(records) < BLOCK_MIN_RECORDS:
+            return False
+        if self._skip_blocks:
+            self._skip_blocks -= 1
+            return False
+        return True
+
+    def read_block(self, records: Sequence) -> list:
+        """The block reader's parts for a whole poll (see ``add_records``'s ``parts``): pure,
+        so it can run ahead on another thread while the consumer polls. Never raises: a
+        surprise of the block reader sends every message per event."""
+        try:
+            return self._reader.read([m.key for m in records], [m.value for m in records])
+        except Exception:  # noqa: BLE001 - the per-event path decides every message
+            return []
+
+    def add_records(self, records: Sequence, start: int = 0, parts: list | None = None,
+                    blocks: bool = True) -> int:
         """Add ``records[start:]`` (Kafka records: ``offset``, ``key``, ``value``, ``timestamp``)
         in order, until the batch is ``full()``; returns the index after the last one added
         (``len(records)`` unless the batch filled up before). The hot loop of the sink: one
         call per poll, with the batch's state in locals. A poll of ``BLOCK_MIN_RECORDS`` or more
-        is read as one block (``_add_block``), with the same outcome."""
+        is read as one block (``_add_block``), with the same outcome; ``parts``: the poll's
+        block, read ahead (``read_block`` of all of ``records``); ``blocks=False``: per event."""
         n = len(records)
         if start >= n:
             return start
-        if self._reader is not None and n - start >= BLOCK_MIN_RECORDS:
-            if not self._skip_blocks:
-                return self._add_block(records, start)
-            self._skip_blocks -= 1
+        if parts is not None:
+            return self._add_block(records, start, parts)
+        if blocks and (start == 0 and self.reads_as_block(records) or start and self._reader is not None
+                       and n - start >= BLOCK_MIN_RECORDS and not self._skip_blocks):
+            return self._add_block(records, start)
         if self.first is None:
             self.first = records[start].offset
         parse, time_field, dates, raw, dead = self._parse, self._time_field, self.dates, self.raw, self.dead
@@ -222,7 +244,7 @@ class PartitionBatch:
             self.last = records[i - 1].offset
         return i
 
-    def _add_block(self, records: Sequence, start: int) -> int:
+    def _add_block(self, records: Sequence, start: int, ahead: list | None = None) -> int:
         """``add_records`` for a poll: the records the batch has room for are read as one block
         (``BlockReader.read``: parsed and checked as Arrow columns), those it does not accept
         go through ``parse_message`` one by one (a row, or a dead letter with its reason), and
@@ -246,10 +268,17 @@ class PartitionBatch:
             recs, values, sizes = recs[:cut], values[:cut], sizes[:cut]
         keys = [m.key for m in recs]
         m_count = len(recs)
-        try:
-            parts = self._reader.read(keys, values)
-        except Exception:  # noqa: BLE001 - a surprise of the block reader: every message per event
+        if ahead is None:
+            try:
+                parts = self._reader.read(keys, values)
+            except Exception:  # noqa: BLE001 - a surprise of the block reader: every message per event
+                parts = []
+        else:  # the poll's block read ahead: the part of it in [start, start + m_count)
             parts = []
+            for pos, rows in ahead:
+                lo, hi = np.searchsorted(pos, [start, start + m_count]).tolist()
+                if hi > lo:
+                    parts.append((pos[lo:hi] - start, rows.slice(lo, hi - lo)))
         # Each record's event date (its ordinal), -1 for a dead letter; the per-event outcome
         # of the records the block reader did not accept.
         day_of = np.full(m_count, -1, dtype=np.int64)

@@ -95,6 +95,12 @@ class LakeSink:
         # run in submission order, so a partition's batches land in offset order.
         self.landing: dict[TopicPartition, Future] = {}
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-lander")
+        # The last poll's records read as blocks, on a reader thread while the consumer polls
+        # again (pyarrow's JSON reader releases the GIL): (partition, records, the read) in
+        # the order polled; added to their batches after the next poll, before anything else
+        # of theirs (see ``take_poll``).
+        self.pending: list[tuple[TopicPartition, list, Future]] = []
+        self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="block-reader")
 
     # --- partition lifecycle
 
@@ -119,6 +125,7 @@ class LakeSink:
 
     def revoke(self, tp: TopicPartition) -> None:
         """Land the open batch before the partition moves (no commit here: see ``assign``)."""
+        self.drain(tp, commit=False)
         self.flush(tp, bounded=False)
         self.reap(wait_for=[tp])
         self.batches.pop(tp, None)
@@ -128,6 +135,7 @@ class LakeSink:
     def lose(self, tp: TopicPartition) -> None:
         """The group evicted us: another member may own it already, so land nothing more (a
         batch already landing is let finish, as it would have before the poll that told us)."""
+        self.pending = [p for p in self.pending if p[0] != tp]  # read again by the new owner, as an open batch
         self.reap(wait_for=[tp])
         self.opened_at.pop(tp, None)
         self.batches.pop(tp, None)
@@ -136,16 +144,46 @@ class LakeSink:
 
     # --- the hot path
 
-    def handle(self, tp: TopicPartition, messages: list) -> None:
+    def take_poll(self, records: dict[TopicPartition, list]) -> None:
+        """A poll's records: each partition's, if read as a block, starts being read on the
+        reader thread and is added to its batch after the next poll (``pending``); the
+        others are added now, after what the partition has pending. So a partition's records
+        are added in offset order, and the block of poll k is read while poll k+1 fetches.
+        An empty poll adds what is pending."""
+        older, self.pending = self.pending, []
+        now = []
+        for tp, messages in records.items():
+            batch = self.batches.get(tp)
+            if batch is None:  # not ours any more (revoked between fetch and handle)
+                continue
+            if batch.reads_as_block(messages):
+                self.pending.append((tp, messages, self._readers.submit(batch.read_block, messages)))
+            else:
+                now.append((tp, messages, None))
+        for tp, messages, read in older + now:
+            self.handle(tp, messages, read)
+
+    def drain(self, tp: TopicPartition | None = None, commit: bool = True) -> None:
+        """Add what is pending (of ``tp``, or of every partition) to its batch now."""
+        todo = [p for p in self.pending if tp is None or p[0] == tp]
+        self.pending = [p for p in self.pending if not (tp is None or p[0] == tp)]
+        for p, messages, read in todo:
+            self.handle(p, messages, read, commit=commit)
+
+    def handle(self, tp: TopicPartition, messages: list, read: Future | None = None, commit: bool = True) -> None:
+        """Add a poll's records of ``tp`` to its batch (``read``: their block, read ahead;
+        None: per event), landing each batch that fills up."""
         batch = self.batches.get(tp)
         if batch is None:  # not ours any more (revoked between fetch and handle)
             return
+        parts = read.result() if read is not None else None
         i, n = 0, len(messages)
         while i < n:
-            i = batch.add_records(messages, i)
+            i = batch.add_records(messages, i, parts, blocks=False)
             if batch.full():
                 self.flush(tp)
-                self.commit()
+                if commit:
+                    self.commit()
         if len(batch) and tp not in self.opened_at:
             self.opened_at[tp] = time.monotonic()
 
@@ -210,13 +248,15 @@ class LakeSink:
         return landed
 
     def flush_all(self) -> None:
-        """Land every open batch, and wait until every batch landed."""
+        """Land every open batch (with what is pending), and wait until every batch landed."""
+        self.drain()
         for tp in list(self.batches):
             self.flush(tp, bounded=False)
         self.reap(wait_for=list(self.landing))
 
     def close(self) -> None:
         """Wait for the lander (a landing in flight completes: nothing writes to the lake after)."""
+        self._readers.shutdown(wait=True)
         self._lander.shutdown(wait=True)
 
     def commit(self, timeout_ms: int = COMMIT_TIMEOUT_MS) -> bool:
@@ -247,8 +287,9 @@ class LakeSink:
         after ``flush_all`` following a poll that completed (never an interrupted one).
         """
         deadline = time.monotonic() + 1.0  # a known position is local; an unknown one is not worth waiting for
+        waiting = {p[0] for p in self.pending}
         for tp, batch in self.batches.items():
-            if len(batch) or tp in self.landing:
+            if len(batch) or tp in self.landing or tp in waiting:
                 continue
             try:
                 position = self.consumer.position(tp, timeout_ms=max(0, int((deadline - time.monotonic()) * 1000)))
@@ -458,15 +499,15 @@ def consume(
             if records:
                 last_message = now
                 idle_flushed = False
-                for tp, messages in records.items():
-                    sink.handle(tp, messages)
-                    received += len(messages)
+                sink.take_poll(records)
+                received += sum(len(messages) for messages in records.values())
                 landed = sink.reap()  # batches that landed in the background since the last commit
                 if sink.flush_aged(now) or landed:  # a steady trickle is never idle: bound the wait by age
                     sink.commit()
                 if on_progress:
                     on_progress(sink.stats)
             else:
+                sink.take_poll({})  # what the last poll left pending
                 if sink.flush_aged(now) and on_progress:
                     on_progress(sink.stats)
                 if not idle_flushed and now - last_message >= min(1.0, until_idle or 1.0):
