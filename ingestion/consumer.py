@@ -13,7 +13,9 @@ the GIL, so they overlap the poll loop. A partition has at most one batch landin
 time (its batches land in offset order, which recovery relies on), its offsets are
 committed only once it landed, and at most ``MAX_LANDING`` closed batches wait or land
 at once: memory is bounded by (assigned partitions + ``MAX_LANDING``) x ``flush_records``
-records (and ``flush_bytes`` message bytes) per batch.
+records (and ``flush_bytes`` message bytes) per batch, plus the last poll's records
+(``max_poll_records``), read as blocks on a reader thread while the next poll fetches
+(``LakeSink.take_poll``).
 
 Runs until SIGTERM/SIGINT (flush, commit, exit) or, with ``until_idle``, until no
 message arrived for that many seconds. A signal also interrupts a poll or commit that is
