@@ -379,10 +379,10 @@ def _write(batch, layout):
 
 
 @pytest.mark.parametrize("contract", READ, ids=lambda c: c.name)
-@SETTINGS
+@settings(SETTINGS, max_examples=30)
 @given(data=st.data())
 def test_a_batch_lands_the_same_rows_and_dead_letters_read_as_blocks_or_per_event(contract, data):
-    messages = data.draw(blocks(contract, min_size=30, max_size=150))
+    messages = data.draw(blocks(contract, min_size=30, max_size=100))
     # Some events twice (the batch check unique_in_batch dead-letters the later copy).
     for _ in range(data.draw(st.integers(0, 3))):
         messages.insert(data.draw(st.integers(0, len(messages))), data.draw(st.sampled_from(messages)))
