@@ -49,12 +49,12 @@ from skewless.contracts import (AMOUNT, BOOL, CODE2, CODE3, INT, INT32_MAX, INT3
 # of the block, a run of them at most ~6.
 MIN_SPLIT = 16
 SPLIT_DEPTH = 6
-# A time: a UTC time in the one form Arrow's cast and ``datetime.fromisoformat`` read alike.
-# The years 20xx are exactly [MIN_EVENT_TIME, MAX_EVENT_TIME) in UTC; the day of the month
-# is checked by the cast (an impossible date fails the block, which is then split).
-assert (MIN_EVENT_TIME.year, MAX_EVENT_TIME.year) == (2000, 2100) and MIN_EVENT_TIME.month == MIN_EVENT_TIME.day == 1
 # What each kind accepts, as a regular expression (RE2) over the text; ``\x1f`` separates the
-# fields joined into one string (no accepted value holds it).
+# fields joined into one string (no accepted value holds it). A time: UTC in the one form
+# Arrow's cast and ``datetime.fromisoformat`` read alike; the years 20xx are exactly
+# [MIN_EVENT_TIME, MAX_EVENT_TIME) in UTC; the day of the month is checked by the cast (an
+# impossible date fails the block, which is then split).
+assert (MIN_EVENT_TIME.year, MAX_EVENT_TIME.year) == (2000, 2100) and MIN_EVENT_TIME.month == MIN_EVENT_TIME.day == 1
 TEXT_LIKE = {
     STR: r"[!-~](?:[ -~]*[!-~])?",  # ASCII printable, no space at an end (and a length apart: see _accepted)
     CODE2: r"[A-Z]{2}", CODE3: r"[A-Z]{3}",

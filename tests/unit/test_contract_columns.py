@@ -17,7 +17,7 @@ import json
 import math
 import struct
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import orjson
