@@ -160,6 +160,14 @@ class StreamSettings(_Section):
         "(Redis holds it all; beyond this many, the least recently written are read back from Redis)")
 
 
+class MaterializeSettings(_Section):
+    """``skewless features materialize``: offline tables -> online store."""
+
+    slice_rows: int = Field(
+        1_000_000, ge=1000, description="offline rows a view is loaded in at a time (consecutive time slices, same "
+        "online values as one pass): bounds materialize's memory, ~150 bytes a row")
+
+
 class TrainingSettings(_Section):
     """Model training, evaluation and tracking."""
 
@@ -369,6 +377,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     compaction: CompactionSettings = CompactionSettings()
     stream: StreamSettings = StreamSettings()
+    materialize: MaterializeSettings = MaterializeSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     services: ServicesSettings = ServicesSettings()

@@ -8,11 +8,11 @@ import io
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from skewless.errors import ConfigError, ServiceError
-from skewless.features import watermark
+from skewless.features import slices, watermark
 from skewless.features.definitions import Definitions
 from skewless.settings import Settings
 from skewless.settings_checks import mask_url_password
@@ -134,7 +134,8 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def materialize(settings: Settings, end: datetime | None = None, store=None, full: bool = False) -> dict[str, Any]:
+def materialize(settings: Settings, end: datetime | None = None, store=None, full: bool = False,
+                on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Load every feature view's latest rows up to ``end`` (default: now) into the online store.
 
     Incremental: from the last materialization's end (the registry's, or the store's own
@@ -148,6 +149,10 @@ def materialize(settings: Settings, end: datetime | None = None, store=None, ful
     registry says the views were loaded but the store has no watermark (a Redis restart
     without persistence, a flush), or holds fewer entity keys than the watermark recorded.
     After a successful load the watermark is written (see ``skewless.features.watermark``).
+
+    Memory is bounded: each view is loaded in consecutive time slices of at most
+    ``settings.materialize.slice_rows`` offline rows (``skewless.features.slices``: the
+    same online values as one pass). ``on_progress(rows_done, rows_total)`` follows them.
     """
     from skewless.features import recomputed
 
@@ -175,16 +180,27 @@ def materialize(settings: Settings, end: datetime | None = None, store=None, ful
         reason = None
         start = min([loaded, *(marks[v.name].until for v in views), *([rewritten] if rewritten else [])])
     keys: dict[str, int] = {}
+    plans: dict[str, list[slices.Slice]] = {}
     if start < end:
+        plans = {v.name: _plan(settings, v, start, end) for v in views}
+        total = sum(sl.rows for p in plans.values() for sl in p)
+        done = 0
+        if on_progress:
+            on_progress(0, total)
         online = store.config.online_store
         dedup = getattr(online, "skip_dedup", None)
         if dedup is not None:
-            online.skip_dedup = True
+            online.skip_dedup = True  # every write replaces: what makes slices in time order exact
         try:
-            # Feast prints a banner and per-view progress lines of its own; our summary
-            # (views, keys, time) says what happened.
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                store.materialize(start_date=start, end_date=end)
+            for v in views:
+                for sl in plans[v.name]:
+                    # Feast prints a banner and per-view progress lines of its own; our summary
+                    # (views, keys, time) says what happened.
+                    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                        store.materialize(start_date=sl.start, end_date=sl.end, feature_views=[v.name])
+                    done += sl.rows
+                    if on_progress:
+                        on_progress(done, total)
         finally:
             if dedup is not None:
                 online.skip_dedup = dedup
@@ -195,7 +211,18 @@ def materialize(settings: Settings, end: datetime | None = None, store=None, ful
     elapsed = time.perf_counter() - t0
     return {"start": start.isoformat(), "end": end.isoformat(), "seconds": round(elapsed, 2),
             "online_store": settings.online_store, "full": start == EPOCH, "full_reason": reason,
-            "store_lost": lost is not None, "keys": keys}
+            "store_lost": lost is not None, "keys": keys,
+            "rows": {name: sum(sl.rows for sl in p) for name, p in plans.items()},
+            "slices": {name: len(p) for name, p in plans.items()},
+            "slice_rows": settings.materialize.slice_rows}
+
+
+def _plan(settings: Settings, view, start: datetime, end: datetime) -> list[slices.Slice]:
+    """The view's time slices over [start, end] (one slice where its source is not a file)."""
+    source = view.batch_source
+    path = getattr(source, "path", None)
+    counts = slices.hourly_counts(path, source.timestamp_field, start, end) if path else []
+    return slices.plan(counts, start, end, settings.materialize.slice_rows)
 
 
 def _lost(settings: Settings, store, views, marks: dict[str, watermark.Mark], loaded: datetime) -> str | None:
