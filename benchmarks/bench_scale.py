@@ -13,9 +13,9 @@ Feast project and a private ``redis-server`` on a free port, all removed afterwa
 * **etl** — ``etl.batch.run_batch``: the backfill of every feature view, real Spark on
   ``settings.spark_master`` (the session's start is reported apart, not in the clock);
 * **materialize** — ``skewless.features.store.materialize`` (``skewless features
-  materialize``) of every view up to the end of the data into the private Redis, in time
-  slices of ``materialize.slice_rows`` offline rows (``apply`` of the definitions first,
-  outside the clock);
+  materialize``) of every view up to the end of the data into the private Redis, in bounded
+  memory (``materialize.duckdb_memory``, ``materialize.batch_rows``; ``apply`` of the
+  definitions first, outside the clock);
 * **training_set** — ``training.trainer.training_set`` through the Feast registry with the
   project's ``training.pit_engine``, for ``training_rows`` entity rows (the same count at
   both sizes: it is the offline tables that grow) drawn from the lake's transactions
@@ -111,8 +111,8 @@ def _materialize(s: Settings, n: int, days: int, say: Callable) -> dict[str, Any
     summary = materialize(s, end=START + timedelta(days=days), store=store, full=True, on_progress=say)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "entity_keys": sum(summary["keys"].values()), "keys": summary["keys"],
-            "offline_rows": sum(summary["rows"].values()), "slices": sum(summary["slices"].values()),
-            "slice_rows": summary["slice_rows"]}
+            "offline_rows": sum(summary["rows"].values()), "batch_rows": summary["batch_rows"],
+            "duckdb_memory": s.materialize.duckdb_memory}
 
 
 def _training_set(s: Settings, n: int, rows: int, say: Callable) -> dict[str, Any]:

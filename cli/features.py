@@ -42,7 +42,7 @@ def materialize(
     from skewless.features.store import materialize as run
 
     with progress() as bar:
-        task = bar.add_task("offline rows materialized", total=None)
+        task = bar.add_task("entities materialized", total=None)
         summary = run(settings_from(config), parse_time(end, "--end"), full=full,
                       on_progress=lambda done, total: bar.update(task, completed=done, total=total))
 
@@ -53,8 +53,7 @@ def materialize(
         keys = ", ".join(f"{v} {n}" for v, n in summary["keys"].items())
         console.print(f"materialized {'in full ' if summary['full'] else ''}up to {summary['end']} into "
                       f"{summary['online_store']} in {summary['seconds']}s" + (f" (entity keys: {keys})" if keys else "")
-                      + (f"; {sum(summary['rows'].values()):,} offline rows in {sum(summary['slices'].values())} slices"
-                         if summary["rows"] else ""),
+                      + (f" from {sum(summary['rows'].values()):,} offline rows" if summary["rows"] else ""),
                       highlight=False)
 
     emit(summary, json_out, human)

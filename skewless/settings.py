@@ -163,9 +163,13 @@ class StreamSettings(_Section):
 class MaterializeSettings(_Section):
     """``skewless features materialize``: offline tables -> online store."""
 
-    slice_rows: int = Field(
-        1_000_000, ge=1000, description="offline rows a view is loaded in at a time (consecutive time slices, same "
-        "online values as one pass): bounds materialize's memory, ~150 bytes a row")
+    batch_rows: int = Field(
+        10_000, ge=100, description="entities converted and written to the online store at a time (a slice of "
+        "a view's entity keys): with duckdb_memory, bounds materialize's memory")
+    duckdb_memory: str = Field(
+        "1GB", pattern=r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="memory DuckDB may use to find each view's latest rows per entity; it spills the rest to "
+        "disk under state_dir/tmp")
 
 
 class TrainingSettings(_Section):
