@@ -57,6 +57,8 @@ class LatestRows:
 
     def prepare(self, view, start: datetime, end: datetime) -> ViewLoad:
         """Each entity's latest row of ``view`` with ``start <= ts <= end``, into a table."""
+        import duckdb
+
         src = view.batch_source
         path = getattr(src, "path", None)
         if not path:
@@ -77,10 +79,8 @@ class LatestRows:
                 f"CREATE TABLE {table} AS SELECT {q} FROM read_parquet(?, hive_partitioning = false) "
                 f'WHERE {where} QUALIFY row_number() OVER (PARTITION BY {by} ORDER BY "{ts}" DESC) = 1',
                 [glob, _naive(start), _naive(end)])
-        except Exception as exc:
-            import duckdb
-
-            if isinstance(exc, duckdb.IOException) and "No files found" in str(exc):
+        except duckdb.IOException as exc:
+            if "No files found" in str(exc):
                 return ViewLoad(view, "", 0, 0)  # the view has no offline table yet
             raise
         keys_n = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]

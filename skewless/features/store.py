@@ -3,8 +3,6 @@ apply (registry), materialize (offline tables -> online store), get (online look
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from datetime import datetime, timezone
 from pathlib import Path
