@@ -69,7 +69,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from skewless.errors import ConfigError, MissingDependencyError, ServiceError
+from skewless.errors import ConfigError, ServiceError
+from skewless.services.redis_server import PrivateRedis
 from skewless.settings import Settings
 
 PROBE_VIEW, PROBE_FEATURE = "user_spend", "count_1h"  # a new user's 1h count: nothing -> 1
@@ -287,37 +288,12 @@ def _run_cli(args: list[str], cfg: Path, env: dict[str, str], cwd: Path, timeout
     return seconds, json.loads(done.stdout.strip().splitlines()[-1])
 
 
-class _PrivateRedis:
-    """A redis-server of the benchmark's own, with the project's persistence flags."""
+class _BenchRedis(PrivateRedis):
+    """The benchmark's own redis-server (the project's persistence flags), with the counters
+    the figures read."""
 
-    def __init__(self, root: Path):
-        import redis
-
-        from skewless.services.redis_server import PERSISTENCE
-        from skewless.services.server_process import free_port
-
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise MissingDependencyError("redis-server", "apt-get install -y redis-server")
-        d = root / "redis"
-        d.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self._log = open(d / "redis.log", "wb")
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(d),
-                                      "--protected-mode", "yes", *PERSISTENCE], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.RedisError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise ServiceError(f"the benchmark's redis-server did not start on port {self.port}") from None
-                time.sleep(0.1)
+    def __init__(self, root: Path) -> None:
+        super().__init__(root / "redis", persistent=True)
         self._writes: dict[str, bool] = {}
 
     def stats(self) -> dict[str, Any]:
@@ -337,18 +313,8 @@ class _PrivateRedis:
             self._writes[name] = "write" in [f.decode() if isinstance(f, bytes) else f for f in flags]
         return self._writes[name]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
 
-
-def _redis_delta(redis: _PrivateRedis, a: dict[str, Any], b: dict[str, Any], events: int, seconds: float,
+def _redis_delta(redis: _BenchRedis, a: dict[str, Any], b: dict[str, Any], events: int, seconds: float,
                  prefix: str) -> dict[str, Any]:
     """Redis commands between two ``stats`` samples, per applied event."""
     per = max(events, 1)
@@ -595,7 +561,7 @@ class _Bench:
         self.consume_stopped = 0  # ingest consume runs that had landed everything but did not exit
         self._rows: dict[str, int] = {}
         self.projects: list[Settings] = []
-        self.redis = _PrivateRedis(root)
+        self.redis = _BenchRedis(root)
 
     # resources
     def project(self, name: str) -> tuple[Settings, Path]:

@@ -13,8 +13,9 @@ Feast project and a private ``redis-server`` on a free port, all removed afterwa
 * **etl** — ``etl.batch.run_batch``: the backfill of every feature view, real Spark on
   ``settings.spark_master`` (the session's start is reported apart, not in the clock);
 * **materialize** — ``skewless.features.store.materialize`` (``skewless features
-  materialize``) of every view up to the end of the data into the private Redis
-  (``apply`` of the definitions first, outside the clock);
+  materialize``) of every view up to the end of the data into the private Redis, in bounded
+  memory (``materialize.duckdb_memory``, ``materialize.batch_rows``; ``apply`` of the
+  definitions first, outside the clock);
 * **training_set** — ``training.trainer.training_set`` through the Feast registry with the
   project's ``training.pit_engine``, for ``training_rows`` entity rows (the same count at
   both sizes: it is the offline tables that grow) drawn from the lake's transactions
@@ -29,12 +30,8 @@ stops). ``growth`` = figure at N / figure at N/10: 10.0 is linear in events, 1.0
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import queue
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +40,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.child import children_peak_rss_mb, peak_rss_mb
+from benchmarks.child import children_peak_rss_mb, in_child, peak_rss_mb
+from skewless.services.redis_server import PrivateRedis
 from skewless.settings import Settings
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -109,12 +107,12 @@ def _materialize(s: Settings, n: int, days: int, say: Callable) -> dict[str, Any
 
     store = feature_store(s)
     apply(s, load(s), store)
-    say(0, 1)
     t0 = time.perf_counter()
-    summary = materialize(s, end=START + timedelta(days=days), store=store, full=True)
+    summary = materialize(s, end=START + timedelta(days=days), store=store, full=True, on_progress=say)
     seconds = time.perf_counter() - t0
-    say(1, 1)
-    return {"seconds": seconds, "entity_keys": sum(summary["keys"].values()), "keys": summary["keys"]}
+    return {"seconds": seconds, "entity_keys": sum(summary["keys"].values()), "keys": summary["keys"],
+            "offline_rows": sum(summary["rows"].values()), "batch_rows": summary["batch_rows"],
+            "duckdb_memory": s.materialize.duckdb_memory}
 
 
 def _training_set(s: Settings, n: int, rows: int, say: Callable) -> dict[str, Any]:
@@ -169,79 +167,24 @@ def _child(stage: str, settings: Settings, args: tuple, out: Any) -> None:
 def _in_child(stage: str, settings: Settings, args: tuple, on_stage: Callable, label: str,
               timeout_s: float = 4 * 3600) -> dict[str, Any]:
     """The stage in a spawned child, relaying its progress; its result, or a RuntimeError."""
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(stage, settings, args, q))
-    p.start()
-    deadline = time.monotonic() + timeout_s
+
+    def relay(msg: tuple) -> bool:
+        if msg[0] != "progress":
+            return False
+        on_stage(label, msg[1], msg[2])
+        return True
+
     try:
-        while True:
-            try:
-                msg = q.get(timeout=1.0)
-            except queue.Empty:
-                if not p.is_alive() and q.empty():
-                    raise RuntimeError(f"stage {stage} died (exit code {p.exitcode})") from None
-                if time.monotonic() > deadline:
-                    p.kill()
-                    raise RuntimeError(f"stage {stage} took over {timeout_s:.0f} s") from None
-                continue
-            if msg[0] == "progress":
-                on_stage(label, msg[1], msg[2])
-            elif msg[0] == "error":
-                raise RuntimeError(f"stage {stage}: {msg[1]}")
-            else:
-                return msg[1]
-    finally:
-        p.join(timeout=120)
-        if p.is_alive():
-            p.kill()
+        kind, value = in_child(_child, stage, settings, args, timeout_s=timeout_s, on_message=relay,
+                               name=f"stage {stage}")
+    except TimeoutError as exc:
+        raise RuntimeError(str(exc)) from None
+    if kind == "error":
+        raise RuntimeError(f"stage {stage}: {value}")
+    return value
 
 
 # -- resources -------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _PrivateRedis:
-    """A throwaway redis-server (no persistence) on a free port: the shared one is never written."""
-
-    def __init__(self, root: Path) -> None:
-        import redis
-
-        if shutil.which("redis-server") is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("the private redis-server did not start") from None
-                time.sleep(0.1)
-
-    def used_memory_mb(self) -> float:
-        import redis
-
-        return round(redis.Redis(port=self.port).info("memory")["used_memory"] / 2**20, 1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 def _private(settings: Settings, root: Path, redis_port: int) -> Settings:
     tag = uuid.uuid4().hex[:8]
@@ -279,7 +222,7 @@ def _log(n: int, stage: str, figures: dict[str, Any]) -> None:
 def _pipeline(settings: Settings, n: int, days: int, seed: int, training_rows: int, on_stage: Callable,
               base: Path) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=base))
-    redis_server = _PrivateRedis(root)
+    redis_server = PrivateRedis(root / "redis")
     s = _private(settings, root, redis_server.port)
     figures: dict[str, Any] = {"events": n}
     short = f"{n:,}"

@@ -31,9 +31,15 @@ def children_peak_rss_mb() -> float | None:
     return sum(peaks) if peaks else None
 
 
-def in_child(target: Callable[..., None], *args: Any, timeout_s: float = 3600) -> dict:
+def in_child(target: Callable[..., None], *args: Any, timeout_s: float = 3600,
+             on_message: Callable[[Any], bool] | None = None, name: str | None = None) -> Any:
     """``target(*args, queue)`` in a spawned process; returns what it put on the queue.
-    A child that dies or overruns raises instead of leaving the caller waiting."""
+    A child that dies or overruns raises instead of leaving the caller waiting.
+
+    ``on_message``, if given, sees each message first: it returns True for one it consumed
+    (e.g. progress, relayed) and the wait goes on; the first message it does not consume is
+    returned. ``name`` names the child in errors (default: the target's name)."""
+    name = name or f"benchmark child {target.__name__}"
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
@@ -42,12 +48,18 @@ def in_child(target: Callable[..., None], *args: Any, timeout_s: float = 3600) -
     try:
         while True:
             try:
-                return q.get(timeout=1.0)
+                msg = q.get(timeout=1.0)
             except queue.Empty:
                 if not p.is_alive() and q.empty():
-                    raise RuntimeError(f"benchmark child {target.__name__} died (exit code {p.exitcode})") from None
-                if time.monotonic() > deadline:
-                    p.kill()
-                    raise TimeoutError(f"benchmark child {target.__name__} took over {timeout_s:.0f} s") from None
+                    raise RuntimeError(f"{name} died (exit code {p.exitcode})") from None
+                msg = None
+            if msg is not None and not (on_message is not None and on_message(msg)):
+                return msg
+            if time.monotonic() > deadline:
+                p.kill()
+                raise TimeoutError(f"{name} took over {timeout_s:.0f} s")
     finally:
         p.join(timeout=60)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=10)

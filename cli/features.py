@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.common import ConfigOpt, parse_time, JsonOpt, VerboseOpt, console, emit, handle_errors, settings_from
+from cli.common import (ConfigOpt, JsonOpt, VerboseOpt, console, emit, handle_errors, parse_time, progress,
+                        settings_from)
 from skewless.errors import ConfigError
 
 app = typer.Typer(help="Feast: register features, materialize them online, look them up.", no_args_is_help=True)
@@ -40,8 +41,10 @@ def materialize(
     """Load the offline tables' latest rows into the online store (incremental by default)."""
     from skewless.features.store import materialize as run
 
-    with console.status("materializing ..."):
-        summary = run(settings_from(config), parse_time(end, "--end"), full=full)
+    with progress() as bar:
+        task = bar.add_task("entities materialized", total=None)
+        summary = run(settings_from(config), parse_time(end, "--end"), full=full,
+                      on_progress=lambda done, total: bar.update(task, completed=done, total=total))
 
     def human() -> None:
         if summary["store_lost"]:
@@ -49,7 +52,8 @@ def materialize(
                           highlight=False)
         keys = ", ".join(f"{v} {n}" for v, n in summary["keys"].items())
         console.print(f"materialized {'in full ' if summary['full'] else ''}up to {summary['end']} into "
-                      f"{summary['online_store']} in {summary['seconds']}s" + (f" (entity keys: {keys})" if keys else ""),
+                      f"{summary['online_store']} in {summary['seconds']}s" + (f" (entity keys: {keys})" if keys else "")
+                      + (f" from {sum(summary['rows'].values()):,} offline rows" if summary["rows"] else ""),
                       highlight=False)
 
     emit(summary, json_out, human)

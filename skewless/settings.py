@@ -160,6 +160,18 @@ class StreamSettings(_Section):
         "(Redis holds it all; beyond this many, the least recently written are read back from Redis)")
 
 
+class MaterializeSettings(_Section):
+    """``skewless features materialize``: offline tables -> online store."""
+
+    batch_rows: int = Field(
+        10_000, ge=100, description="entities converted and written to the online store at a time (a slice of "
+        "a view's entity keys): with duckdb_memory, bounds materialize's memory")
+    duckdb_memory: str = Field(
+        "1GB", pattern=r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="memory DuckDB may use to find each view's latest rows per entity; it spills the rest to "
+        "disk under state_dir/tmp")
+
+
 class TrainingSettings(_Section):
     """Model training, evaluation and tracking."""
 
@@ -369,6 +381,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     compaction: CompactionSettings = CompactionSettings()
     stream: StreamSettings = StreamSettings()
+    materialize: MaterializeSettings = MaterializeSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     services: ServicesSettings = ServicesSettings()

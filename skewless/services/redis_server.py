@@ -9,6 +9,7 @@ most the last ~1 s of writes (up to 2 s when the disk stalls an fsync).
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,60 @@ def _ping(port: int) -> bool:
 
 def down(settings: Settings) -> dict[str, Any]:
     return {"stopped": stop(_dir(settings) / "redis.pid", timeout=10)}
+
+
+class PrivateRedis:
+    """A throwaway ``redis-server`` of one's own on a free port (benchmarks, fault tests):
+    the shared one is never written. ``persistent`` gives it the project's AOF flags
+    (``PERSISTENCE``) under ``root``; otherwise it keeps nothing (no AOF, no snapshots).
+    Its output goes to ``root/redis.log``. ``stop()`` (or the ``with`` block's end) ends it."""
+
+    def __init__(self, root: Path, persistent: bool = False, start_timeout_s: float = 30) -> None:
+        import redis
+
+        from skewless.services.server_process import free_port
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise MissingDependencyError("redis-server", "apt-get install -y redis-server")
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        flags = PERSISTENCE if persistent else ["--appendonly", "no", "--save", ""]
+        self._log = open(root / "redis.log", "wb")
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", HOST, "--dir", str(root),
+                                      "--protected-mode", "yes", *flags], stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.client = redis.Redis(host=HOST, port=self.port, socket_timeout=10)
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                self.client.ping()
+                return
+            except redis.RedisError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise ServiceError(f"a private redis-server did not start on port {self.port}:\n"
+                                       f"{log_tail(root / 'redis.log')}") from None
+                time.sleep(0.1)
+
+    def used_memory_mb(self) -> float:
+        return round(self.client.info("memory")["used_memory"] / 2**20, 1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.client.close()
+        self._log.close()
+
+    def __enter__(self) -> "PrivateRedis":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
