@@ -51,7 +51,7 @@ import orjson
 import pandas as pd
 
 from etl import windows
-from etl.stream_state import StreamState, decode_columns, encode_blobs, entity_ids
+from etl.stream_state import StreamState, decode_columns, encode_columns, entity_ids
 from skewless import event_checks
 from skewless.contracts import CONTRACTS, InvalidEvent
 from skewless.features.dsl import WindowedView
@@ -119,16 +119,16 @@ class Publisher:
         b_now = int(round(now * 1_000_000)) // hop
         partials = decode_columns(view, eids, st.blobs(view.name, eids))
         keys = view.join_keys
-        rows, scheduled = None, {}
-        if len(partials):
-            rows = windows.rows_at(view, partials, b_now)
-            if len(rows):
-                self.writer.write(view.name, rows)
-            nxt = windows.next_change(view, partials, b_now)
+        rows, scheduled, n_rows = None, {}, 0
+        if windows.nrows(partials):
+            rows = windows.rows_at(view, partials, b_now, frame=False)
+            n_rows = windows.nrows(rows)
+            if n_rows:
+                self.writer.write_columns(view.name, rows)
+            nxt = windows.next_change(view, partials, b_now, frame=False)
             # b * hop / 1e6 as the timers were always computed (an exact product, one
             # rounding), not b * (hop / 1e6): a hop of 100 ms is no exact float.
-            scheduled = dict(zip(entity_ids([nxt[k].to_numpy() for k in keys]),
-                                 (nxt["_next"].to_numpy(dtype="int64") * hop / 1e6).tolist()))
+            scheduled = dict(zip(entity_ids([nxt[k] for k in keys]), (nxt["_next"] * hop / 1e6).tolist()))
         done = [e for e in eids if e not in scheduled]
         with r.pipeline(transaction=True) as pipe:
             if scheduled:
@@ -138,7 +138,7 @@ class Publisher:
                 pipe.delete(*[st.blob_key(view.name, e) for e in done])
             pipe.execute()
         st.forget(view.name, done)
-        return 0 if rows is None else len(rows)
+        return n_rows
 
 
 class Processor:
@@ -351,37 +351,44 @@ class Processor:
         # writes it into the offline history.
         report.too_late += int((k < now_b - wmax).sum())
         report.newest[view.name] = max(report.newest.get(view.name, 0.0), float(t_us.max()) / 1e6)
-        new = windows.bucket_partials(view, ev)
+        new = windows.bucket_columns(view, ev)  # sorted by entity and bucket
         keys = view.join_keys
-        eids = list(dict.fromkeys(entity_ids([new[k].to_numpy() for k in keys])))
-        stored = self.state.load(view, eids)
-        merged = windows.merge_partials(view, pd.concat([stored, new], ignore_index=True) if len(stored) else new)
+        # ``new``'s entity runs: an entity's first row holds its first new bucket.
+        k_new = new["_k"]
+        change = np.zeros(len(k_new) - 1, dtype=bool)
+        for key in keys:
+            change |= new[key][1:] != new[key][:-1]
+        first_new = np.r_[0, np.flatnonzero(change) + 1]
+        eids = entity_ids([new[key][first_new] for key in keys])
+        stored = self.state.load_columns(view, eids)
+        merged = windows.merge_columns(view, windows.concat([stored, new]) if windows.nrows(stored) else new)
         # What is kept: the buckets that can still change a value at now or later, and the
         # newest of the others (it changes no value, but says the entity has a history: its
-        # row is a decayed one, not "not found").
-        live = merged["_k"].to_numpy() >= now_b - wmax
-        past = merged[~live]
-        merged = pd.concat([past[~past.duplicated(keys, keep="last")], merged[live]])
-        merged = merged.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
+        # row is a decayed one, not "not found"). ``merged`` is sorted by entity and bucket.
+        mk = merged["_k"]
+        live = mk >= now_b - wmax
+        same_next = np.ones(len(mk), dtype=bool)
+        same_next[-1] = False
+        for key in keys:
+            same_next[:-1] &= merged[key][1:] == merged[key][:-1]
+        live_next = np.r_[live[1:], False]
+        keep = live | ~same_next | live_next  # a past bucket: the entity's last past one
+        if not keep.all():
+            merged = windows.take(merged, keep)
         # Its timer: now if a new event is before the current boundary (a late one changed the
         # current value), else when its first new bucket enters the windows. ZADD LT keeps an
         # earlier timer already set.
         hop_s = hop / 1e6
-        # ``new`` is sorted by entity and bucket: an entity's first row holds its first new bucket.
-        first_new = ~new.duplicated(keys, keep="first").to_numpy()
-        k_first = new["_k"].to_numpy()[first_new]
-        timers = dict(zip(entity_ids([new[k].to_numpy()[first_new] for k in keys]),
-                          (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
-        # ``merged`` is sorted by entity and bucket: an entity's last row holds its last bucket.
-        last = ~merged.duplicated(keys, keep="last").to_numpy()
-        last_of = dict(zip(entity_ids([merged[k].to_numpy()[last] for k in keys]),
-                           merged["_k"].to_numpy()[last].tolist()))
+        k_first = k_new[first_new]
+        timers = dict(zip(eids, (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
         keys_: list[str] = []
         args: list = []
         written: dict[str, tuple[float, bytes]] = {}
-        for e, blob in encode_blobs(view, merged).items():
+        m_eids, m_blobs, ends = encode_columns(view, merged)
+        # An entity's last row holds its last bucket.
+        for e, blob, last_k in zip(m_eids, m_blobs, merged["_k"][ends - 1].tolist()):
             # A backstop: an hour after its last change point (the publisher removes it then).
-            expire = max(1, int((last_of[e] + wmax + 1) * hop_s - now) + 3600)
+            expire = max(1, int((last_k + wmax + 1) * hop_s - now) + 3600)
             keys_.append(self.state.blob_key(view.name, e))
             args += (blob, expire)
             written[e] = (expire, blob)

@@ -1,6 +1,6 @@
 """The window code both the batch and the streaming job run (``etl.windows``): partials
 merge like the union of their events (what lets the stream add a micro-batch — late
-events included — to stored partials), survive the stream's JSON state unchanged, and
+events included — to stored partials), survive the stream's state blobs unchanged, and
 give the rows a brute-force computation of the semantics gives."""
 
 from __future__ import annotations
