@@ -251,8 +251,9 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
         rec[name] = v
     raw = rec.tobytes()
     size = dtype.itemsize
+    # (orjson writes a tuple as a JSON array: a distinct set goes as it is)
     extra_cols = {name: [_plain_value(x) for x in windows.col(partials, name)] if name.startswith("_last_")
-                  else [list(x) for x in windows.col(partials, name)] for name in others}
+                  else windows.col(partials, name).tolist() for name in others}
     extra_cols.update({name: [str(int(x)) for x in windows.col(partials, name)] for name in big})
     head, dumps = _HEAD.pack, orjson.dumps
     blobs = []

@@ -219,7 +219,7 @@ def bucket_columns(view: WindowedView, events: Any, time_column: str = "_ts") ->
         return {c: np.array([], dtype="int64" if c in ("_k", "_n", "_last_ts") else object)
                 for c in keys + ["_k"] + names}
     key_arrays = [col(events, k) for k in keys]
-    t = micros(col(events, time_column))
+    t = micros(events[time_column])  # a Series of times as it is (its NumPy copy is Timestamp objects)
     k = t // hop_us(view)
     order, starts = _grouped(key_arrays, k)
     out: Columns = {key: a[order][starts] for key, a in zip(keys, key_arrays)}
