@@ -118,7 +118,7 @@ class StreamState:
     # -- blobs
     def load(self, view: WindowedView, eids: list[str]) -> pd.DataFrame:
         """The stored partials of these entities, one frame (entities with none: absent)."""
-        return pd.DataFrame(self.load_columns(view, eids))
+        return windows.frame(self.load_columns(view, eids))
 
     def load_columns(self, view: WindowedView, eids: list[str]) -> "windows.Columns":
         """``load`` as ``Columns``: grouped by entity in the order of ``eids``."""
@@ -251,14 +251,24 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
         rec[name] = v
     raw = rec.tobytes()
     size = dtype.itemsize
-    # (orjson writes a tuple as a JSON array: a distinct set goes as it is)
-    extra_cols = {name: [_plain_value(x) for x in windows.col(partials, name)] if name.startswith("_last_")
-                  else windows.col(partials, name).tolist() for name in others}
+    # Per row: last values and big sums; a distinct set as its rows' sizes ("<name>#") and
+    # their values one after the other.
+    extra_cols = {name: [_plain_value(x) for x in windows.col(partials, name)]
+                  for name in others if name.startswith("_last_")}
     extra_cols.update({name: [str(int(x)) for x in windows.col(partials, name)] for name in big})
+    sets = {name: windows.Sets.of(partials[name]) for name in others if name.startswith("_set_")}
+    flat = {name: (s.values.tolist(), s.offsets[starts].tolist(), s.offsets[ends].tolist()) for name, s in sets.items()}
+    extra_cols.update({name + "#": s.lens.tolist() for name, s in sets.items()})
     head, dumps = _HEAD.pack, orjson.dumps
     blobs = []
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        extra = dumps({name: v[a:b] for name, v in extra_cols.items()}) if extra_cols else b""
+    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        if extra_cols:
+            d = {name: v[a:b] for name, v in extra_cols.items()}
+            for name, (values, lo, hi) in flat.items():
+                d[name] = values[lo[i]:hi[i]]
+            extra = dumps(d)
+        else:
+            extra = b""
         blobs.append(head(b - a, len(extra)) + raw[a * size:b * size] + extra)
     return eids, blobs, ends
 
@@ -273,7 +283,7 @@ def encode_blobs(view: WindowedView, partials: Any) -> dict[str, bytes]:
 
 def decode_blobs(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> pd.DataFrame:
     """The partials of the entities whose blob is not None, as one frame (``encode_blobs``' inverse)."""
-    return pd.DataFrame(decode_columns(view, eids, blobs))
+    return windows.frame(decode_columns(view, eids, blobs))
 
 
 def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> windows.Columns:
@@ -309,22 +319,34 @@ def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None
         out[name] = rec[name].astype(dtype[name].newbyteorder("="), copy=True)
     if extras or others:
         ends = np.cumsum(counts)
-        cols: dict[str, np.ndarray] = {}
+        cols: dict[str, Any] = {}
+        set_values: dict[str, list] = {}
+        set_lens: dict[str, np.ndarray] = {}
         for name in others:
-            cols[name] = np.empty(len(rec), dtype=object)
-            cols[name][:] = [None] * len(rec) if name.startswith("_last_") else [()] * len(rec)
+            if name.startswith("_last_"):
+                cols[name] = np.empty(len(rec), dtype=object)
+                cols[name][:] = [None] * len(rec)
+            else:
+                set_values[name] = []
+                set_lens[name] = np.zeros(len(rec), dtype="int64")
         for i, extra in extras:
             d = orjson.loads(extra)
             a, b = int(ends[i] - counts[i]), int(ends[i])
             for name, v in d.items():
-                if name.startswith("_set_"):
-                    cols[name][a:b] = [tuple(x) for x in v]
+                if name in set_values:
+                    set_values[name].extend(v)
+                elif name.endswith("#"):
+                    set_lens[name[:-1]][a:b] = v
                 elif name.startswith("_sum_"):
                     if name not in cols:
                         cols[name] = out[name].astype(object)
                     cols[name][a:b] = [int(x) for x in v]
                 else:
                     cols[name][a:b] = v
+        for name, values in set_values.items():
+            flat = np.empty(len(values), dtype=object)
+            flat[:] = values
+            cols[name] = windows.Sets(flat, np.r_[0, np.cumsum(set_lens[name])].astype("int64"))
         out.update(cols)
     return {c: out[c] for c in keys + ["_k"] + windows.partial_names(view)}
 

@@ -97,6 +97,58 @@ def partial_names(view: WindowedView) -> list[str]:
 Columns = dict  # column name -> 1-D NumPy array: a frame without pandas' per-call cost
 
 
+class Sets:
+    """A column of distinct sets, flat: row ``i`` holds ``values[offsets[i]:offsets[i + 1]]``
+    (sorted, distinct). What ``Columns`` hold for a ``_set_`` partial (a DataFrame holds a
+    tuple per row: ``frame``): no Python object per row."""
+
+    __slots__ = ("values", "offsets")
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values, self.offsets = values, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lens(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def of(cls, column: Any) -> "Sets":
+        """A ``Sets`` column, or one from a column of tuples."""
+        if isinstance(column, Sets):
+            return column
+        lens = np.fromiter((len(s) for s in column), dtype="int64", count=len(column))
+        values = np.empty(int(lens.sum()), dtype=object)
+        values[:] = [x for s in column for x in s]
+        return cls(values, np.r_[0, np.cumsum(lens)].astype("int64"))
+
+    def tuples(self) -> np.ndarray:
+        out = np.empty(len(self), dtype=object)
+        vals, off = self.values.tolist(), self.offsets.tolist()
+        out[:] = [tuple(vals[a:b]) for a, b in zip(off[:-1], off[1:])]
+        return out
+
+    def __getitem__(self, idx: Any) -> "Sets":
+        rows = np.arange(len(self))[idx]
+        lens = self.lens[rows]
+        offsets = np.r_[0, np.cumsum(lens)].astype("int64")
+        flat = np.repeat(self.offsets[:-1][rows] - offsets[:-1], lens) + np.arange(offsets[-1])
+        return Sets(self.values[flat], offsets)
+
+    @staticmethod
+    def concat(parts: list["Sets"]) -> "Sets":
+        shift = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
+        return Sets(np.concatenate([p.values for p in parts]),
+                    np.r_[0, np.concatenate([p.offsets[1:] + s for p, s in zip(parts, shift)])].astype("int64"))
+
+
+def frame(cols: Columns) -> pd.DataFrame:
+    """``Columns`` as a DataFrame (sets as a tuple per row)."""
+    return pd.DataFrame({k: v.tuples() if isinstance(v, Sets) else v for k, v in cols.items()})
+
+
 def col(frame: Any, name: str) -> np.ndarray:
     """A column of a DataFrame or of a ``Columns`` dict, as a NumPy array."""
     v = frame[name]
@@ -118,7 +170,8 @@ def concat(frames: list[Columns]) -> Columns:
     frames = [f for f in frames if nrows(f)]
     if len(frames) == 1:
         return frames[0]
-    return {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
+    return {k: Sets.concat([Sets.of(f[k]) for f in frames]) if isinstance(frames[0][k], Sets)
+            else np.concatenate([f[k] for f in frames]) for k in frames[0]}
 
 
 def scaled_values(values: Any) -> np.ndarray:
@@ -191,22 +244,16 @@ def _latest(values: np.ndarray, times: np.ndarray, key_arrays: list[np.ndarray],
     return values[order][ends]
 
 
-def _distinct(values: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
-    """Per group number 0..groups-1: the sorted distinct non-null values, a tuple each."""
-    out = np.empty(groups, dtype=object)
-    out[:] = [()] * groups
+def _distinct(values: np.ndarray, group: np.ndarray, groups: int) -> Sets:
+    """Per group number 0..groups-1: the sorted distinct non-null values."""
     present = ~pd.isna(values)
     if not present.any():
-        return out
+        return Sets(np.array([], dtype=object), np.zeros(groups + 1, dtype="int64"))
     vc, uniq = pd.factorize(values[present], sort=True)
     m = len(uniq) + 1
     pairs = np.unique(group[present] * m + vc)
-    gg = pairs // m
-    vals = np.asarray(uniq, dtype=object)[pairs % m].tolist()
-    bounds = np.r_[0, np.flatnonzero(gg[1:] != gg[:-1]) + 1, len(gg)].tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        out[gg[a]] = tuple(vals[a:b])
-    return out
+    counts = np.bincount(pairs // m, minlength=groups)
+    return Sets(np.asarray(uniq, dtype=object)[pairs % m], np.r_[0, np.cumsum(counts)].astype("int64"))
 
 
 def bucket_columns(view: WindowedView, events: Any, time_column: str = "_ts") -> Columns:
@@ -253,7 +300,7 @@ def bucket_partials(view: WindowedView, events: pd.DataFrame, time_column: str =
     """Per (entity, bucket ``_k``): the partials of the events (one event per row)."""
     if events.empty:
         return _empty_partials(view, events)
-    return pd.DataFrame(bucket_columns(view, events, time_column))
+    return frame(bucket_columns(view, events, time_column))
 
 
 def _isnull(v) -> bool:
@@ -272,7 +319,7 @@ def merge_columns(view: WindowedView, partials: Columns) -> Columns:
     order, starts = _grouped(key_arrays, k)
     out: Columns = {key: a[order][starts] for key, a in zip(keys, key_arrays)}
     if len(starts) == n:  # every (entity, bucket) once: nothing to merge
-        out.update({c: partials[c][order] for c in names})
+        out.update({c: Sets.of(partials[c])[order] if c.startswith("_set_") else partials[c][order] for c in names})
         return out
     out["_k"] = k[order][starts]
     for name in names[1:]:
@@ -292,10 +339,8 @@ def merge_columns(view: WindowedView, partials: Columns) -> Columns:
         elif name.startswith("_set_"):
             group = np.empty(n, dtype="int64")
             group[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
-            lens = np.fromiter((len(s) for s in v), dtype="int64", count=n)
-            flat = np.empty(int(lens.sum()), dtype=object)
-            flat[:] = [x for s in v for x in s]
-            out[name] = _distinct(flat, np.repeat(group, lens), len(starts))
+            sets = Sets.of(v)
+            out[name] = _distinct(sets.values, np.repeat(group, sets.lens), len(starts))
     return {c: out[c] for c in keys + names}
 
 
@@ -305,7 +350,7 @@ def merge_partials(view: WindowedView, partials: pd.DataFrame) -> pd.DataFrame:
     if partials.empty:
         return partials
     cols = {c: partials[c].to_numpy() for c in view.join_keys + ["_k"] + partial_names(view)}
-    return pd.DataFrame(merge_columns(view, cols))
+    return frame(merge_columns(view, cols))
 
 
 def _empty_partials(view: WindowedView, like: pd.DataFrame) -> pd.DataFrame:
@@ -509,12 +554,12 @@ def _distinct_counts(p: Any, gid: np.ndarray, k: np.ndarray, kmin: int, span: in
                      qg: np.ndarray, qb: np.ndarray) -> np.ndarray:
     """Distinct values in ``[b - w, b)``: a value is present from the boundary after an
     occurrence until ``w`` hops after the last occurrence closer than ``w`` to the previous."""
-    sets = col(p, name)
-    lens = np.fromiter((len(s) for s in sets), dtype="int64", count=len(sets))
+    sets = Sets.of(p[name])
+    lens = sets.lens
     if lens.sum() == 0:
         return np.zeros(len(qg), dtype="int64")
     og, ok_ = np.repeat(gid, lens), np.repeat(k, lens)
-    codes, _ = pd.factorize(pd.Series([v for s in sets for v in s], dtype=object), sort=False)
+    codes, _ = pd.factorize(sets.values, sort=False)
     order = np.lexsort((ok_, codes, og))
     og, ok_, codes = og[order], ok_[order], codes[order]
     same_prev = np.r_[False, (og[1:] == og[:-1]) & (codes[1:] == codes[:-1])]
