@@ -240,13 +240,10 @@ def _key_values_np(arr: np.ndarray, value_type: int) -> list:
     if value_type == _STRING:
         if arr.dtype != object:
             raise Unsupported(f"string join key from {arr.dtype}")
-        values = arr.tolist()
-        if any(type(v) is not str for v in values):
-            raise Unsupported("string join key holding something else")
-        try:
-            utf8 = [v.encode("utf-8") for v in values]
-        except UnicodeEncodeError as exc:
-            raise Unsupported("join key not utf-8") from exc
+        try:  # str (and its subclasses: Arrow's strings) encode; anything else has no encode(...)
+            utf8 = [v.encode("utf-8") for v in arr.tolist()]
+        except (AttributeError, TypeError, UnicodeEncodeError) as exc:
+            raise Unsupported("string join key holding something else") from exc
         lens = np.fromiter(map(len, utf8), dtype=np.int64, count=n)
         size = lens.astype("<u4").view(np.uint8).reshape(n, 4)
         return [_const(struct.pack("<I", _STRING), n), (size, np.ones((n, 4), dtype=bool)), _ragged(utf8, lens)]

@@ -148,6 +148,7 @@ class Processor:
                  clock: Callable[[], float] = time.time):
         self.settings, self.views, self.state, self.clock = settings, views, state, clock
         self.lock = threading.Lock()
+        self._sources: dict = {}  # a batch's events per source, shared by its views
         self.publisher = Publisher(state, views, writer, self.lock)
         topics = settings.topics
         self.contract_of_topic = {getattr(topics, c): c for c in self._contracts()}
@@ -228,8 +229,10 @@ class Processor:
         pipe = r.pipeline(transaction=True)
         enrich = self._dedupe_and_enrich(pipe, events, now)
         written: dict[str, dict[str, tuple[float, bytes]]] = {}
+        self._sources = {}
         for view in self.views:
             written[view.name] = self._apply_view(pipe, view, events, enrich, now, report)
+        self._sources = {}
         t2 = time.perf_counter()
         report.compute_s = t2 - t1
         with self.lock:
@@ -299,12 +302,24 @@ class Processor:
         enrichment has not arrived yet (a label read before its transaction: Spark reads
         the topics side by side) is parked in the state and tried again with each batch."""
         src = view.source
+        if not src.enrich:
+            # Views of one source share its frame (times as unix µs), made once per batch.
+            key = (src.contract, src.where, src.time_column)
+            if key not in self._sources:
+                ev = events.get(src.contract)
+                if ev is None or ev.empty:
+                    ev = pd.DataFrame({"_ts": np.array([], dtype="int64")})
+                else:
+                    if src.where:
+                        ev = ev[ev[src.where].astype(bool)]
+                    ev = ev.rename(columns={src.time_column: "_ts"})
+                    ev["_ts"] = windows.micros(ev["_ts"])
+                self._sources[key] = ev
+            return self._sources[key]
         ev = events.get(src.contract, pd.DataFrame())
         if src.where and not ev.empty:
             ev = ev[ev[src.where].astype(bool)]
         ev = ev.rename(columns={src.time_column: "_ts"})
-        if not src.enrich:
-            return ev
         other, key_col, cols = src.enrich
         parked_key = self.state.parked_key(view.name)
         parked = self.state.parked(view.name)

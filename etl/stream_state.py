@@ -195,12 +195,14 @@ class StreamState:
         return found
 
 
-# A blob: u32 rows, u32 extra bytes, then the numeric partials as packed little-endian
+# A blob: u8 1, u32 rows, u32 extra bytes, then the numeric partials as packed little-endian
 # records (``_layout``: _k, _n, _last_ts, sums as int64, minima and maxima as float64), then
 # the others as one JSON object of columns (last values, distinct sets; a sum column that
 # does not fit int64, as decimal strings: exact). The numeric part of many entities is then
 # one ``b"".join`` and one ``np.frombuffer`` (no Python object per value).
-_HEAD = struct.Struct("<II")
+_HEAD = struct.Struct("<BII")
+_TAG = 1  # a blob's first byte (a blob of the former JSON layout starts with "{")
+_HEAD_SIZE = _HEAD.size
 _LAYOUTS: dict[tuple, tuple[np.dtype, list[str]]] = {}
 
 
@@ -269,7 +271,7 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
             extra = dumps(d)
         else:
             extra = b""
-        blobs.append(head(b - a, len(extra)) + raw[a * size:b * size] + extra)
+        blobs.append(head(_TAG, b - a, len(extra)) + raw[a * size:b * size] + extra)
     return eids, blobs, ends
 
 
@@ -293,14 +295,15 @@ def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None
     dtype, others = _layout(view)
     size = dtype.itemsize
     present = [(e, b) for e, b in zip(eids, blobs) if b is not None]
-    if any(b[:1] == b"{" for _, b in present):  # blobs of the former JSON layout (a state written before)
-        present = [(e, _from_json(view, e, b) if b[:1] == b"{" else b) for e, b in present]
     ids = [e for e, _ in present]
     raw = [b for _, b in present]
-    heads = np.frombuffer(b"".join([b[:8] for b in raw]), dtype="<u4").reshape(-1, 2).astype("int64")
+    if (np.frombuffer(b"".join([b[:1] for b in raw]), dtype=np.uint8) != _TAG).any():
+        # blobs of the former JSON layout (a state written before), or not a blob at all
+        raw = [b if b[:1] == bytes([_TAG]) else _from_json(view, e, b) for e, b in zip(ids, raw)]
+    heads = np.frombuffer(b"".join([b[1:_HEAD_SIZE] for b in raw]), dtype="<u4").reshape(-1, 2).astype("int64")
     counts, xlens = heads[:, 0], heads[:, 1]
-    ends_b = (8 + counts * size).tolist()
-    rec = np.frombuffer(b"".join([b[8:e] for b, e in zip(raw, ends_b)]), dtype=dtype)
+    ends_b = (_HEAD_SIZE + counts * size).tolist()
+    rec = np.frombuffer(b"".join([b[_HEAD_SIZE:e] for b, e in zip(raw, ends_b)]), dtype=dtype)
     extras = [(i, raw[i][ends_b[i]:]) for i in np.flatnonzero(xlens).tolist()]
     out: windows.Columns = {}
     joined = "".join(ids)
@@ -353,6 +356,8 @@ def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None
 
 def _from_json(view: WindowedView, eid: str, blob: bytes) -> bytes:
     """A blob of the former layout (JSON columns) in this one."""
+    if blob[:1] != b"{":
+        raise ValueError(f"the stream's state for {view.name} {eid} is not a blob this version reads")
     d = orjson.loads(blob)
     n = len(d["_k"])
     cols: windows.Columns = {}
