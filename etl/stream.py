@@ -177,17 +177,18 @@ class Processor:
             if name is None:
                 continue
             contract = CONTRACTS[name]
-            rows, arrived = [], []
-            for key, value, ts in zip(group["key"].tolist(), group["value"].tolist(), group["timestamp"].to_numpy()):
+            rows, valid = [], []
+            parse = contract.parse_message
+            for j, (key, value) in enumerate(zip(group["key"].tolist(), group["value"].tolist())):
                 try:
-                    rows.append(contract.parse_message(_bytes(key), _bytes(value)))
-                    arrived.append(ts)
+                    rows.append(parse(_bytes(key), _bytes(value)))
+                    valid.append(j)
                 except (InvalidEvent, ValueError, TypeError, KeyError):
                     report.invalid += 1
             if not rows:
                 continue
             ev = pd.DataFrame(rows)
-            kafka_ms = pd.to_datetime(pd.Series(arrived), utc=True).astype("int64").to_numpy() // 1_000_000
+            kafka_ms = windows.micros(group["timestamp"])[valid] // 1000  # Kafka times, ms (floored)
             ev["_arrived"] = kafka_ms / 1e3
             # One copy per id, the first (as ingestion lands the first offset): later copies
             # are retries, whatever else is wrong with them.
@@ -285,12 +286,12 @@ class Processor:
             other, key_col, cols = v.source.enrich
             ev = events.get(other)
             if ev is not None and not ev.empty:
-                days = (pd.to_datetime(ev[CONTRACTS[other].time_field], utc=True).astype("int64") // 10**9 // DAY_S)
-                values = ev[list(cols)].to_dict("records")
+                days = windows.micros(ev[CONTRACTS[other].time_field]) // 10**6 // DAY_S
+                values = [dict(zip(cols, t)) for t in zip(*(ev[c].tolist() for c in cols))]
                 ids = ev[key_col].astype(str).tolist()
-                for day in np.unique(days.to_numpy()):
+                for day in np.unique(days):
                     k = self.state.enrich_key(other, int(day))
-                    pipe.hset(k, mapping={ids[j]: orjson.dumps(values[j]) for j in np.flatnonzero(days.to_numpy() == day)})
+                    pipe.hset(k, mapping={ids[j]: orjson.dumps(values[j]) for j in np.flatnonzero(days == day).tolist()})
                     pipe.expire(k, max(1, int((int(day) + 1) * DAY_S + self.settings.stream.enrich_horizon_s - now)))
                 # lookups in this batch find the batch's own events first
                 batch_enrich.update({(other, i): v for i, v in zip(ids, values)})
