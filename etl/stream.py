@@ -193,8 +193,9 @@ class Processor:
             # One copy per id, the first (as ingestion lands the first offset): later copies
             # are retries, whatever else is wrong with them.
             first = ~ev.duplicated(contract.id_field, keep="first").to_numpy()
-            report.retries += int((~first).sum())
-            ev, kafka_ms = ev[first].reset_index(drop=True), kafka_ms[first]
+            if not first.all():
+                report.retries += int((~first).sum())
+                ev, kafka_ms = ev[first].reset_index(drop=True), kafka_ms[first]
             # The declared batch checks ingestion dead-letters by (skewless.event_checks): an
             # event the lake refuses must not count online either.
             checked = ev[event_checks.columns(contract)].assign(
@@ -207,7 +208,7 @@ class Processor:
                     continue
             seen = np.array(self.state.seen(name, ev[contract.id_field].astype(str).tolist()), dtype=bool)
             report.retries += int(seen.sum())
-            out[name] = ev[~seen].reset_index(drop=True)
+            out[name] = ev[~seen].reset_index(drop=True) if seen.any() else ev
         return out
 
     # -- one micro-batch
@@ -397,15 +398,15 @@ class Processor:
         hop_s = hop / 1e6
         k_first = k_new[first_new]
         timers = dict(zip(eids, (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
-        keys_: list[str] = []
         args: list = []
         written: dict[str, tuple[float, bytes]] = {}
         m_eids, m_blobs, ends = encode_columns(view, merged)
+        # A backstop: an hour after its last change point (the publisher removes it then).
         # An entity's last row holds its last bucket.
-        for e, blob, last_k in zip(m_eids, m_blobs, merged["_k"][ends - 1].tolist()):
-            # A backstop: an hour after its last change point (the publisher removes it then).
-            expire = max(1, int((last_k + wmax + 1) * hop_s - now) + 3600)
-            keys_.append(self.state.blob_key(view.name, e))
+        expires = [max(1, int(x) + 3600) for x in ((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).tolist()]
+        prefix = self.state.blob_key(view.name, "")
+        keys_ = [prefix + e for e in m_eids]
+        for e, blob, expire in zip(m_eids, m_blobs, expires):
             args += (blob, expire)
             written[e] = (expire, blob)
         if keys_:
