@@ -16,10 +16,12 @@ Redis topology, a dtype or value it does not reproduce — goes through ``ingest
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from redis.exceptions import ResponseError
 
 from etl.redis_rows import Unsupported, ViewEncoder
+from etl.windows import TS
 from skewless.errors import ConfigError
 from skewless.features.store import feature_store, repo_config
 from skewless.settings import Settings
@@ -70,6 +72,28 @@ class OnlineWriter:
         self.store._get_provider().ingest_df(fv, rows)
         self.rows_feast += len(rows)
         return len(rows)
+
+    def write_columns(self, view: str, rows: dict) -> int:
+        """``write`` of rows given as NumPy columns (join keys, ``event_timestamp`` as
+        datetime64, features), as ``etl.windows.rows_at(..., frame=False)`` returns them:
+        encoded without a frame when the column-wise writer covers them, else through
+        the frame ``write`` takes."""
+        n = len(rows[TS]) if TS in rows else 0
+        if not n:
+            return 0
+        encoder = self._encoder(view, self._view(view))
+        if encoder is not None:
+            try:
+                commands, replies = encoder.commands_columns(rows)
+            except Unsupported:
+                pass
+            else:
+                self._send(commands, replies)
+                self.rows_fast += n
+                return n
+        frame = pd.DataFrame(rows)
+        frame[TS] = pd.to_datetime(np.asarray(rows[TS]).astype("datetime64[us]").astype("int64"), unit="us", utc=True)
+        return self.write(view, frame)
 
     def _encoder(self, name: str, fv) -> ViewEncoder | None:
         if not self.fast:

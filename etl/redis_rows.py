@@ -233,6 +233,28 @@ def _key_values(col, value_type: int) -> list:
     raise Unsupported(f"join key type {value_type}")
 
 
+def _key_values_np(arr: np.ndarray, value_type: int) -> list:
+    """``_key_values`` of a NumPy column: str values for a string key (what Arrow makes a
+    string column of), int64 for an int64 key; anything else is :class:`Unsupported`."""
+    n = len(arr)
+    if value_type == _STRING:
+        if arr.dtype != object:
+            raise Unsupported(f"string join key from {arr.dtype}")
+        try:  # str (and its subclasses: Arrow's strings) encode; anything else has no encode(...)
+            utf8 = [v.encode("utf-8") for v in arr.tolist()]
+        except (AttributeError, TypeError, UnicodeEncodeError) as exc:
+            raise Unsupported("string join key holding something else") from exc
+        lens = np.fromiter(map(len, utf8), dtype=np.int64, count=n)
+        size = lens.astype("<u4").view(np.uint8).reshape(n, 4)
+        return [_const(struct.pack("<I", _STRING), n), (size, np.ones((n, 4), dtype=bool)), _ragged(utf8, lens)]
+    if value_type == _INT64:
+        if arr.dtype.kind != "i":
+            raise Unsupported(f"int64 join key from {arr.dtype}")
+        v = arr.astype("<i8").view(np.uint8).reshape(n, 8)
+        return [_const(struct.pack("<II", _INT64, 8), n), (v, np.ones((n, 8), dtype=bool))]
+    raise Unsupported(f"join key type {value_type}")
+
+
 def _resp_bulk(b: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(b), b)
 
@@ -243,7 +265,7 @@ class ViewEncoder:
     answers ``None`` when the view or the store is outside what it reproduces."""
 
     def __init__(self, *, project: str, view_name: str, join_keys: list[tuple[str, int]], features: list[tuple[str, str]],
-                 timestamp_field: str, ttl: int | None):
+                 timestamp_field: str, ttl: int | None, script: bool = True):
         from feast.infra.online_stores.helpers import _mmh3
 
         self.project = project.encode("utf-8")
@@ -260,6 +282,7 @@ class ViewEncoder:
         self._cmd_head = b"*%d\r\n$4\r\nHSET\r\n" % nargs
         self._field_heads = [_resp_bulk(f)[:-2] for f in [self.ts_field, *self.fields]]  # "$n\r\n<field>"
         self._expire = None if not ttl else b"$%d\r\n%d\r\n" % (len(str(ttl)), ttl)
+        self.script = script  # the HSETs in EVALs of many rows (``_script_commands``), else one command a row
 
     @classmethod
     def for_view(cls, feature_view: Any, config: Any) -> "ViewEncoder | None":
@@ -323,6 +346,33 @@ class ViewEncoder:
         encode = {"int64": _int64_values, "double": _double_values, "string": _string_values}
         return keys, ts, [encode[kind](column(name)) for name, kind in self.features]
 
+    def parts_columns(self, cols: dict) -> tuple[Part, Part, list[Part]]:
+        """``parts`` of rows given as NumPy columns (name -> array; the timestamp field as
+        datetime64), without the Arrow conversion: what ``parts`` gives for the frame of
+        these columns, for the dtypes the stream's rows have (string keys, int64 and
+        float64 features, object strings); anything else is :class:`Unsupported` (the
+        caller then goes through the frame)."""
+        if self.timestamp_field not in cols:
+            raise Unsupported(f"column {self.timestamp_field} missing")
+        n = len(cols[self.timestamp_field])
+        key = [_const(self.key_head, n)]
+        for k, t in self.join_keys:
+            if k not in cols:
+                raise Unsupported(f"column {k} missing")
+            key += _key_values_np(np.asarray(cols[k]), t)
+        keys = _join([*key, _const(self.project, n)])
+        ts = _timestamps(np.asarray(cols[self.timestamp_field]))
+        encode = {"int64": _int64_values, "double": _double_values, "string": _string_values}
+        values = []
+        for name, kind in self.features:
+            if name not in cols:
+                raise Unsupported(f"column {name} missing")
+            arr = np.asarray(cols[name])
+            if kind == "string" and arr.dtype == object and any(v is not None and type(v) is not str for v in arr.tolist()):
+                raise Unsupported("a string feature holding something else")
+            values.append(encode[kind](arr))
+        return keys, ts, values
+
     def rows(self, df: pd.DataFrame) -> tuple[list[bytes], list[bytes], list[list[bytes]]]:
         """Per row: its key, its timestamp field's bytes, each feature field's bytes."""
         keys, ts, values = self.parts(df)
@@ -331,7 +381,15 @@ class ViewEncoder:
     def commands(self, df: pd.DataFrame) -> tuple[bytes, int]:
         """The RESP bytes of one ``HSET key _ts <ts> f1 v1 ...`` per row (then ``EXPIRE key
         ttl`` with a key TTL), built for all rows at once, and how many replies they produce."""
-        keys, ts, values = self.parts(df)
+        return self._commands(*self.parts(df))
+
+    def commands_columns(self, cols: dict) -> tuple[bytes, int]:
+        """``commands`` of rows given as NumPy columns (``parts_columns``)."""
+        return self._commands(*self.parts_columns(cols))
+
+    def _commands(self, keys: Part, ts: Part, values: list[Part]) -> tuple[bytes, int]:
+        if self.script:
+            return self._script_commands(keys, ts, values)
         n = len(keys[0])
         key = _bulk(keys)
         pieces = [_const(self._cmd_head, n), *key]
@@ -341,3 +399,52 @@ class ViewEncoder:
             pieces += [_const(b"*3\r\n$6\r\nEXPIRE\r\n", n), *key, _const(self._expire, n)]
         m, mask = _join_rows(pieces)
         return m[mask].tobytes(), n * (2 if self._expire else 1)
+
+    def _script_commands(self, keys: Part, ts: Part, values: list[Part]) -> tuple[bytes, int]:
+        """The same ``HSET``s (and ``EXPIRE``s) run by one ``EVAL`` per ``SCRIPT_ROWS`` rows:
+        one reply to read instead of one per row (redis-py's reading of a reply costs the
+        client more than the server's ``HSET``). The keys are the script's KEYS, the field
+        names its ARGV once, then each row's values."""
+        n = len(keys[0])
+        m = 1 + len(self.fields)
+        key_rows = _rows_matrix(_bulk(keys))
+        value_rows = _rows_matrix([p for part in [ts, *values] for p in _bulk(part)])
+        fields = b"".join(_resp_bulk(f) for f in [self.ts_field, *self.fields])
+        out = []
+        for a in range(0, n, SCRIPT_ROWS):
+            b = min(n, a + SCRIPT_ROWS)
+            out += [b"*%d\r\n$4\r\nEVAL\r\n" % (3 + (b - a) + 2 + m + (b - a) * m), _HSET_ALL_RESP,
+                    _resp_bulk(b"%d" % (b - a)), _slice_rows(key_rows, a, b),
+                    _resp_bulk(b"%d" % m), _resp_bulk(b"%d" % (self.ttl or 0)), fields, _slice_rows(value_rows, a, b)]
+        return b"".join(out), len(range(0, n, SCRIPT_ROWS))
+
+
+SCRIPT_ROWS = 10_000
+# HSET KEYS[i] field_1 value_1 ... (fields: ARGV[3 .. 2+m], row i's values after them), then
+# EXPIRE KEYS[i] ttl when ttl > 0.
+_HSET_ALL = b"""local m = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local args = {}
+for i = 1, #KEYS do
+  local base = 2 + m + (i - 1) * m
+  for j = 1, m do
+    args[2 * j - 1] = ARGV[2 + j]
+    args[2 * j] = ARGV[base + j]
+  end
+  redis.call('HSET', KEYS[i], unpack(args))
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return #KEYS"""
+_HSET_ALL_RESP = _resp_bulk(_HSET_ALL)
+
+
+def _rows_matrix(parts: list) -> tuple[bytes, np.ndarray]:
+    """Rows of byte parts as one buffer and each row's end offset in it."""
+    m, mask = _join_rows(parts)
+    return m[mask].tobytes(), np.cumsum(mask.sum(axis=1))
+
+
+def _slice_rows(rows: tuple[bytes, np.ndarray], a: int, b: int) -> bytes:
+    buf, ends = rows
+    start = int(ends[a - 1]) if a else 0
+    return buf[start:int(ends[b - 1])]

@@ -51,7 +51,7 @@ import orjson
 import pandas as pd
 
 from etl import windows
-from etl.stream_state import StreamState, decode_columns, encode_blobs, entity_ids
+from etl.stream_state import StreamState, decode_columns, encode_columns, entity_ids
 from skewless import event_checks
 from skewless.contracts import CONTRACTS, InvalidEvent
 from skewless.features.dsl import WindowedView
@@ -119,16 +119,16 @@ class Publisher:
         b_now = int(round(now * 1_000_000)) // hop
         partials = decode_columns(view, eids, st.blobs(view.name, eids))
         keys = view.join_keys
-        rows, scheduled = None, {}
-        if len(partials):
-            rows = windows.rows_at(view, partials, b_now)
-            if len(rows):
-                self.writer.write(view.name, rows)
-            nxt = windows.next_change(view, partials, b_now)
+        rows, scheduled, n_rows = None, {}, 0
+        if windows.nrows(partials):
+            rows = windows.rows_at(view, partials, b_now, frame=False)
+            n_rows = windows.nrows(rows)
+            if n_rows:
+                self.writer.write_columns(view.name, rows)
+            nxt = windows.next_change(view, partials, b_now, frame=False)
             # b * hop / 1e6 as the timers were always computed (an exact product, one
             # rounding), not b * (hop / 1e6): a hop of 100 ms is no exact float.
-            scheduled = dict(zip(entity_ids([nxt[k].to_numpy() for k in keys]),
-                                 (nxt["_next"].to_numpy(dtype="int64") * hop / 1e6).tolist()))
+            scheduled = dict(zip(entity_ids([nxt[k] for k in keys]), (nxt["_next"] * hop / 1e6).tolist()))
         done = [e for e in eids if e not in scheduled]
         with r.pipeline(transaction=True) as pipe:
             if scheduled:
@@ -138,7 +138,7 @@ class Publisher:
                 pipe.delete(*[st.blob_key(view.name, e) for e in done])
             pipe.execute()
         st.forget(view.name, done)
-        return 0 if rows is None else len(rows)
+        return n_rows
 
 
 class Processor:
@@ -148,6 +148,7 @@ class Processor:
                  clock: Callable[[], float] = time.time):
         self.settings, self.views, self.state, self.clock = settings, views, state, clock
         self.lock = threading.Lock()
+        self._sources: dict = {}  # a batch's events per source, shared by its views
         self.publisher = Publisher(state, views, writer, self.lock)
         topics = settings.topics
         self.contract_of_topic = {getattr(topics, c): c for c in self._contracts()}
@@ -176,23 +177,25 @@ class Processor:
             if name is None:
                 continue
             contract = CONTRACTS[name]
-            rows, arrived = [], []
-            for key, value, ts in zip(group["key"].tolist(), group["value"].tolist(), group["timestamp"].to_numpy()):
+            rows, valid = [], []
+            parse = contract.parse_message
+            for j, (key, value) in enumerate(zip(group["key"].tolist(), group["value"].tolist())):
                 try:
-                    rows.append(contract.parse_message(_bytes(key), _bytes(value)))
-                    arrived.append(ts)
+                    rows.append(parse(_bytes(key), _bytes(value)))
+                    valid.append(j)
                 except (InvalidEvent, ValueError, TypeError, KeyError):
                     report.invalid += 1
             if not rows:
                 continue
             ev = pd.DataFrame(rows)
-            kafka_ms = pd.to_datetime(pd.Series(arrived), utc=True).astype("int64").to_numpy() // 1_000_000
+            kafka_ms = windows.micros(group["timestamp"])[valid] // 1000  # Kafka times, ms (floored)
             ev["_arrived"] = kafka_ms / 1e3
             # One copy per id, the first (as ingestion lands the first offset): later copies
             # are retries, whatever else is wrong with them.
             first = ~ev.duplicated(contract.id_field, keep="first").to_numpy()
-            report.retries += int((~first).sum())
-            ev, kafka_ms = ev[first].reset_index(drop=True), kafka_ms[first]
+            if not first.all():
+                report.retries += int((~first).sum())
+                ev, kafka_ms = ev[first].reset_index(drop=True), kafka_ms[first]
             # The declared batch checks ingestion dead-letters by (skewless.event_checks): an
             # event the lake refuses must not count online either.
             checked = ev[event_checks.columns(contract)].assign(
@@ -205,7 +208,7 @@ class Processor:
                     continue
             seen = np.array(self.state.seen(name, ev[contract.id_field].astype(str).tolist()), dtype=bool)
             report.retries += int(seen.sum())
-            out[name] = ev[~seen].reset_index(drop=True)
+            out[name] = ev[~seen].reset_index(drop=True) if seen.any() else ev
         return out
 
     # -- one micro-batch
@@ -228,8 +231,10 @@ class Processor:
         pipe = r.pipeline(transaction=True)
         enrich = self._dedupe_and_enrich(pipe, events, now)
         written: dict[str, dict[str, tuple[float, bytes]]] = {}
+        self._sources = {}
         for view in self.views:
             written[view.name] = self._apply_view(pipe, view, events, enrich, now, report)
+        self._sources = {}
         t2 = time.perf_counter()
         report.compute_s = t2 - t1
         with self.lock:
@@ -282,12 +287,12 @@ class Processor:
             other, key_col, cols = v.source.enrich
             ev = events.get(other)
             if ev is not None and not ev.empty:
-                days = (pd.to_datetime(ev[CONTRACTS[other].time_field], utc=True).astype("int64") // 10**9 // DAY_S)
-                values = ev[list(cols)].to_dict("records")
+                days = windows.micros(ev[CONTRACTS[other].time_field]) // 10**6 // DAY_S
+                values = [dict(zip(cols, t)) for t in zip(*(ev[c].tolist() for c in cols))]
                 ids = ev[key_col].astype(str).tolist()
-                for day in np.unique(days.to_numpy()):
+                for day in np.unique(days):
                     k = self.state.enrich_key(other, int(day))
-                    pipe.hset(k, mapping={ids[j]: orjson.dumps(values[j]) for j in np.flatnonzero(days.to_numpy() == day)})
+                    pipe.hset(k, mapping={ids[j]: orjson.dumps(values[j]) for j in np.flatnonzero(days == day).tolist()})
                     pipe.expire(k, max(1, int((int(day) + 1) * DAY_S + self.settings.stream.enrich_horizon_s - now)))
                 # lookups in this batch find the batch's own events first
                 batch_enrich.update({(other, i): v for i, v in zip(ids, values)})
@@ -299,12 +304,24 @@ class Processor:
         enrichment has not arrived yet (a label read before its transaction: Spark reads
         the topics side by side) is parked in the state and tried again with each batch."""
         src = view.source
+        if not src.enrich:
+            # Views of one source share its frame (times as unix µs), made once per batch.
+            key = (src.contract, src.where, src.time_column)
+            if key not in self._sources:
+                ev = events.get(src.contract)
+                if ev is None or ev.empty:
+                    ev = pd.DataFrame({"_ts": np.array([], dtype="int64")})
+                else:
+                    if src.where:
+                        ev = ev[ev[src.where].astype(bool)]
+                    ev = ev.rename(columns={src.time_column: "_ts"})
+                    ev["_ts"] = windows.micros(ev["_ts"])
+                self._sources[key] = ev
+            return self._sources[key]
         ev = events.get(src.contract, pd.DataFrame())
         if src.where and not ev.empty:
             ev = ev[ev[src.where].astype(bool)]
         ev = ev.rename(columns={src.time_column: "_ts"})
-        if not src.enrich:
-            return ev
         other, key_col, cols = src.enrich
         parked_key = self.state.parked_key(view.name)
         parked = self.state.parked(view.name)
@@ -351,38 +368,45 @@ class Processor:
         # writes it into the offline history.
         report.too_late += int((k < now_b - wmax).sum())
         report.newest[view.name] = max(report.newest.get(view.name, 0.0), float(t_us.max()) / 1e6)
-        new = windows.bucket_partials(view, ev)
+        new = windows.bucket_columns(view, ev)  # sorted by entity and bucket
         keys = view.join_keys
-        eids = list(dict.fromkeys(entity_ids([new[k].to_numpy() for k in keys])))
-        stored = self.state.load(view, eids)
-        merged = windows.merge_partials(view, pd.concat([stored, new], ignore_index=True) if len(stored) else new)
+        # ``new``'s entity runs: an entity's first row holds its first new bucket.
+        k_new = new["_k"]
+        change = np.zeros(len(k_new) - 1, dtype=bool)
+        for key in keys:
+            change |= new[key][1:] != new[key][:-1]
+        first_new = np.r_[0, np.flatnonzero(change) + 1]
+        eids = entity_ids([new[key][first_new] for key in keys])
+        stored = self.state.load_columns(view, eids)
+        merged = windows.merge_columns(view, windows.concat([stored, new]) if windows.nrows(stored) else new)
         # What is kept: the buckets that can still change a value at now or later, and the
         # newest of the others (it changes no value, but says the entity has a history: its
-        # row is a decayed one, not "not found").
-        live = merged["_k"].to_numpy() >= now_b - wmax
-        past = merged[~live]
-        merged = pd.concat([past[~past.duplicated(keys, keep="last")], merged[live]])
-        merged = merged.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
+        # row is a decayed one, not "not found"). ``merged`` is sorted by entity and bucket.
+        mk = merged["_k"]
+        live = mk >= now_b - wmax
+        same_next = np.ones(len(mk), dtype=bool)
+        same_next[-1] = False
+        for key in keys:
+            same_next[:-1] &= merged[key][1:] == merged[key][:-1]
+        live_next = np.r_[live[1:], False]
+        keep = live | ~same_next | live_next  # a past bucket: the entity's last past one
+        if not keep.all():
+            merged = windows.take(merged, keep)
         # Its timer: now if a new event is before the current boundary (a late one changed the
         # current value), else when its first new bucket enters the windows. ZADD LT keeps an
         # earlier timer already set.
         hop_s = hop / 1e6
-        # ``new`` is sorted by entity and bucket: an entity's first row holds its first new bucket.
-        first_new = ~new.duplicated(keys, keep="first").to_numpy()
-        k_first = new["_k"].to_numpy()[first_new]
-        timers = dict(zip(entity_ids([new[k].to_numpy()[first_new] for k in keys]),
-                          (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
-        # ``merged`` is sorted by entity and bucket: an entity's last row holds its last bucket.
-        last = ~merged.duplicated(keys, keep="last").to_numpy()
-        last_of = dict(zip(entity_ids([merged[k].to_numpy()[last] for k in keys]),
-                           merged["_k"].to_numpy()[last].tolist()))
-        keys_: list[str] = []
+        k_first = k_new[first_new]
+        timers = dict(zip(eids, (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
         args: list = []
         written: dict[str, tuple[float, bytes]] = {}
-        for e, blob in encode_blobs(view, merged).items():
-            # A backstop: an hour after its last change point (the publisher removes it then).
-            expire = max(1, int((last_of[e] + wmax + 1) * hop_s - now) + 3600)
-            keys_.append(self.state.blob_key(view.name, e))
+        m_eids, m_blobs, ends = encode_columns(view, merged)
+        # A backstop: an hour after its last change point (the publisher removes it then).
+        # An entity's last row holds its last bucket.
+        expires = [max(1, int(x) + 3600) for x in ((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).tolist()]
+        prefix = self.state.blob_key(view.name, "")
+        keys_ = [prefix + e for e in m_eids]
+        for e, blob, expire in zip(m_eids, m_blobs, expires):
             args += (blob, expire)
             written[e] = (expire, blob)
         if keys_:

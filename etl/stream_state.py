@@ -1,7 +1,7 @@
 """The streaming job's state, in the online store's Redis (durable with its AOF), under
 ``skewless:stream:<project>:`` (``skewless.features.stream_status.prefix``):
 
-* ``s:<view>:<entity>`` — one JSON blob per view and entity: its per-hop partials
+* ``s:<view>:<entity>`` — one blob per view and entity (``encode_columns``): its per-hop partials
   (``etl.windows``) for the buckets that can still change a value (the longest window
   back from now; at least the newest one). Removed once its last change point is
   published: memory is bounded by the active entities and the longest window. The job
@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import struct
 import time
 from typing import Any, Iterable
 
@@ -117,20 +118,24 @@ class StreamState:
     # -- blobs
     def load(self, view: WindowedView, eids: list[str]) -> pd.DataFrame:
         """The stored partials of these entities, one frame (entities with none: absent)."""
+        return windows.frame(self.load_columns(view, eids))
+
+    def load_columns(self, view: WindowedView, eids: list[str]) -> "windows.Columns":
+        """``load`` as ``Columns``: grouped by entity in the order of ``eids``."""
         return decode_columns(view, eids, self.blobs(view.name, eids))
 
-    def blobs(self, view: str, eids: list[str]) -> list[dict | None]:
-        """The decoded blobs of these entities (None: none stored): the memory's copy, and
-        Redis for what it does not hold (then kept)."""
+    def blobs(self, view: str, eids: list[str]) -> list[bytes | None]:
+        """The blobs of these entities (None: none stored): the memory's copy, and Redis for
+        what it does not hold (then kept)."""
         cache = self.cache.setdefault(view, {})
         now = time.monotonic()
-        out: list[dict | None] = []
+        out: list[bytes | None] = []
         missing: list[int] = []
-        loads = orjson.loads
+        get = cache.get
         for i, e in enumerate(eids):
-            hit = cache.get(e)
+            hit = get(e)
             if hit is not None and hit[0] > now:
-                out.append(loads(hit[1]))
+                out.append(hit[1])
             else:
                 out.append(None)
                 missing.append(i)
@@ -140,7 +145,7 @@ class StreamState:
                 if blob is None:
                     cache.pop(eids[i], None)
                     continue
-                out[i] = orjson.loads(blob)
+                out[i] = blob
                 # Its TTL is at least an hour past its last change point, when the job
                 # deletes it: a copy trusted for a minute cannot outlive it.
                 cache[eids[i]] = (now + READ_TRUST_S, blob)
@@ -190,71 +195,184 @@ class StreamState:
         return found
 
 
-def _column(name: str, values: np.ndarray) -> list:
-    """A partial column as JSON-able Python values (sums as decimal strings: exact)."""
-    if name.startswith("_sum_"):
-        return [str(int(x)) for x in values]
-    if name in ("_k", "_n", "_last_ts"):
-        return values.astype("int64").tolist()
-    if name.startswith(("_min_", "_max_")):
-        return [None if x != x else x for x in values.astype("float64").tolist()]
-    if name.startswith("_set_"):
-        return [list(x) for x in values]
-    return [None if windows._isnull(x) else (x.item() if hasattr(x, "item") else x) for x in values]
+# A blob: u8 1, u32 rows, u32 extra bytes, then the numeric partials as packed little-endian
+# records (``_layout``: _k, _n, _last_ts, sums as int64, minima and maxima as float64), then
+# the others as one JSON object of columns (last values, distinct sets; a sum column that
+# does not fit int64, as decimal strings: exact). The numeric part of many entities is then
+# one ``b"".join`` and one ``np.frombuffer`` (no Python object per value).
+_HEAD = struct.Struct("<BII")
+_TAG = 1  # a blob's first byte (a blob of the former JSON layout starts with "{")
+_HEAD_SIZE = _HEAD.size
+_LAYOUTS: dict[tuple, tuple[np.dtype, list[str]]] = {}
 
 
-def encode_blobs(view: WindowedView, partials: pd.DataFrame) -> dict[str, bytes]:
-    """Per entity of ``partials`` (sorted by entity), its partials as one JSON blob of columns."""
-    if partials.empty:
-        return {}
-    keys = view.join_keys
+def _layout(view: WindowedView) -> tuple[np.dtype, list[str]]:
     names = ["_k"] + windows.partial_names(view)
-    cols = {n: _column(n, partials[n].to_numpy()) for n in names}
-    key_cols = [partials[k].to_numpy() for k in keys]
-    change = np.zeros(len(partials) - 1, dtype=bool)
+    key = tuple(names)
+    if key not in _LAYOUTS:
+        numeric = [(n, "<i8") for n in names if n in ("_k", "_n", "_last_ts") or n.startswith("_sum_")]
+        numeric += [(n, "<f8") for n in names if n.startswith(("_min_", "_max_"))]
+        others = [n for n in names if n.startswith(("_last_", "_set_")) and n != "_last_ts"]
+        _LAYOUTS[key] = (np.dtype(numeric), others)
+    return _LAYOUTS[key]
+
+
+def _plain_value(x: Any) -> Any:
+    if windows._isnull(x):
+        return None
+    return x.item() if hasattr(x, "item") else x
+
+
+def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[str], list[bytes], np.ndarray]:
+    """Per entity of ``partials`` (``Columns`` grouped by entity): its id, its blob, and its
+    rows' end in ``partials``."""
+    n = windows.nrows(partials)
+    if not n:
+        return [], [], np.array([], dtype="int64")
+    keys = view.join_keys
+    dtype, others = _layout(view)
+    key_cols = [windows.col(partials, k) for k in keys]
+    change = np.zeros(n - 1, dtype=bool)
     for c in key_cols:
         change |= c[1:] != c[:-1]
     starts = np.r_[0, np.flatnonzero(change) + 1]
-    ends = np.r_[starts[1:], len(partials)]
+    ends = np.r_[starts[1:], n]
     eids = entity_ids([c[starts] for c in key_cols])
     if len(set(eids)) != len(eids):
         raise ValueError("partials must be grouped by entity")
-    dumps = orjson.dumps
-    return {e: dumps({n: cols[n][a:b] for n in names}) for e, a, b in zip(eids, starts.tolist(), ends.tolist())}
+    rec = np.empty(n, dtype=dtype)
+    big: list[str] = []
+    for name in dtype.names:
+        v = windows.col(partials, name)
+        if v.dtype == object and name.startswith("_sum_"):
+            if all(-2**63 <= int(x) < 2**63 for x in v):
+                v = v.astype("int64")
+            else:
+                big.append(name)
+                v = np.zeros(n, dtype="int64")
+        rec[name] = v
+    raw = rec.tobytes()
+    size = dtype.itemsize
+    # Per row: last values and big sums; a distinct set as its rows' sizes ("<name>#") and
+    # their values one after the other.
+    extra_cols = {name: [_plain_value(x) for x in windows.col(partials, name)]
+                  for name in others if name.startswith("_last_")}
+    extra_cols.update({name: [str(int(x)) for x in windows.col(partials, name)] for name in big})
+    sets = {name: windows.Sets.of(partials[name]) for name in others if name.startswith("_set_")}
+    flat = {name: (s.values.tolist(), s.offsets[starts].tolist(), s.offsets[ends].tolist()) for name, s in sets.items()}
+    extra_cols.update({name + "#": s.lens.tolist() for name, s in sets.items()})
+    head, dumps = _HEAD.pack, orjson.dumps
+    blobs = []
+    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        if extra_cols:
+            d = {name: v[a:b] for name, v in extra_cols.items()}
+            for name, (values, lo, hi) in flat.items():
+                d[name] = values[lo[i]:hi[i]]
+            extra = dumps(d)
+        else:
+            extra = b""
+        blobs.append(head(_TAG, b - a, len(extra)) + raw[a * size:b * size] + extra)
+    return eids, blobs, ends
+
+
+def encode_blobs(view: WindowedView, partials: Any) -> dict[str, bytes]:
+    """Per entity of ``partials`` (sorted by entity), its partials as one blob."""
+    if isinstance(partials, pd.DataFrame):
+        partials = {c: partials[c].to_numpy() for c in view.join_keys + ["_k"] + windows.partial_names(view)}
+    eids, blobs, _ = encode_columns(view, partials)
+    return dict(zip(eids, blobs))
 
 
 def decode_blobs(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> pd.DataFrame:
     """The partials of the entities whose blob is not None, as one frame (``encode_blobs``' inverse)."""
-    return decode_columns(view, eids, [None if b is None else orjson.loads(b) for b in blobs])
+    return windows.frame(decode_columns(view, eids, blobs))
 
 
-def decode_columns(view: WindowedView, eids: list[str], blobs: list[dict | None]) -> pd.DataFrame:
-    """``decode_blobs`` of blobs already decoded from JSON."""
+def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> windows.Columns:
+    """The partials of the entities whose blob is not None, as ``Columns``: grouped by entity
+    in the order of ``eids``, each entity's buckets ascending."""
     keys = view.join_keys
-    names = ["_k"] + windows.partial_names(view)
-    cols: dict[str, list] = {n: [] for n in keys + names}
-    for eid, d in zip(eids, blobs):
-        if d is None:
-            continue
-        n = len(d["_k"])
-        for key, value in zip(keys, orjson.loads(eid)):
-            cols[key].extend([value] * n)
-        for name in names:
-            cols[name].extend(d[name])
-    data: dict[str, Any] = {}
-    for k in keys:
-        data[k] = np.empty(len(cols[k]), dtype=object)
-        data[k][:] = cols[k]
-    for name in names:
-        col = cols[name]
+    dtype, others = _layout(view)
+    size = dtype.itemsize
+    present = [(e, b) for e, b in zip(eids, blobs) if b is not None]
+    ids = [e for e, _ in present]
+    raw = [b for _, b in present]
+    if (np.frombuffer(b"".join([b[:1] for b in raw]), dtype=np.uint8) != _TAG).any():
+        # blobs of the former JSON layout (a state written before), or not a blob at all
+        raw = [b if b[:1] == bytes([_TAG]) else _from_json(view, e, b) for e, b in zip(ids, raw)]
+    heads = np.frombuffer(b"".join([b[1:_HEAD_SIZE] for b in raw]), dtype="<u4").reshape(-1, 2).astype("int64")
+    counts, xlens = heads[:, 0], heads[:, 1]
+    ends_b = (_HEAD_SIZE + counts * size).tolist()
+    rec = np.frombuffer(b"".join([b[_HEAD_SIZE:e] for b, e in zip(raw, ends_b)]), dtype=dtype)
+    extras = [(i, raw[i][ends_b[i]:]) for i in np.flatnonzero(xlens).tolist()]
+    out: windows.Columns = {}
+    joined = "".join(ids)
+    # An id is '["v1","v2"]' (``entity_ids``): without an escaped character, its values are
+    # the text between the quotes; else its JSON is parsed.
+    decoded = None
+    if "\\" in joined:
+        decoded = [orjson.loads(e) for e in ids]
+    elif len(keys) > 1:
+        decoded = [e[2:-2].split('","') for e in ids]
+    for i, key in enumerate(keys):
+        values = np.empty(len(ids), dtype=object)
+        values[:] = [e[2:-2] for e in ids] if decoded is None else [d[i] for d in decoded]
+        out[key] = np.repeat(values, counts)
+    for name in dtype.names:
+        out[name] = rec[name].astype(dtype[name].newbyteorder("="), copy=True)
+    if extras or others:
+        ends = np.cumsum(counts)
+        cols: dict[str, Any] = {}
+        set_values: dict[str, list] = {}
+        set_lens: dict[str, np.ndarray] = {}
+        for name in others:
+            if name.startswith("_last_"):
+                cols[name] = np.empty(len(rec), dtype=object)
+                cols[name][:] = [None] * len(rec)
+            else:
+                set_values[name] = []
+                set_lens[name] = np.zeros(len(rec), dtype="int64")
+        for i, extra in extras:
+            d = orjson.loads(extra)
+            a, b = int(ends[i] - counts[i]), int(ends[i])
+            for name, v in d.items():
+                if name in set_values:
+                    set_values[name].extend(v)
+                elif name.endswith("#"):
+                    set_lens[name[:-1]][a:b] = v
+                elif name.startswith("_sum_"):
+                    if name not in cols:
+                        cols[name] = out[name].astype(object)
+                    cols[name][a:b] = [int(x) for x in v]
+                else:
+                    cols[name][a:b] = v
+        for name, values in set_values.items():
+            flat = np.empty(len(values), dtype=object)
+            flat[:] = values
+            cols[name] = windows.Sets(flat, np.r_[0, np.cumsum(set_lens[name])].astype("int64"))
+        out.update(cols)
+    return {c: out[c] for c in keys + ["_k"] + windows.partial_names(view)}
+
+
+def _from_json(view: WindowedView, eid: str, blob: bytes) -> bytes:
+    """A blob of the former layout (JSON columns) in this one."""
+    if blob[:1] != b"{":
+        raise ValueError(f"the stream's state for {view.name} {eid} is not a blob this version reads")
+    d = orjson.loads(blob)
+    n = len(d["_k"])
+    cols: windows.Columns = {}
+    for key, value in zip(view.join_keys, orjson.loads(eid)):
+        cols[key] = np.array([value] * n, dtype=object)
+    for name in ["_k"] + windows.partial_names(view):
+        v = d[name]
         if name.startswith("_sum_"):
-            data[name] = np.array([int(x) for x in col], dtype=object)
+            cols[name] = np.array([int(x) for x in v], dtype=object)
         elif name in ("_k", "_n", "_last_ts"):
-            data[name] = np.array(col, dtype="int64")
+            cols[name] = np.array(v, dtype="int64")
         elif name.startswith(("_min_", "_max_")):
-            data[name] = np.array([np.nan if x is None else x for x in col], dtype="float64")
-        elif name.startswith("_set_"):
-            data[name] = pd.Series([tuple(x) for x in col], dtype=object)
+            cols[name] = np.array([np.nan if x is None else x for x in v], dtype="float64")
         else:
-            data[name] = pd.Series(col, dtype=object)
-    return pd.DataFrame(data)  # columns in order: keys, then names
+            cols[name] = np.empty(n, dtype=object)
+            cols[name][:] = [tuple(x) for x in v] if name.startswith("_set_") else v
+    _, blobs, _ = encode_columns(view, cols)
+    return blobs[0]

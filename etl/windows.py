@@ -31,31 +31,41 @@ O(partials + rows), with a log factor for min/max.
 from __future__ import annotations
 
 import decimal
+import functools
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from skewless.features.dsl import Aggregation, WindowedView
+from skewless.features.dsl import Aggregation, WindowedView, parse_duration
 
 TS = "event_timestamp"
 SCALE = 10**9  # sums are exact in units of 1e-9
 _CTX = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_UP)
 
 
+@functools.lru_cache(maxsize=256)
+def _duration_us(text: str) -> int:
+    return int(parse_duration(text).total_seconds() * 1_000_000)
+
+
 def hop_us(view: WindowedView) -> int:
-    return int(view.hop_td.total_seconds() * 1_000_000)
+    return _duration_us(view.hop)
 
 
 def hops(view: WindowedView, a: Aggregation) -> int:
-    return int(a.window_td.total_seconds() * 1_000_000) // hop_us(view)
+    return _duration_us(a.window) // hop_us(view)
 
 
 def micros(values: Any) -> np.ndarray:
     """Times (datetime-like, any unit, naive = UTC) -> int64 unix microseconds."""
-    s = pd.Series(values)
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
     if pd.api.types.is_integer_dtype(s.dtype):
         return s.to_numpy(dtype="int64")
+    if isinstance(s.dtype, pd.DatetimeTZDtype):  # already times: no parsing
+        return s.astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    if s.dtype.kind == "M":
+        return s.astype("datetime64[us]").astype("int64").to_numpy()
     t = pd.to_datetime(s, utc=True)
     return (t.astype("datetime64[us, UTC]").astype("int64")).to_numpy()
 
@@ -84,105 +94,263 @@ def partial_names(view: WindowedView) -> list[str]:
             + [f"_set_{a.feature_name}" for a in view.aggregations if a.function == "distinct_count"])
 
 
+Columns = dict  # column name -> 1-D NumPy array: a frame without pandas' per-call cost
+
+
+class Sets:
+    """A column of distinct sets, flat: row ``i`` holds ``values[offsets[i]:offsets[i + 1]]``
+    (sorted, distinct). What ``Columns`` hold for a ``_set_`` partial (a DataFrame holds a
+    tuple per row: ``frame``): no Python object per row."""
+
+    __slots__ = ("values", "offsets")
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values, self.offsets = values, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lens(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def of(cls, column: Any) -> "Sets":
+        """A ``Sets`` column, or one from a column of tuples."""
+        if isinstance(column, Sets):
+            return column
+        lens = np.fromiter((len(s) for s in column), dtype="int64", count=len(column))
+        values = np.empty(int(lens.sum()), dtype=object)
+        values[:] = [x for s in column for x in s]
+        return cls(values, np.r_[0, np.cumsum(lens)].astype("int64"))
+
+    def tuples(self) -> np.ndarray:
+        out = np.empty(len(self), dtype=object)
+        vals, off = self.values.tolist(), self.offsets.tolist()
+        out[:] = [tuple(vals[a:b]) for a, b in zip(off[:-1], off[1:])]
+        return out
+
+    def __getitem__(self, idx: Any) -> "Sets":
+        rows = np.arange(len(self))[idx]
+        lens = self.lens[rows]
+        offsets = np.r_[0, np.cumsum(lens)].astype("int64")
+        flat = np.repeat(self.offsets[:-1][rows] - offsets[:-1], lens) + np.arange(offsets[-1])
+        return Sets(self.values[flat], offsets)
+
+    @staticmethod
+    def concat(parts: list["Sets"]) -> "Sets":
+        shift = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
+        return Sets(np.concatenate([p.values for p in parts]),
+                    np.r_[0, np.concatenate([p.offsets[1:] + s for p, s in zip(parts, shift)])].astype("int64"))
+
+
+def frame(cols: Columns) -> pd.DataFrame:
+    """``Columns`` as a DataFrame (sets as a tuple per row)."""
+    return pd.DataFrame({k: v.tuples() if isinstance(v, Sets) else v for k, v in cols.items()})
+
+
+def col(frame: Any, name: str) -> np.ndarray:
+    """A column of a DataFrame or of a ``Columns`` dict, as a NumPy array."""
+    v = frame[name]
+    return v if isinstance(v, np.ndarray) else v.to_numpy()
+
+
+def nrows(frame: Any) -> int:
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if frame else 0
+
+
+def take(frame: Columns, idx: Any) -> Columns:
+    """Rows ``idx`` (indices or a mask) of every column."""
+    return {k: v[idx] for k, v in frame.items()}
+
+
+def concat(frames: list[Columns]) -> Columns:
+    frames = [f for f in frames if nrows(f)]
+    if len(frames) == 1:
+        return frames[0]
+    return {k: Sets.concat([Sets.of(f[k]) for f in frames]) if isinstance(frames[0][k], Sets)
+            else np.concatenate([f[k] for f in frames]) for k in frames[0]}
+
+
+def scaled_values(values: Any) -> np.ndarray:
+    """Floats (NaN/None = null) as exact integers of 1e-9 units, rounded half-up like
+    ``cast(decimal(38,9))``; a null is 0 (it adds nothing to a sum). int64 when every value
+    is small enough that the float arithmetic is exact (|x| < 1e6 and ``x`` is the float
+    nearest to ``N * 1e-9``: then ``N`` is the one multiple of 1e-9 that rounds to ``x``, so
+    its shortest repr, rounded to 9 decimals, is ``N``); the others go through the decimal
+    rounding one by one, and a column holding one too large for int64 is Python ints."""
+    x = _floats(np.asarray(values))
+    null = np.isnan(x)
+    xz = np.where(null, 0.0, x)
+    n = np.round(xz * 1e9)
+    fast = (np.abs(xz) < 1e6) & (n / 1e9 == xz)
+    if fast.all():
+        return n.astype("int64")
+    slow = np.flatnonzero(~fast)
+    exact = [_scaled(x[i]) if not null[i] else 0 for i in slow.tolist()]
+    out = np.where(fast, n, 0).astype("int64")
+    if all(-2**62 < v < 2**62 for v in exact):
+        out[slow] = exact
+        return out
+    out = out.astype(object)
+    out[slow] = exact
+    return out
+
+
+def _safe_sums(values: np.ndarray) -> np.ndarray:
+    """int64 sums whose totals cannot leave int64 stay int64; else Python ints (exact)."""
+    if values.dtype == object or not len(values):
+        return values
+    if float(np.abs(values).sum(dtype="float64")) < 2.0**62:
+        return values
+    return values.astype(object)
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Sort-order codes of values (nulls last, one code: as ``groupby(dropna=False)``)."""
+    codes, _ = pd.factorize(values, sort=True, use_na_sentinel=False)
+    return codes.astype("int64", copy=False)
+
+
+def _grouped(key_arrays: list[np.ndarray], k: np.ndarray, *minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order sorting rows by (keys..., k, minor...) and the first sorted row of each
+    (keys, k) group."""
+    codes = [_codes(a) for a in key_arrays]
+    order = np.lexsort((*reversed(minor), k, *reversed(codes)))
+    if not len(order):
+        return order, order
+    ks = k[order]
+    change = ks[1:] != ks[:-1]
+    for c in codes:
+        cs = c[order]
+        change |= cs[1:] != cs[:-1]
+    return order, np.r_[0, np.flatnonzero(change) + 1]
+
+
+def _value_codes(values: np.ndarray) -> np.ndarray:
+    """Codes ordering values ascending with nulls least (-1)."""
+    codes, _ = pd.factorize(values, sort=True)
+    return codes.astype("int64", copy=False)
+
+
+def _latest(values: np.ndarray, times: np.ndarray, key_arrays: list[np.ndarray], k: np.ndarray,
+            starts: np.ndarray) -> np.ndarray:
+    """Per (keys, k) group (in sorted order): the value at the latest time; at equal times
+    the greatest (nulls least)."""
+    order, starts2 = _grouped(key_arrays, k, times, _value_codes(values))
+    ends = np.r_[starts2[1:], len(order)] - 1
+    return values[order][ends]
+
+
+def _distinct(values: np.ndarray, group: np.ndarray, groups: int) -> Sets:
+    """Per group number 0..groups-1: the sorted distinct non-null values."""
+    present = ~pd.isna(values)
+    if not present.any():
+        return Sets(np.array([], dtype=object), np.zeros(groups + 1, dtype="int64"))
+    vc, uniq = pd.factorize(values[present], sort=True)
+    m = len(uniq) + 1
+    pairs = np.unique(group[present] * m + vc)
+    counts = np.bincount(pairs // m, minlength=groups)
+    return Sets(np.asarray(uniq, dtype=object)[pairs % m], np.r_[0, np.cumsum(counts)].astype("int64"))
+
+
+def bucket_columns(view: WindowedView, events: Any, time_column: str = "_ts") -> Columns:
+    """Per (entity, bucket ``_k``), sorted by both: the partials of the events (one event
+    per row; a DataFrame or ``Columns``)."""
+    keys = view.join_keys
+    names = partial_names(view)
+    n = nrows(events)
+    if not n:
+        return {c: np.array([], dtype="int64" if c in ("_k", "_n", "_last_ts") else object)
+                for c in keys + ["_k"] + names}
+    key_arrays = [col(events, k) for k in keys]
+    t = micros(events[time_column])  # a Series of times as it is (its NumPy copy is Timestamp objects)
+    k = t // hop_us(view)
+    order, starts = _grouped(key_arrays, k)
+    out: Columns = {key: a[order][starts] for key, a in zip(keys, key_arrays)}
+    out["_k"] = k[order][starts]
+    out["_n"] = np.diff(np.r_[starts, n]).astype("int64")
+    out["_last_ts"] = np.maximum.reduceat(t[order], starts)
+    kinds = _columns(view)
+    for c in sorted(kinds["sum"]):
+        out[f"_sum_{c}"] = np.add.reduceat(_safe_sums(scaled_values(col(events, c)))[order], starts)
+    for c in sorted(kinds["min"]):
+        out[f"_min_{c}"] = np.fmin.reduceat(_floats(col(events, c))[order], starts)
+    for c in sorted(kinds["max"]):
+        out[f"_max_{c}"] = np.fmax.reduceat(_floats(col(events, c))[order], starts)
+    for c in sorted(kinds["last"]):
+        out[f"_last_{c}"] = _latest(np.asarray(col(events, c), dtype=object), t, key_arrays, k, starts)
+    group = np.empty(n, dtype="int64")
+    group[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    for a in view.aggregations:
+        if a.function == "distinct_count":
+            out[f"_set_{a.feature_name}"] = _distinct(np.asarray(col(events, a.column), dtype=object), group, len(starts))
+    return {c: out[c] for c in keys + ["_k"] + names}
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.float64:
+        return values
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64")
+
+
 def bucket_partials(view: WindowedView, events: pd.DataFrame, time_column: str = "_ts") -> pd.DataFrame:
     """Per (entity, bucket ``_k``): the partials of the events (one event per row)."""
-    keys = view.join_keys
     if events.empty:
         return _empty_partials(view, events)
-    ev = pd.DataFrame({k: events[k].to_numpy() for k in keys})
-    ev["_t"] = micros(events[time_column])
-    ev["_k"] = ev["_t"] // hop_us(view)
-    kinds = _columns(view)
-    for c in kinds["sum"]:
-        ev[f"_s_{c}"] = np.array([None if pd.isna(x) else _scaled(x) for x in events[c].to_numpy()], dtype=object)
-    for c in kinds["min"] | kinds["max"]:
-        ev[f"_f_{c}"] = pd.to_numeric(events[c], errors="coerce").astype("float64").to_numpy()
-    for c in kinds["last"]:
-        ev[f"_v_{c}"] = events[c].to_numpy()
-    dc = [a for a in view.aggregations if a.function == "distinct_count"]
-    for a in dc:
-        ev[f"_d_{a.feature_name}"] = events[a.column].to_numpy()
-    g = ev.groupby(keys + ["_k"], sort=True, dropna=False)
-    out = g.size().rename("_n").to_frame()
-    out["_last_ts"] = g["_t"].max()
-    for c in sorted(kinds["sum"]):
-        out[f"_sum_{c}"] = _exact_sums(g, ev[f"_s_{c}"].to_numpy(dtype=object), len(out))
-    for c in sorted(kinds["min"]):
-        out[f"_min_{c}"] = g[f"_f_{c}"].min()
-    for c in sorted(kinds["max"]):
-        out[f"_max_{c}"] = g[f"_f_{c}"].max()
-    for c in sorted(kinds["last"]):
-        out[f"_last_{c}"] = _latest_value(ev, keys, f"_v_{c}")
-    for a in dc:
-        out[f"_set_{a.feature_name}"] = _distinct_sets(g, ev[f"_d_{a.feature_name}"].to_numpy(dtype=object), len(out))
-    return out.reset_index()[keys + ["_k"] + partial_names(view)]
-
-
-def _exact_sums(g, scaled: np.ndarray, groups: int) -> np.ndarray:
-    """Per group of ``g`` (in its sorted order), the exact sum of its scaled values (Python
-    ints, None = null): one pass over the values, not a call per group."""
-    out = [0] * groups
-    for gi, x in zip(g.ngroup().to_numpy().tolist(), scaled.tolist()):
-        if x is not None:
-            out[gi] += x
-    return np.array(out, dtype=object)
-
-
-def _distinct_sets(g, values: np.ndarray, groups: int) -> pd.Series:
-    """Per group of ``g`` (in its sorted order), the sorted distinct non-null values: one pass."""
-    sets: list[set] = [set() for _ in range(groups)]
-    for gi, v in zip(g.ngroup().to_numpy().tolist(), values.tolist()):
-        if not _isnull(v):
-            sets[gi].add(v)
-    return pd.Series([tuple(sorted(x)) for x in sets], dtype=object).to_numpy()
+    return frame(bucket_columns(view, events, time_column))
 
 
 def _isnull(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
-def _latest_value(frame: pd.DataFrame, keys: list[str], col: str, time_col: str = "_t") -> pd.Series:
-    """Per (keys, _k): the value at the latest time; at equal times the greatest (nulls least)."""
-    ranked = frame.assign(_present=[not _isnull(v) for v in frame[col]])
-    ranked = ranked.sort_values(keys + ["_k", time_col, "_present", col], kind="mergesort", na_position="first")
-    return ranked.groupby(keys + ["_k"], sort=True, dropna=False).tail(1).set_index(keys + ["_k"])[col]
+def merge_columns(view: WindowedView, partials: Columns) -> Columns:
+    """``merge_partials`` on ``Columns``: one row per (entity, bucket), sorted by both."""
+    keys = view.join_keys
+    names = ["_k"] + partial_names(view)
+    n = nrows(partials)
+    if not n:
+        return partials
+    key_arrays = [partials[k] for k in keys]
+    k = partials["_k"].astype("int64", copy=False)
+    order, starts = _grouped(key_arrays, k)
+    out: Columns = {key: a[order][starts] for key, a in zip(keys, key_arrays)}
+    if len(starts) == n:  # every (entity, bucket) once: nothing to merge
+        out.update({c: Sets.of(partials[c])[order] if c.startswith("_set_") else partials[c][order] for c in names})
+        return out
+    out["_k"] = k[order][starts]
+    for name in names[1:]:
+        v = partials[name]
+        if name == "_n":
+            out[name] = np.add.reduceat(v[order], starts)
+        elif name == "_last_ts":
+            out[name] = np.maximum.reduceat(v[order], starts)
+        elif name.startswith("_sum_"):
+            out[name] = np.add.reduceat(_safe_sums(v)[order], starts)
+        elif name.startswith("_min_"):
+            out[name] = np.fmin.reduceat(v.astype("float64")[order], starts)
+        elif name.startswith("_max_"):
+            out[name] = np.fmax.reduceat(v.astype("float64")[order], starts)
+        elif name.startswith("_last_"):
+            out[name] = _latest(np.asarray(v, dtype=object), partials["_last_ts"], key_arrays, k, starts)
+        elif name.startswith("_set_"):
+            group = np.empty(n, dtype="int64")
+            group[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+            sets = Sets.of(v)
+            out[name] = _distinct(sets.values, np.repeat(group, sets.lens), len(starts))
+    return {c: out[c] for c in keys + names}
 
 
 def merge_partials(view: WindowedView, partials: pd.DataFrame) -> pd.DataFrame:
     """Partials of the same (entity, bucket) merged into one row: the partials of the union
     of their events (a stream's late event joins its bucket's stored partial here)."""
-    keys = view.join_keys
     if partials.empty:
         return partials
-    # Most (entity, bucket) pairs occur once (a stream's new bucket, a stored one no event
-    # touched): they pass through; only the repeated ones are merged.
-    repeated = partials.duplicated(keys + ["_k"], keep=False).to_numpy()
-    if not repeated.all():
-        once = partials[~repeated][keys + ["_k"] + partial_names(view)]
-        if not repeated.any():
-            return once.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
-        both = pd.concat([once, _merge_repeated(view, partials[repeated])], ignore_index=True)
-        return both.sort_values(keys + ["_k"], kind="mergesort").reset_index(drop=True)
-    return _merge_repeated(view, partials)
-
-
-def _merge_repeated(view: WindowedView, partials: pd.DataFrame) -> pd.DataFrame:
-    keys = view.join_keys
-    g = partials.groupby(keys + ["_k"], sort=True, dropna=False)
-    out = g["_n"].sum().to_frame()
-    out["_last_ts"] = g["_last_ts"].max()
-    for name in partial_names(view)[2:]:
-        if name.startswith("_sum_"):
-            out[name] = g[name].agg(lambda s: sum(int(x) for x in s))
-        elif name.startswith("_min_"):
-            out[name] = g[name].min()
-        elif name.startswith("_max_"):
-            out[name] = g[name].max()
-        elif name.startswith("_last_"):
-            out[name] = _latest_value(partials, keys, name, time_col="_last_ts")
-        elif name.startswith("_set_"):
-            out[name] = g[name].agg(lambda s: tuple(sorted({v for t in s for v in t})))
-    return out.reset_index()[keys + ["_k"] + partial_names(view)]
+    cols = {c: partials[c].to_numpy() for c in view.join_keys + ["_k"] + partial_names(view)}
+    return frame(merge_columns(view, cols))
 
 
 def _empty_partials(view: WindowedView, like: pd.DataFrame) -> pd.DataFrame:
@@ -193,22 +361,26 @@ def _empty_partials(view: WindowedView, like: pd.DataFrame) -> pd.DataFrame:
 def change_points(view: WindowedView, partials: pd.DataFrame) -> np.ndarray:
     """Per partial row, the boundaries where it changes a value (enter, and leave each window)."""
     offsets = sorted({1} | {hops(view, a) + 1 for a in view.aggregations})
-    return np.add.outer(partials["_k"].to_numpy(dtype="int64"), np.array(offsets, dtype="int64"))
+    return np.add.outer(col(partials, "_k").astype("int64", copy=False), np.array(offsets, dtype="int64"))
 
 
-def next_change(view: WindowedView, partials: pd.DataFrame, after_b: int) -> pd.DataFrame:
+def next_change(view: WindowedView, partials: Any, after_b: int, frame: bool = True) -> Any:
     """Per entity of ``partials`` (grouped by entity, as the stream stores them): the first
     boundary after ``after_b`` where one of its values changes (``_next``, hop units), or
-    none when every bucket has left every window."""
+    none when every bucket has left every window. A DataFrame, or ``Columns`` when not ``frame``."""
     keys = view.join_keys
-    if partials.empty:
-        return partials[keys].assign(_next=np.array([], dtype="int64"))
-    p = partials.reset_index(drop=True)
-    _gid, starts = _entity_runs(p, keys)
-    cps = change_points(view, p)
+    if not nrows(partials):
+        out = {k: col(partials, k)[:0] for k in keys}
+        out["_next"] = np.array([], dtype="int64")
+        return pd.DataFrame(out) if frame else out
+    _gid, starts = _entity_runs(partials, keys)
+    cps = change_points(view, partials)
     cps = np.where(cps > after_b, cps, np.iinfo("int64").max).min(axis=1)
-    nxt = p.iloc[starts][keys].reset_index(drop=True).assign(_next=np.minimum.reduceat(cps, starts))
-    return nxt[nxt["_next"] < np.iinfo("int64").max]
+    nxt = np.minimum.reduceat(cps, starts)
+    keep = nxt < np.iinfo("int64").max
+    out = {k: col(partials, k)[starts][keep] for k in keys}
+    out["_next"] = nxt[keep]
+    return pd.DataFrame(out) if frame else out
 
 
 def view_rows(view: WindowedView, partials: pd.DataFrame, since_b: int | None = None, until_b: int | None = None,
@@ -254,42 +426,44 @@ def view_rows(view: WindowedView, partials: pd.DataFrame, since_b: int | None = 
     return _rows_at(view, p, gid, starts, k, pg, pb)
 
 
-def rows_at(view: WindowedView, partials: pd.DataFrame, b: int) -> pd.DataFrame:
+def rows_at(view: WindowedView, partials: Any, b: int, frame: bool = True) -> Any:
     """Every entity's row at boundary ``b`` (hop units) — the rows ``view_rows(view, partials,
     since_b=b, until_b=b + 1, probes=<every entity at b>)`` returns, without enumerating the
     change points: what the stream publishes when a boundary passes. ``partials`` must be
-    grouped by entity, each entity's buckets in order (as the stream stores them)."""
+    grouped by entity, each entity's buckets in order (as the stream stores them).
+    ``Columns`` (``event_timestamp`` as datetime64[us]) when not ``frame``."""
     keys = view.join_keys
-    if partials.empty:
-        return _empty_rows(view, partials)
-    p = partials.reset_index(drop=True)
-    gid, starts = _entity_runs(p, keys)
-    k = p["_k"].to_numpy(dtype="int64")
+    if not nrows(partials):
+        rows = _empty_rows(view, partials)
+        return rows if frame else {c: rows[c].to_numpy() for c in rows.columns}
+    gid, starts = _entity_runs(partials, keys)
+    k = col(partials, "_k").astype("int64", copy=False)
     if (np.diff(k)[np.diff(gid) == 0] <= 0).any():
         raise ValueError("partials must be grouped by entity, buckets ascending")
     qg = np.flatnonzero(k[starts] < b)  # an entity with no bucket before b has no row
-    return _rows_at(view, p, gid, starts, k, qg, np.full(len(qg), b, dtype="int64"))
+    return _rows_at(view, partials, gid, starts, k, qg, np.full(len(qg), b, dtype="int64"), frame=frame)
 
 
-def _entity_runs(p: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _entity_runs(p: Any, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """For a frame grouped by entity: each row's entity number (0, 1, ... in order) and the
     first row of each entity. Null keys are one entity (as ``groupby(dropna=False)``)."""
-    change = np.zeros(max(len(p) - 1, 0), dtype=bool)
+    n = nrows(p)
+    change = np.zeros(max(n - 1, 0), dtype=bool)
     for key in keys:
-        c = p[key].to_numpy()
+        c = col(p, key)
         ne = c[1:] != c[:-1]
         if c.dtype == object or c.dtype.kind == "f":
             na = pd.isna(c)
             ne &= ~(na[1:] & na[:-1])
         change |= ne
     starts = np.r_[0, np.flatnonzero(change) + 1]
-    gid = np.zeros(len(p), dtype="int64")
+    gid = np.zeros(n, dtype="int64")
     gid[starts[1:]] = 1
     return np.cumsum(gid), starts
 
 
-def _rows_at(view: WindowedView, p: pd.DataFrame, gid: np.ndarray, starts: np.ndarray, k: np.ndarray,
-             qg: np.ndarray, qb: np.ndarray) -> pd.DataFrame:
+def _rows_at(view: WindowedView, p: Any, gid: np.ndarray, starts: np.ndarray, k: np.ndarray,
+             qg: np.ndarray, qb: np.ndarray, frame: bool = True) -> Any:
     """The rows of entities ``qg`` (their numbers in ``gid``) at boundaries ``qb``: the
     window arithmetic over the partials ``p`` (grouped by entity, buckets ascending)."""
     keys = view.join_keys
@@ -302,8 +476,9 @@ def _rows_at(view: WindowedView, p: pd.DataFrame, gid: np.ndarray, starts: np.nd
 
     out: dict[str, Any] = {}
     for key in keys:
-        out[key] = p[key].to_numpy()[starts][qg]
-    out[TS] = pd.to_datetime(qb * hop_us(view), unit="us", utc=True)
+        out[key] = col(p, key)[starts][qg]
+    ts_us = qb * hop_us(view)
+    out[TS] = pd.to_datetime(ts_us, unit="us", utc=True) if frame else ts_us.astype("datetime64[us]")
     prefix: dict[str, np.ndarray] = {}
 
     def lo_of(w: int) -> np.ndarray:
@@ -311,7 +486,9 @@ def _rows_at(view: WindowedView, p: pd.DataFrame, gid: np.ndarray, starts: np.nd
 
     def cum(name: str) -> np.ndarray:
         if name not in prefix:
-            vals = p[name].to_numpy()
+            vals = col(p, name)
+            if name.startswith("_sum_"):
+                vals = _safe_sums(vals)  # int64 only where no prefix sum can leave int64
             if vals.dtype == object:
                 prefix[name] = np.concatenate([np.array([0], dtype=object), np.cumsum(vals.astype(object))])
             else:
@@ -327,10 +504,13 @@ def _rows_at(view: WindowedView, p: pd.DataFrame, gid: np.ndarray, starts: np.nd
             out[name] = n.astype("int64")
         elif a.function in ("sum", "mean"):
             s = cum(f"_sum_{c}")[hi] - cum(f"_sum_{c}")[lo]
-            total = np.array([int(x) / SCALE for x in s], dtype="float64")
+            if s.dtype != object and (not len(s) or np.abs(s).max() < 2**53):
+                total = s.astype("float64") / SCALE  # exact integers: the same correctly rounded quotient
+            else:
+                total = np.array([int(x) / SCALE for x in s], dtype="float64")
             out[name] = total if a.function == "sum" else np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
         elif a.function in ("min", "max"):
-            out[name] = _range_reduce(p[f"_{a.function}_{c}"].to_numpy(dtype="float64"), lo, hi,
+            out[name] = _range_reduce(col(p, f"_{a.function}_{c}").astype("float64"), lo, hi,
                                       np.fmin if a.function == "min" else np.fmax)
         elif a.function == "distinct_count":
             out[name] = _distinct_counts(p, gid, k, kmin, span, w, f"_set_{name}", qg, qb)
@@ -338,12 +518,14 @@ def _rows_at(view: WindowedView, p: pd.DataFrame, gid: np.ndarray, starts: np.nd
             inside = hi > lo  # the latest bucket before b is in the window
             j = np.maximum(hi - 1, 0)
             if a.function == "last_time":
-                out[name] = np.where(inside, p["_last_ts"].to_numpy(dtype="int64")[j] / 1e6, np.nan)
+                out[name] = np.where(inside, col(p, "_last_ts").astype("int64")[j] / 1e6, np.nan)
             else:
-                vals = p[f"_last_{c}"].to_numpy(dtype=object)[j]
-                out[name] = pd.Series(np.where(inside, vals, None), dtype=object)
+                vals = col(p, f"_last_{c}").astype(object)[j]
+                out[name] = np.where(inside, vals, None).astype(object)
         else:
             raise ValueError(f"unknown aggregation {a.function}")
+    if not frame:
+        return {c: out[c] for c in keys + [TS] + view.features}
     return pd.DataFrame(out)[keys + [TS] + view.features]
 
 
@@ -368,16 +550,16 @@ def _range_reduce(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, op) -> np.
     return out
 
 
-def _distinct_counts(p: pd.DataFrame, gid: np.ndarray, k: np.ndarray, kmin: int, span: int, w: int, col: str,
+def _distinct_counts(p: Any, gid: np.ndarray, k: np.ndarray, kmin: int, span: int, w: int, name: str,
                      qg: np.ndarray, qb: np.ndarray) -> np.ndarray:
     """Distinct values in ``[b - w, b)``: a value is present from the boundary after an
     occurrence until ``w`` hops after the last occurrence closer than ``w`` to the previous."""
-    sets = p[col].to_numpy(dtype=object)
-    lens = np.fromiter((len(s) for s in sets), dtype="int64", count=len(sets))
+    sets = Sets.of(p[name])
+    lens = sets.lens
     if lens.sum() == 0:
         return np.zeros(len(qg), dtype="int64")
     og, ok_ = np.repeat(gid, lens), np.repeat(k, lens)
-    codes, _ = pd.factorize(pd.Series([v for s in sets for v in s], dtype=object), sort=False)
+    codes, _ = pd.factorize(sets.values, sort=False)
     order = np.lexsort((ok_, codes, og))
     og, ok_, codes = og[order], ok_[order], codes[order]
     same_prev = np.r_[False, (og[1:] == og[:-1]) & (codes[1:] == codes[:-1])]

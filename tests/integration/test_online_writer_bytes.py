@@ -45,6 +45,7 @@ TWO = WindowedView("wb_pair", (user, merchant), tx, hop="1s", aggregations=(
 ))
 FEEDS = {v.name: v for v in (ONE, TWO)}
 DB_FEAST, DB_FAST, DB_MUTANT = 1, 2, 3  # and 4
+DB_COLS_REF, DB_COLS = 5, 6
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,25 @@ def test_same_bytes_as_feast_for_random_frames(stores):
     assert differences(_client(port, DB_FEAST), _client(port, DB_FAST)) == []
     assert _client(port, DB_FAST).dbsize() > 100
     assert stores["fast_writer"].rows_fast > before  # the column-wise path wrote them, not Feast's
+
+
+def test_the_columns_path_writes_the_same_bytes(stores):
+    """``write_columns`` — the stream's rows as NumPy columns (``rows_at(..., frame=False)``:
+    event_timestamp as datetime64, no frame) — writes what Feast writes for the frame."""
+    port = stores["port"]
+    ref = OnlineWriter(with_overrides(stores["ref"], redis_url=f"redis://127.0.0.1:{port}/{DB_COLS_REF}"), fast=False)
+    cols = OnlineWriter(with_overrides(stores["fast"], redis_url=f"redis://127.0.0.1:{port}/{DB_COLS}"))
+    for seed in range(8):
+        rng = np.random.default_rng(100 + seed)
+        for view in (ONE, TWO):
+            df = frame(view, rng, int(rng.integers(1, 300)), decayed=0.2 if seed % 3 else 1.0)
+            ref.write(view.name, df)
+            columns = {c: df[c].to_numpy() for c in df.columns}
+            columns["event_timestamp"] = df["event_timestamp"].dt.tz_localize(None).to_numpy()
+            assert cols.write_columns(view.name, columns) == len(df)
+    assert differences(_client(port, DB_COLS_REF), _client(port, DB_COLS)) == []
+    assert _client(port, DB_COLS).dbsize() > 50
+    assert cols.rows_fast > 0 and cols.rows_feast == 0
 
 
 def test_feast_reads_the_same_values_back(stores):

@@ -124,5 +124,10 @@ def test_key_ttl_adds_expire(fv):
     df = pd.DataFrame({"user_id": ["u", "v"], "merchant_id": ["m", "m"],
                        "event_timestamp": pd.to_datetime([1, 2], unit="s", utc=True),
                        "count_1h": [1, 2], "sum_amount_1h": [1.0, np.nan], "last_country": ["FR", None]})
+    enc.script = False  # one HSET and one EXPIRE per row
     commands, replies = enc.commands(df)
     assert replies == 4 and commands.count(b"\r\nEXPIRE\r\n") == 2 and commands.count(b"$4\r\n3600\r\n") == 2
+    enc.script = True  # one EVAL whose script runs them: the TTL is its argument, one reply
+    commands, replies = enc.commands(df)
+    assert replies == 1 and commands.count(b"\r\nEVAL\r\n") == 1 and b"EXPIRE" in commands
+    assert commands.count(b"$4\r\n3600\r\n") == 1
