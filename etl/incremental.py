@@ -47,16 +47,19 @@ import json
 import os
 import shutil
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from etl import windows
 from etl.transforms import TS, source_events, unique_events
 from skewless.contracts import CONTRACTS
 from skewless.features.dsl import WindowedView
@@ -106,12 +109,13 @@ class EntityRows:
     be in), with every landed copy of their ids, so ``first_landed`` keeps what a full run
     keeps.
 
-    Copies are rare: one scan of the ids only counts them (``copies``, ``ids``: of the ids
-    read). Without any, every id read has one copy — read already, deduplicated already;
-    otherwise the ids with several copies are read whole once more and each group gets
-    every copy of its ids (``rows``)."""
+    Copies are rare, and known: ``retried`` holds every id with several landed copies
+    (``RetriedIds``: the stored index plus the retries among the new files). Without one
+    among the ids found, every id found has one copy — read already, deduplicated already;
+    otherwise those ids are read whole once more and each group gets every copy of its ids
+    (``rows``)."""
 
-    def __init__(self, raw: DataFrame, contract: str, conditions: dict[Any, Condition]):
+    def __init__(self, raw: DataFrame, contract: str, conditions: dict[Any, Condition], retried: set):
         self.idf = CONTRACTS[contract].id_field
         self.flags = {g: f"_g{i}" for i, g in enumerate(conditions)}
         tagged = raw
@@ -126,17 +130,20 @@ class EntityRows:
             tagged = tagged.withColumn(self.flags[g], reduce(lambda a, b: a & b, conds) if conds else F.lit(True))
         tagged = tagged.select(*raw.columns, *self.flags.values())
         self.found = tagged.where(reduce(lambda a, b: a | b, [F.col(f) for f in self.flags.values()])).persist()
-        # Landed copies of the ids found (the rows found are some of them): one per id means
-        # the rows found are every copy there is, one each.
-        counts = (raw.select(self.idf).join(self.found.select(self.idf).distinct(), self.idf, "left_semi")
-                  .groupBy(self.idf).count())
-        agg = counts.agg(F.sum("count").alias("copies"), F.count(F.lit(1)).alias("ids")).first()
-        self.copies, self.ids = int(agg["copies"] or 0), int(agg["ids"] or 0)
         self.extra: DataFrame | None = None
         self.retried: list[Any] = []
-        if self.copies != self.ids:
-            self.retried = [r[0] for r in counts.where(F.col("count") > 1).select(self.idf).collect()]
+        spark = raw.sparkSession
+        if retried:
+            known = spark.createDataFrame([(i,) for i in sorted(retried)], [self.idf])
+            hits = self.found.join(F.broadcast(known), self.idf, "left_semi").groupBy(self.idf).count().collect()
+            self.retried = [r[0] for r in hits]
+            in_found = sum(int(r[1]) for r in hits)
+        n = self.found.count()
+        self.copies = self.ids = n
+        if self.retried:
             self.extra = raw.where(F.col(self.idf).isin(self.retried)).persist()
+            self.copies = n - in_found + self.extra.count()
+            self.ids = n - in_found + len(self.retried)
         self.columns = raw.columns
 
     def rows(self, group: Any) -> DataFrame:
@@ -157,8 +164,8 @@ class EntityRows:
             self.extra.unpersist()
 
 
-def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: dict[Any, DataFrame]
-                  ) -> tuple[dict[Any, DataFrame], dict[str, EntityRows]]:
+def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: dict[Any, DataFrame],
+                  retried: dict[str, set]) -> tuple[dict[Any, DataFrame], dict[str, EntityRows]]:
     """Per group (``group_of``; ``keys``: its affected keys), the source events of its
     affected entities — exactly those a full run gives them — and the rows read, per contract."""
     first = {group_of(v): v for v in views}
@@ -179,7 +186,7 @@ def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: di
             elif src.contract == c:
                 conditions[g] = [([key], read[other].rows(g), False)] + ([(here, keys[g], True)] if here else [])
         if conditions:
-            read[c] = EntityRows(raw[c], c, conditions)
+            read[c] = EntityRows(raw[c], c, conditions, retried.get(c, set()))
     out = {}
     for g, v in first.items():
         contracts = [v.source.contract, *([v.source.enrich[0]] if v.source.enrich else [])]
@@ -187,6 +194,121 @@ def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: di
         frames = {c: f if read[c].deduplicated() else unique_events({c: f})[c] for c, f in frames.items()}
         out[g] = source_events(v.source, frames).join(F.broadcast(keys[g]), list(v.join_keys), "left_semi")
     return out, read
+
+
+# --- the index of retried ids (replaces a scan of every id of the read range)
+
+
+def load_retried(settings: Settings, contract: str) -> set | None:
+    """The stored ids of ``contract`` with several landed copies in the files read by the
+    runs so far (None: no index yet — a lake from before it, or a run that could not keep it)."""
+    path = LakeLayout.of(settings).retried_ids_path(contract)
+    if not path.exists():
+        return None
+    return set(pq.read_table(path).column(0).to_pylist())
+
+
+def save_retried(settings: Settings, contract: str, ids: set | None) -> None:
+    """Store (or, with None, drop) the index; atomic. A superset is harmless (those ids are
+    read whole), a missing id is not: it is saved only with the watermark that it covers."""
+    path = LakeLayout.of(settings).retried_ids_path(contract)
+    if ids is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.table({CONTRACTS[contract].id_field: pa.array(sorted(ids), pa.string())}), tmp)
+    os.replace(tmp, path)
+
+
+def retried_ids(frame: DataFrame, contract: str) -> set:
+    """The ids with more than one row in ``frame`` (one Spark job)."""
+    idf = CONTRACTS[contract].id_field
+    return {r[0] for r in frame.groupBy(idf).count().where(F.col("count") > 1).select(idf).collect()}
+
+
+# --- the additive path: count-only views (etl.windows.additive)
+
+
+def delta_events(view: WindowedView, raw: dict[str, DataFrame], fresh: dict[str, DataFrame]) -> DataFrame:
+    """The source events of ``view`` that the new files add: with no id of theirs landed
+    before (the caller checks: ``fresh`` holds one copy of each of its ids), a full run's
+    events are the previous run's plus these. For an enriched source, the pairs where either
+    side is new: every copy of the events of the new ids on both sides, deduplicated."""
+    src = view.source
+    if not src.enrich:
+        return source_events(src, {src.contract: fresh[src.contract]})
+    other, key, _ = src.enrich
+    ids = (fresh[src.contract].select(F.col(CONTRACTS[src.contract].id_field).alias("_id"))
+           .unionByName(fresh[other].select(F.col(CONTRACTS[other].id_field).alias("_id"))).distinct())
+    frames = {}
+    for c, col in ((src.contract, key), (other, key)):
+        frames[c] = raw[c].join(F.broadcast(ids.withColumnRenamed("_id", col)), col, "left_semi")
+    return source_events(src, unique_events(frames))
+
+
+def latest_before(settings: Settings, view: WindowedView, keys: pa.Table, day: date, days: int) -> pa.Table | None:
+    """Each entity of ``keys``' latest row before ``day`` (the value it holds then), from the
+    dates before it, newest first, at most ``days`` back: a row older than the longest window
+    holds nothing any more (its entity's buckets have all left every window)."""
+    table_dir = LakeLayout.of(settings).features_dir(view.name)
+    jk = list(view.join_keys)
+    found, parts = 0, []
+    want = keys.num_rows
+    for i in range(1, days + 1):
+        old = _read(_date_files(table_dir / f"date={(day - timedelta(days=i)).isoformat()}"))
+        if old is None or not old.num_rows:
+            continue
+        ks = keys.select(jk).cast(pa.schema([old.schema.field(k) for k in jk]))
+        if parts:  # only the entities not found yet
+            seen = pa.concat_tables(parts).select(jk)
+            ks = ks.join(seen.cast(ks.schema), keys=jk, join_type="left anti")
+        mine = old.join(ks, keys=jk, join_type="inner").select(old.schema.names)
+        if mine.num_rows:
+            ends = _last_rows(mine.sort_by([(k, "ascending") for k in jk] + [(TS, "ascending")]), jk)
+            parts.append(ends)
+            found += ends.num_rows
+        if found >= want:
+            break
+    if not parts:
+        return None
+    schema = parts[0].schema
+    return pa.concat_tables([t.cast(schema) for t in parts])
+
+
+def _last_rows(table: pa.Table, jk: list[str]) -> pa.Table:
+    """The last row of each entity in a table sorted by entity and time."""
+    df = table.to_pandas()
+    return pa.Table.from_pandas(df.groupby(jk, sort=False, dropna=False).tail(1), schema=table.schema,
+                                preserve_index=False)
+
+
+def add_delta(view: WindowedView, current: dict[str, pa.Table | None], prev: pa.Table | None, keys: pa.Table,
+              delta: pa.Table, lo: datetime) -> tuple[pa.Table, int]:
+    """The affected entities' rows from ``lo`` on, over the old events and the new ones:
+    their current rows (``current``: the table's dates from ``lo``; ``prev``: their latest
+    row before) plus the new events' rows (``delta``), by ``etl.windows.add_rows``.
+    Returns them and how many of them are rows the table did not have."""
+    jk = list(view.join_keys)
+    olds = []
+    for old in current.values():
+        if old is not None and old.num_rows:
+            ks = keys.select(jk).cast(pa.schema([old.schema.field(k) for k in jk]))
+            olds.append(old.join(ks, keys=jk, join_type="inner").select(old.schema.names))
+    schema = (olds[0] if olds else delta).schema
+    in_range = sum(t.num_rows for t in olds)
+    parts = ([prev] if prev is not None else []) + olds
+    old = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts]) if parts else delta.slice(0, 0)
+    rows = windows.add_rows(view, _frame(old), _frame(delta.select(schema.names).cast(schema)))
+    rows = rows[rows[TS] >= pd.Timestamp(lo)]
+    out = pa.Table.from_pandas(rows, preserve_index=False).select(schema.names).cast(schema)
+    return out, out.num_rows - in_range
+
+
+def _frame(t: pa.Table) -> pd.DataFrame:
+    df = t.to_pandas()
+    df[TS] = pd.to_datetime(df[TS], utc=True)
+    return df
 
 
 # --- the merge: storage only, one output date at a time
@@ -206,22 +328,36 @@ def _read(files: list[Path]) -> pa.Table | None:
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
 
 
-def merge_view(settings: Settings, view: WindowedView, keys: pa.Table, staged_rows: Path,
-               out_start: date, out_end: date) -> dict[str, int]:
+def read_dates(settings: Settings, view: WindowedView, out_start: date, out_end: date) -> dict[str, pa.Table | None]:
+    """The table's current rows of each date in ``[out_start, out_end)`` (None: no file)."""
+    table_dir = LakeLayout.of(settings).features_dir(view.name)
+    out, day = {}, out_start
+    while day < out_end:
+        name = f"date={day.isoformat()}"
+        out[name] = _read(_date_files(table_dir / name))
+        day += timedelta(days=1)
+    return out
+
+
+def merge_view(settings: Settings, view: WindowedView, keys: pa.Table, rows: pa.Table,
+               out_start: date, out_end: date, current: dict[str, pa.Table | None] | None = None) -> dict[str, int]:
     """Rebuild the table's dates in ``[out_start, out_end)``: the current rows of entities
-    not in ``keys``, plus the staged recomputed rows (Spark's output, ``date=`` partitions);
-    commit and apply. Returns rows carried over and dates rewritten."""
+    not in ``keys`` (``current``: as ``read_dates`` gives them, else read here), plus
+    ``rows``, the affected entities' rows; commit and apply. Returns rows carried over and
+    dates rewritten."""
     table_dir = LakeLayout.of(settings).features_dir(view.name)
     stage = staging_dir(settings, view.name)
+    shutil.rmtree(stage, ignore_errors=True)
     merged_dir = stage / "merged"
     jk = list(view.join_keys)
+    row_dates = pc.cast(pc.cast(rows.column(TS), pa.timestamp("us", tz="UTC")), pa.date32()) if rows.num_rows else None
     replace, delete, carried = [], [], 0
     day = out_start
     while day < out_end:
         name = f"date={day.isoformat()}"
+        old = current[name] if current is not None else _read(_date_files(table_dir / name))
+        new = rows.filter(pc.equal(row_dates, pa.scalar(day, pa.date32()))) if row_dates is not None else None
         day += timedelta(days=1)
-        old = _read(_date_files(table_dir / name))
-        new = _read(_date_files(staged_rows / name))
         kept = None
         if old is not None and old.num_rows:
             ks = keys.select(jk).cast(pa.schema([old.schema.field(k) for k in jk]))
