@@ -254,15 +254,20 @@ def profile_view(spark: SparkSession, settings: Settings, view: WindowedView, ev
 
 def events_profile(view: WindowedView, events: DataFrame, lo: datetime, hi: datetime) -> dict[str, Any]:
     """The profile's figures of the source events read (``events``: time column ``_ts``)."""
-    cut = F.lit(hi - view.hop_td)
+    return events_profiles([view], events, lo, hi)[view.name]
+
+
+def events_profiles(views: list[WindowedView], events: DataFrame, lo: datetime, hi: datetime) -> dict[str, dict]:
+    """``events_profile`` of several views reading the same events, in one Spark job."""
+    hops = sorted({v.hop_td for v in views})
+    in_range = [F.sum(F.when((F.col("_ts") >= F.lit(lo)) & (F.col("_ts") < F.lit(hi - h)), 1).otherwise(0))
+                .alias(f"in_range_{i}") for i, h in enumerate(hops)]
     e = events.where(F.col("_ts") < F.lit(hi)).agg(
-        F.count(F.lit(1)).alias("events"),
-        F.sum(F.when((F.col("_ts") >= F.lit(lo)) & (F.col("_ts") < cut), 1).otherwise(0)).alias("events_in_range"),
-        F.max(F.unix_micros(F.col("_ts"))).alias("newest_event"),
+        F.count(F.lit(1)).alias("events"), F.max(F.unix_micros(F.col("_ts"))).alias("newest_event"), *in_range,
     ).first().asDict()
-    return {"events": e["events"], "events_in_range": e["events_in_range"] or 0,
-            "newest_event": None if e["newest_event"] is None else e["newest_event"] / 1e6,
-            "range_end": hi.timestamp()}
+    return {v.name: {"events": e["events"], "events_in_range": e[f"in_range_{hops.index(v.hop_td)}"] or 0,
+                     "newest_event": None if e["newest_event"] is None else e["newest_event"] / 1e6,
+                     "range_end": hi.timestamp()} for v in views}
 
 
 def profile_rows(view: WindowedView, rows: Any) -> dict[str, Any]:
@@ -392,10 +397,12 @@ def run_batch(
                 read_raw(spark, settings, c, None, None, [CONTRACTS[c].id_field], landed_before=t0), c))
                 | new_retried[c] for c in contracts}
         # Count-only views whose new events are all new ids (no retry, no compaction mixing
-        # old rows into a new file): their table plus the new events' rows.
+        # old rows into a new file), whose table no run wrote into since the watermark (a
+        # failed one may have added these events already): their table plus the new events' rows.
         for v in by_entity:
             mine = [v.source.contract, *([v.source.enrich[0]] if v.source.enrich else [])]
-            if windows.additive(v) and not any(new_retried[c] or compacted[c] for c in mine):
+            if (windows.additive(v) and not any(new_retried[c] or compacted[c] for c in mine)
+                    and not incremental.written_since(settings, v, since)):
                 additive.append(v)
         group_keys: dict[tuple, DataFrame] = {}
         with phase("affected_entities"):
@@ -404,14 +411,25 @@ def run_batch(
                 if v not in additive and g not in group_keys:
                     group_keys[g] = keep(incremental.affected_keys(v, raw, fresh))
                     key_tables[g] = incremental.keys_table(group_keys[g])
-            for v in additive:
-                events[v.name] = keep(incremental.delta_events(v, raw, fresh))
         # Groups without an affected entity change nothing: no rows to read for them.
         busy = [v for v in by_entity if v not in additive and key_tables[incremental.group_of(v)].num_rows]
+        extra: dict[str, dict] = {}  # an enriched additive view's rows by id, read in the same scan
+        for v in additive:
+            if v.source.enrich:
+                for c, cond in incremental.delta_ids(v, fresh).items():
+                    extra.setdefault(c, {})[("delta", v.name)] = cond
         with phase("their_events"):
-            found, read = incremental.entity_events(busy, raw, group_keys, retried)
+            found, read = incremental.entity_events(busy, raw, group_keys, retried, extra)
+        for g in {incremental.group_of(v) for v in busy}:
+            keep(found[g])
         for v in busy:
-            events[v.name] = keep(found[incremental.group_of(v)])
+            events[v.name] = found[incremental.group_of(v)]
+        shared: dict[Any, DataFrame] = {}  # views of one source share its new events
+        for v in additive:
+            k = v.source if not v.source.enrich else v.name
+            if k not in shared:
+                shared[k] = keep(incremental.delta_events(v, fresh, read))
+            events[v.name] = shared[k]
         if not frames:
             landed = {c: read[c].copies if c in read else 0 for c in contracts}
             duplicates = {c: read[c].copies - read[c].ids if c in read else 0 for c in contracts}
@@ -423,6 +441,7 @@ def run_batch(
     # merge into the date files: Arrow, storage) runs in a thread while Spark computes the
     # next view; the views' merges are independent (each its own staging and journal).
     pending: list[tuple[int, WindowedView, float, dict, Any]] = []
+    event_figures: dict[str, dict] = {}
     ordered: dict[str, dict] = {}
 
     def finish(i: int, view: WindowedView, tv: float, info: dict, profile: dict) -> None:
@@ -452,6 +471,7 @@ def run_batch(
             profile["rows"] = delta_rows.num_rows
         # Merged whether the checks pass or not (as a full run's failing table is written):
         # the watermark then stays and the run fails.
+        incremental.mark_written(settings, view, t0)
         info.update({"rows": rows_t.num_rows, "entities": keys.num_rows,
                      **incremental.merge_view(settings, view, keys, rows_t, out_start, out_end, current)})
         info["driver_seconds"] = round(time.perf_counter() - t, 2)
@@ -459,33 +479,39 @@ def run_batch(
 
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-merge")
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="etl-merge")
     try:
         for i, view in enumerate(views):
             name = view.name
             tv = time.perf_counter()
             if view in by_entity:
                 jk = list(view.join_keys)
-                table = windowed_features(view, events[name], lo, hi)
-                with phase("compute"):
-                    rows_t = table.toArrow()  # the affected entities' rows (or the new events'): small
-                if view in additive:
-                    keys = rows_t.select(jk).group_by(jk).aggregate([]) if rows_t.num_rows else rows_t.select(jk)
-                else:
-                    keys = key_tables[incremental.group_of(view)]
-                if not keys.num_rows:  # no new event is this view's: nothing of it changes
+                keys = None if view in additive else key_tables[incremental.group_of(view)]
+                rows_t = None
+                if keys is None or keys.num_rows:
+                    with phase("checks"):
+                        if name not in event_figures:  # one Spark job for every view of these events
+                            same = [v for v in by_entity if events.get(v.name) is events[name]]
+                            event_figures.update(events_profiles(same, events[name], lo, hi))
+                        spark_profile = event_figures[name]
+                    if keys is not None or spark_profile["events"]:  # (an additive view: new events of its)
+                        with phase("compute"):
+                            # The affected entities' rows (or the new events'): small.
+                            rows_t = windowed_features(view, events[name], lo, hi).toArrow()
+                    if keys is None and rows_t is not None and rows_t.num_rows:
+                        keys = rows_t.select(jk).group_by(jk).aggregate([])
+                if keys is None or not keys.num_rows or rows_t is None:  # no new event of this view's
                     ordered[name] = {"path": layout.features_uri(name), "rows": 0, "entities": 0, "rows_carried": 0,
                                      "dates_rewritten": 0, "seconds": 0.0}
                     quality[name] = {"checks": 0, "failed": [], "skipped": "no entity with new events"}
                     if on_view:
                         on_view(name, i + 1, len(views))
                     continue
-                with phase("checks"):
-                    spark_profile = events_profile(view, events[name], lo, hi)
                 pending.append((i, view, tv, {}, pool.submit(by_driver, view, keys, rows_t, spark_profile)))
             else:
                 table = windowed_features(view, events[name], lo, hi)
                 with phase("compute_write"):
+                    incremental.mark_written(settings, view, t0)
                     rows = _write_view(spark, settings, view, table)
                 with phase("checks"):
                     profile = profile_view(spark, settings, view, events[name], lo, hi)

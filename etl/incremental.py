@@ -7,23 +7,37 @@ and of no other — and only from the earliest date they land in (``out_start``:
 where OLD events leave their windows after ``out_start`` (the previous run wrote them:
 every run writes up to its events' last decay point), is already right.
 
-So an incremental run (``etl.batch.run_batch`` without ``start``, after a first run):
+So an incremental run (``etl.batch.run_batch`` without ``start``, after a first run) reads
+the files landed before it started (what lands during it is the next run's), and:
 
 1. **affected entities** (``affected_keys``): the join keys of every landed copy of every
    event id found in a newly landed file (all copies, so a later copy that would win the
    first-landed rule, or one holding another key, cannot be missed); for an enriched source
    (chargebacks get their merchant from the transaction) both sides of the join: new labels
    with any copy of their transaction, and any label of a new transaction;
-2. **their events** (``entity_frames``): the raw rows over the usual read range that can
+2. **their events** (``entity_events``): the raw rows over the usual read range that can
    make one of their source events — every copy of every id having a copy of theirs, so
    ``first_landed`` keeps the same copy as a full run does — then the same ``unique_events``,
-   ``source_events`` and ``windowed_features`` (Spark, ``applyInPandas`` of ``etl.windows``)
+   ``source_events`` and ``windowed_features`` (Spark, ``mapInPandas`` of ``etl.windows``)
    as a backfill, restricted to the affected entities. The values are the same numbers as
-   a backfill's: the kernel computes each entity from its own buckets only;
-3. **merge** (``merge_view``): Spark writes the recomputed rows to a staging directory; each
-   output date of the table is then rebuilt from its current file minus the affected
-   entities' rows plus their recomputed rows (Arrow, file by file: it is storage, not
-   feature compute; a date without affected rows is left alone) and swapped in.
+   a backfill's: the kernel computes each entity from its own buckets only. Which ids have
+   several copies is kept in an index (``load_retried``: every id with several landed
+   copies, updated by each run from the new files' copies), not found by a scan of every id;
+3. **count-only views add** (``etl.windows.additive``, ``add_rows``) instead: a window's
+   count over old and new events is the old count plus the new events' — exact integers.
+   Spark computes the new events' rows alone (``delta_events``); from the earliest new date
+   on, each affected entity's rows are the union of its current rows' boundaries and the
+   new rows', valued old + new (``add_delta``, with its latest row before that date,
+   ``latest_before``). That reads no old event: the busiest merchants (40% of the events)
+   cost their new events and their table rows. Only when every new id is new (no retried
+   copy among the new files, no compaction mixing old rows into a new file) and no run
+   wrote into the table since the watermark (``mark_written``: a failed run may have added
+   the same events already) — otherwise the view's entities are recomputed as in 2;
+4. **merge** (``merge_view``): the rows come back to the driver (Arrow: the affected
+   entities' rows, small); each output date of the table is rebuilt from its current file
+   minus the affected entities' rows plus their new rows (Arrow, file by file: it is
+   storage, not feature compute; a date without affected rows is left alone) and swapped
+   in, in a thread while Spark computes the next view.
 
 Why not daily or per-hop partials: a row at ``t`` in a 30-day window needs its edge days at
 hop resolution (1 s for the per-card views), and an incremental run's range holds the
@@ -165,9 +179,11 @@ class EntityRows:
 
 
 def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: dict[Any, DataFrame],
-                  retried: dict[str, set]) -> tuple[dict[Any, DataFrame], dict[str, EntityRows]]:
+                  retried: dict[str, set], extra: dict[str, dict[Any, Condition]] | None = None
+                  ) -> tuple[dict[Any, DataFrame], dict[str, EntityRows]]:
     """Per group (``group_of``; ``keys``: its affected keys), the source events of its
-    affected entities — exactly those a full run gives them — and the rows read, per contract."""
+    affected entities — exactly those a full run gives them — and the rows read, per contract.
+    ``extra``: more conditions to read in the same scan, per contract (``read[c].rows(g)``)."""
     first = {group_of(v): v for v in views}
     order = sorted(raw, key=lambda c: 0 if any(v.source.enrich and v.source.enrich[0] == c for v in first.values()) else 1)
     read: dict[str, EntityRows] = {}
@@ -185,6 +201,7 @@ def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: di
                 conditions[g] = [(theirs, keys[g], True)] if theirs else []
             elif src.contract == c:
                 conditions[g] = [([key], read[other].rows(g), False)] + ([(here, keys[g], True)] if here else [])
+        conditions.update((extra or {}).get(c, {}))
         if conditions:
             read[c] = EntityRows(raw[c], c, conditions, retried.get(c, set()))
     out = {}
@@ -230,21 +247,52 @@ def retried_ids(frame: DataFrame, contract: str) -> set:
 # --- the additive path: count-only views (etl.windows.additive)
 
 
-def delta_events(view: WindowedView, raw: dict[str, DataFrame], fresh: dict[str, DataFrame]) -> DataFrame:
+def mark_written(settings: Settings, view: WindowedView, run: float) -> None:
+    """Note that the run started at ``run`` (its watermark to be) writes into ``view``'s table
+    — before it does. Adding new events is not idempotent: if that run then fails (checks,
+    a crash) the watermark stays behind, the next run sees the same files as new, and a
+    table that has them already must not get them again (``written_since``)."""
+    path = LakeLayout.of(settings).etl_written_path(view.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"run": run}))
+    os.replace(tmp, path)
+
+
+def written_since(settings: Settings, view: WindowedView, watermark: float) -> bool:
+    """Has a run after the watermark written into the table (or is it unknown: a table from
+    before these marks)? Then it may hold some of the new events: recompute its entities."""
+    path = LakeLayout.of(settings).etl_written_path(view.name)
+    if not path.exists():
+        return True
+    return json.loads(path.read_text())["run"] > watermark
+
+
+
+def delta_ids(view: WindowedView, fresh: dict[str, DataFrame]) -> dict[str, Condition]:
+    """For an enriched ``view``: per contract, the raw rows its new pairs can come from —
+    those holding the id of a new event on either side (read with the affected entities'
+    rows, in the same scan: ``entity_events``' ``extra``)."""
+    src = view.source
+    other, key, _ = src.enrich
+    ids = (fresh[src.contract].select(F.col(CONTRACTS[src.contract].id_field).alias(key))
+           .unionByName(fresh[other].select(F.col(CONTRACTS[other].id_field).alias(key))).distinct())
+    return {src.contract: [([key], ids, True)], other: [([key], ids, True)]}
+
+
+def delta_events(view: WindowedView, fresh: dict[str, DataFrame], read: dict[str, EntityRows]) -> DataFrame:
     """The source events of ``view`` that the new files add: with no id of theirs landed
     before (the caller checks: ``fresh`` holds one copy of each of its ids), a full run's
     events are the previous run's plus these. For an enriched source, the pairs where either
-    side is new: every copy of the events of the new ids on both sides, deduplicated."""
+    side is new: every copy of the rows ``delta_ids`` names on both sides (``read``, group
+    ``("delta", view.name)``), deduplicated."""
     src = view.source
     if not src.enrich:
         return source_events(src, {src.contract: fresh[src.contract]})
-    other, key, _ = src.enrich
-    ids = (fresh[src.contract].select(F.col(CONTRACTS[src.contract].id_field).alias("_id"))
-           .unionByName(fresh[other].select(F.col(CONTRACTS[other].id_field).alias("_id"))).distinct())
-    frames = {}
-    for c, col in ((src.contract, key), (other, key)):
-        frames[c] = raw[c].join(F.broadcast(ids.withColumnRenamed("_id", col)), col, "left_semi")
-    return source_events(src, unique_events(frames))
+    g = ("delta", view.name)
+    frames = {c: read[c].rows(g) for c in (src.contract, src.enrich[0])}
+    frames = {c: f if read[c].deduplicated() else unique_events({c: f})[c] for c, f in frames.items()}
+    return source_events(src, frames)
 
 
 def latest_before(settings: Settings, view: WindowedView, keys: pa.Table, day: date, days: int) -> pa.Table | None:

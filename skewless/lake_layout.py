@@ -10,6 +10,7 @@ Layout (``lake`` is ``settings.lake_path``, ``state`` is ``settings.state_dir``)
     lake/features/<view>/date=YYYY-MM-DD/part-*.parquet
     state/etl_state.json               the ETL's incremental watermark
     state/etl_retried/<contract>.parquet  ids with several landed copies (retries), as of the watermark
+    state/etl_written/<view>.json      the start of the last ETL run that wrote into a view's table
     state/features_recomputed.json     offline rows rewritten since the last materialization
     state/monitoring/drift/<end>.json  each drift check: verdicts and live histograms (no rows)
     state/monitoring/drift_latest.json the latest check's figures, which serving exports
@@ -247,6 +248,10 @@ class LakeLayout:
         """The ids of ``contract`` with more than one landed copy, in every raw file the ETL
         has read so far (``etl.incremental.RetriedIds``)."""
         return self.state_dir / "etl_retried" / f"{contract}.parquet"
+
+    def etl_written_path(self, view: str) -> Path:
+        """When the last ETL run that wrote into ``view``'s table started (``etl.incremental``)."""
+        return self.state_dir / "etl_written" / f"{view}.json"
 
     @property
     def stream_checkpoint(self) -> Path:

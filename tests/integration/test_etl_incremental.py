@@ -172,10 +172,17 @@ VIEW = WindowedView("inc_user", (user,), EventSource("transactions", "transactio
                                   A("distinct_count", "1d", "merchant_id", name="merchants_1d")))
 
 
-@pytest.mark.parametrize("crash_after", [0, 1])
-def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypatch, crash_after):
+COUNTS = WindowedView("inc_counts", (user,), EventSource("transactions", "transactions", "event_time"), hop="1m",
+                      aggregations=(A("count", "1h"), A("count", "1d", name="n_1d")))
+
+
+@pytest.mark.parametrize(("crash_after", "view"), [(0, VIEW), (1, VIEW), (1, COUNTS)])
+def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypatch, crash_after, view):
     """The run dies after committing its merge (before any swap, or after some): the next
-    run completes the swaps, recomputes the same entities, and the table equals a full run's."""
+    run completes the swaps, recomputes the same entities, and the table equals a full run's.
+    A count view's new events were added before the crash: the next run, seeing the same new
+    files, recomputes its entities instead of adding them twice."""
+    VIEW = view  # noqa: N806
     base = simulate(400, 6, START, 3)
     new = simulate(10, 7, START + timedelta(days=2), 1)
     for i, e in enumerate(new.transactions):
@@ -208,4 +215,14 @@ def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypa
 
     again = run_batch(etl_settings, views=(VIEW,))
     assert again["by_entity"] == [VIEW.name] and not stage.exists()
+    assert again["views"][VIEW.name]["mode"] == "entities"
     assert_same(tables(etl_settings, (VIEW,)), want)
+    if VIEW is COUNTS:  # and the run after that adds again
+        more = simulate(5, 11, START + timedelta(days=2), 1).transactions
+        for i, e in enumerate(more):
+            e["transaction_id"] = f"{e['transaction_id']}-m{i}"
+        land(full, "transactions", more, "c")
+        run_batch(full, start=START.date(), views=(VIEW,))
+        land(etl_settings, "transactions", more, "c")
+        assert run_batch(etl_settings, views=(VIEW,))["views"][VIEW.name]["mode"] == "additive"
+        assert_same(tables(etl_settings, (VIEW,)), tables(full, (VIEW,)))
