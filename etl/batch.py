@@ -10,7 +10,8 @@ Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Par
   (``watched_contracts``), are recomputed, reading raw events back as far as
   the longest window needs (the lookback) — and in them only the rows of the entities
   those files hold events of (``etl.incremental``: the other rows of those dates are
-  carried over as they are, every table equal to a full backfill's). At 1M events, 1% new
+  carried over as they are; count-only views add the new events' rows to theirs; every
+  table equal to a full backfill's). At 1M events, 1% new
   on the last day: figures in benchmarks/README.md, "etl";
 * a **backfill** of any range with ``start``/``end`` (dates, UTC); it leaves the
   incremental watermark alone, so the next incremental run still covers what the
@@ -516,11 +517,12 @@ def run_batch(
                 with phase("checks"):
                     profile = profile_view(spark, settings, view, events[name], lo, hi)
                 finish(i, view, tv, {"rows": rows, "path": layout.features_uri(name)}, profile)
-        with phase("merge_wait"):  # what of the driver's work did not overlap Spark's
-            for i, view, tv, _, fut in pending:
-                info, profile = fut.result()
-                finish(i, view, tv, info, profile)
-        if pending:  # the driver's share (in its thread, mostly while Spark computed)
+        if pending:
+            with phase("merge_wait"):  # what of the driver's work did not overlap Spark's
+                for i, view, tv, _, fut in pending:
+                    info, profile = fut.result()
+                    finish(i, view, tv, info, profile)
+            # The driver's share (in its threads, mostly while Spark computed).
             phases["merge_in_thread"] = round(sum(ordered[v.name]["driver_seconds"] for _, v, *_ in pending), 2)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
