@@ -124,7 +124,7 @@ class EntityRows:
     keeps.
 
     Copies are rare, and known: ``retried`` holds every id with several landed copies
-    (``RetriedIds``: the stored index plus the retries among the new files). Without one
+    (``load_retried``: the stored index, plus the retries among the new files). Without one
     among the ids found, every id found has one copy — read already, deduplicated already;
     otherwise those ids are read whole once more and each group gets every copy of its ids
     (``rows``)."""
@@ -266,7 +266,6 @@ def written_since(settings: Settings, view: WindowedView, watermark: float) -> b
     if not path.exists():
         return True
     return json.loads(path.read_text())["run"] > watermark
-
 
 
 def delta_ids(view: WindowedView, fresh: dict[str, DataFrame]) -> dict[str, Condition]:

@@ -246,7 +246,7 @@ class LakeLayout:
 
     def retried_ids_path(self, contract: str) -> Path:
         """The ids of ``contract`` with more than one landed copy, in every raw file the ETL
-        has read so far (``etl.incremental.RetriedIds``)."""
+        has read so far (``etl.incremental.load_retried``)."""
         return self.state_dir / "etl_retried" / f"{contract}.parquet"
 
     def etl_written_path(self, view: str) -> Path:
