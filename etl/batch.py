@@ -10,7 +10,8 @@ Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Par
   (``watched_contracts``), are recomputed, reading raw events back as far as
   the longest window needs (the lookback) — and in them only the rows of the entities
   those files hold events of (``etl.incremental``: the other rows of those dates are
-  carried over as they are, every table equal to a full backfill's). At 1M events, 1% new
+  carried over as they are; count-only views add the new events' rows to theirs; every
+  table equal to a full backfill's). At 1M events, 1% new
   on the last day: figures in benchmarks/README.md, "etl";
 * a **backfill** of any range with ``start``/``end`` (dates, UTC); it leaves the
   incremental watermark alone, so the next incremental run still covers what the
@@ -30,7 +31,7 @@ from typing import Any, Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl import incremental
+from etl import incremental, windows
 from etl.transforms import TS, source_events, unique_events, windowed_features
 from skewless.contracts import CONTRACTS
 from skewless.errors import ConfigError, DataError
@@ -78,9 +79,11 @@ def _raw_dates(settings: Settings, contract: str, newer_than: float | None = Non
 
 def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date | None, end: date | None,
              columns: list[str] | None = None, landed_since: float | None = None,
-             dates: set[date] | None = None) -> DataFrame:
+             dates: set[date] | None = None, landed_before: float | None = None) -> DataFrame:
     """Raw events of a contract, pruned to the date partitions in ``[start, end)`` (and to
-    the files landed since ``landed_since``, a unix time, or of ``dates``, when given).
+    the files landed since ``landed_since`` and before ``landed_before``, unix times, or of
+    ``dates``, when given). A run reads the files landed before it started (its
+    watermark): what lands during the run is the next run's, never half of both.
 
     Every landed copy of an event is a row (``first_landed`` keeps one per id). The schema
     is the lake's one schema of the topic (``skewless.lake.topic_schema``: every optional
@@ -94,7 +97,8 @@ def read_raw(spark: SparkSession, settings: Settings, contract: str, start: date
     # The explicit file list (never the directory: a compaction's inputs and output are both
     # there for a while), pruned to the dates asked for before Spark sees a file.
     files = [str(f.path) for f in LakeLayout.of(settings).raw_files(getattr(settings.topics, contract), start, end)
-             if (landed_since is None or f.landed_at >= landed_since) and (dates is None or f.date in dates)]
+             if (landed_since is None or f.landed_at >= landed_since) and (dates is None or f.date in dates)
+             and (landed_before is None or f.landed_at < landed_before)]
     if not files:  # nothing landed for this contract (in the range) yet: an empty frame of its schema
         df = spark.createDataFrame([], schema=_spark_schema(schema))
     else:
@@ -244,17 +248,50 @@ def profile_view(spark: SparkSession, settings: Settings, view: WindowedView, ev
     aggs = [F.count(F.lit(1)).alias("rows"), F.max(F.unix_micros(F.col(TS))).alias("newest_row")]
     aggs += [F.sum(F.when(_breaks(r, r.column in numeric), 1).otherwise(0)).alias(f"bad:{r.name}") for r in rules]
     t = table.agg(*aggs).first().asDict()
-    cut = F.lit(hi - view.hop_td)
-    e = events.where(F.col("_ts") < F.lit(hi)).agg(
-        F.count(F.lit(1)).alias("events"),
-        F.sum(F.when((F.col("_ts") >= F.lit(lo)) & (F.col("_ts") < cut), 1).otherwise(0)).alias("events_in_range"),
-        F.max(F.unix_micros(F.col("_ts"))).alias("newest_event"),
-    ).first().asDict()
-    seconds = lambda us: None if us is None else us / 1e6  # noqa: E731
     return {**{k: (v or 0) for k, v in t.items() if k.startswith("bad:")}, "rows": t["rows"],
-            "newest_row": seconds(t["newest_row"]), "events": e["events"],
-            "events_in_range": e["events_in_range"] or 0, "newest_event": seconds(e["newest_event"]),
-            "range_end": hi.timestamp()}
+            "newest_row": None if t["newest_row"] is None else t["newest_row"] / 1e6,
+            **events_profile(view, events, lo, hi)}
+
+
+def events_profile(view: WindowedView, events: DataFrame, lo: datetime, hi: datetime) -> dict[str, Any]:
+    """The profile's figures of the source events read (``events``: time column ``_ts``)."""
+    return events_profiles([view], events, lo, hi)[view.name]
+
+
+def events_profiles(views: list[WindowedView], events: DataFrame, lo: datetime, hi: datetime) -> dict[str, dict]:
+    """``events_profile`` of several views reading the same events, in one Spark job."""
+    hops = sorted({v.hop_td for v in views})
+    in_range = [F.sum(F.when((F.col("_ts") >= F.lit(lo)) & (F.col("_ts") < F.lit(hi - h)), 1).otherwise(0))
+                .alias(f"in_range_{i}") for i, h in enumerate(hops)]
+    e = events.where(F.col("_ts") < F.lit(hi)).agg(
+        F.count(F.lit(1)).alias("events"), F.max(F.unix_micros(F.col("_ts"))).alias("newest_event"), *in_range,
+    ).first().asDict()
+    return {v.name: {"events": e["events"], "events_in_range": e[f"in_range_{hops.index(v.hop_td)}"] or 0,
+                     "newest_event": None if e["newest_event"] is None else e["newest_event"] / 1e6,
+                     "range_end": hi.timestamp()} for v in views}
+
+
+def profile_rows(view: WindowedView, rows: Any) -> dict[str, Any]:
+    """The table figures of ``profile_view`` over rows on the driver (an Arrow table: an
+    incremental run's rows of its affected entities): count, newest row, rows breaking
+    each row rule (NaN counts as null, never as a value beyond a bound)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: dict[str, Any] = {"rows": rows.num_rows}
+    ts = rows.column(TS)
+    newest = pc.max(ts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())).as_py() if rows.num_rows else None
+    out["newest_row"] = None if newest is None else newest / 1e6
+    for r in table_checks.row_rules(view):
+        c = rows.column(r.column)
+        if r.kind == "not_null":
+            bad = pc.or_kleene(pc.is_null(c), pc.is_nan(c)) if pa.types.is_floating(c.type) else pc.is_null(c)
+        elif r.kind == "min":
+            bad = pc.less(c, r.bound)
+        else:
+            bad = pc.greater(c, r.bound)  # NaN > x is false
+        out[f"bad:{r.name}"] = int(pc.sum(pc.fill_null(bad, False).cast(pa.int64())).as_py() or 0)
+    return out
 
 
 def _quality_report(settings: Settings, report: dict[str, Any]) -> Path:
@@ -313,7 +350,7 @@ def run_batch(
     # keeps only the lookback its own windows need). A retried event's copies share its
     # event time, hence its date partition: a copy landed since the last run lands in a
     # date this run recomputes, and the copy landed before it is read with it.
-    raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c))
+    raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c), landed_before=t0)
            for c in contracts}
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
@@ -324,99 +361,176 @@ def run_batch(
         return df
 
     frames: dict[str, DataFrame] = {}
-    events: dict[str, DataFrame] = {}  # per view: its source events (all, or its affected entities')
-    affected: dict[str, DataFrame] = {}  # per view computed by entity: its affected keys
+    events: dict[str, DataFrame] = {}  # per view: its source events (all, its affected entities', or the new ones)
     read: dict[str, incremental.EntityRows] = {}
     key_tables: dict[tuple, Any] = {}  # per group computed by entity: its affected keys, on the driver
+    additive: list[WindowedView] = []  # views computed from their table and the new events (etl.windows.add_rows)
+    retried: dict[str, set] | None = None  # per contract: every id with several landed copies (the index)
+    landed: dict[str, int] = {c: 0 for c in contracts}
+    duplicates: dict[str, int] = {c: 0 for c in contracts}
     if len(by_entity) < len(views):
         with phase("read"):
             frames = {c: keep(f) for c, f in unique_events(raw).items()}
             landed = {c: f.count() for c, f in raw.items()}
             duplicates = {c: landed[c] - frames[c].count() for c in frames}
+            if since is None and start is None:  # a first run reads every file: the index of retries
+                retried = {c: incremental.retried_ids(raw[c], c) if duplicates[c] else set() for c in contracts}
         for v in views:
             if v not in by_entity:
                 events[v.name] = source_events(v.source, frames)
     if by_entity:
         # Every landed copy of the ids in new files: a retried event's copies share its event
         # time, so they are in the new files' dates.
-        fresh = {}
+        fresh, new_retried, compacted = {}, {}, {}
         with phase("new_events"):
             for c in contracts:
-                new_dates = set(_raw_dates(settings, c, since))
-                ids = read_raw(spark, settings, c, read_start, out_end, [CONTRACTS[c].id_field], landed_since=since)
+                files = [f for f in layout.raw_files(getattr(settings.topics, c)) if since <= f.landed_at < t0]
+                compacted[c] = any(f.compacted for f in files)
+                ids = read_raw(spark, settings, c, read_start, out_end, [CONTRACTS[c].id_field], landed_since=since,
+                               landed_before=t0)
                 fresh[c] = keep(incremental._copies_of(read_raw(spark, settings, c, read_start, out_end,
-                                                                needed_columns(views, c), dates=new_dates), ids, c))
-                fresh[c].count()
+                                                                needed_columns(views, c), dates={f.date for f in files},
+                                                                landed_before=t0), ids, c))
+                new_retried[c] = incremental.retried_ids(fresh[c], c)
+        with phase("retried_index"):  # once per lake: the index is kept from then on
+            known = {c: incremental.load_retried(settings, c) for c in contracts}
+            retried = {c: (known[c] if known[c] is not None else incremental.retried_ids(
+                read_raw(spark, settings, c, None, None, [CONTRACTS[c].id_field], landed_before=t0), c))
+                | new_retried[c] for c in contracts}
+        # Count-only views whose new events are all new ids (no retry, no compaction mixing
+        # old rows into a new file), whose table no run wrote into since the watermark (a
+        # failed one may have added these events already): their table plus the new events' rows.
+        for v in by_entity:
+            mine = [v.source.contract, *([v.source.enrich[0]] if v.source.enrich else [])]
+            if (windows.additive(v) and not any(new_retried[c] or compacted[c] for c in mine)
+                    and not incremental.written_since(settings, v, since)):
+                additive.append(v)
         group_keys: dict[tuple, DataFrame] = {}
         with phase("affected_entities"):
             for v in by_entity:
                 g = incremental.group_of(v)
-                if g not in group_keys:
+                if v not in additive and g not in group_keys:
                     group_keys[g] = keep(incremental.affected_keys(v, raw, fresh))
                     key_tables[g] = incremental.keys_table(group_keys[g])
         # Groups without an affected entity change nothing: no rows to read for them.
-        busy = [v for v in by_entity if key_tables[incremental.group_of(v)].num_rows]
+        busy = [v for v in by_entity if v not in additive and key_tables[incremental.group_of(v)].num_rows]
+        extra: dict[str, dict] = {}  # an enriched additive view's rows by id, read in the same scan
+        for v in additive:
+            if v.source.enrich:
+                for c, cond in incremental.delta_ids(v, fresh).items():
+                    extra.setdefault(c, {})[("delta", v.name)] = cond
         with phase("their_events"):
-            found, read = incremental.entity_events(busy, raw, {g: k for g, k in group_keys.items()})
+            found, read = incremental.entity_events(busy, raw, group_keys, retried, extra)
+        for g in {incremental.group_of(v) for v in busy}:
+            keep(found[g])
         for v in busy:
-            g = incremental.group_of(v)
-            affected[v.name], events[v.name] = group_keys[g], keep(found[g])
+            events[v.name] = found[incremental.group_of(v)]
+        shared: dict[Any, DataFrame] = {}  # views of one source share its new events
+        for v in additive:
+            k = v.source if not v.source.enrich else v.name
+            if k not in shared:
+                shared[k] = keep(incremental.delta_events(v, fresh, read))
+            events[v.name] = shared[k]
         if not frames:
             landed = {c: read[c].copies if c in read else 0 for c in contracts}
             duplicates = {c: read[c].copies - read[c].ids if c in read else 0 for c in contracts}
     events_read = landed[contracts[0]]  # the first view's source: the run's throughput figure
     summary: dict[str, Any] = {"views": {}}
     quality: dict[str, Any] = {}
+    days_back = lookback(views).days + 1
+    # An incremental run's driver-side work on a view (adding the new events' rows, the
+    # merge into the date files: Arrow, storage) runs in a thread while Spark computes the
+    # next view; the views' merges are independent (each its own staging and journal).
+    pending: list[tuple[int, WindowedView, float, dict, Any]] = []
+    event_figures: dict[str, dict] = {}
+    ordered: dict[str, dict] = {}
+
+    def finish(i: int, view: WindowedView, tv: float, info: dict, profile: dict) -> None:
+        failed = table_checks.evaluate(view, profile)
+        ordered[view.name] = {**info, "seconds": round(time.perf_counter() - tv, 2)}
+        # The declared checks of the table just written (skewless.features.checks).
+        quality[view.name] = {"checks": len(table_checks.row_rules(view)) + len(table_checks.table_checks(view)),
+                              "failed": [{"check": f.check, "count": f.count, "description": f.description}
+                                         for f in failed], "profile": profile}
+        if on_view:
+            on_view(view.name, i + 1, len(views))
+
+    def by_driver(view: WindowedView, keys: Any, rows_t: Any, spark_profile: dict) -> tuple[dict, dict]:
+        info: dict[str, Any] = {"path": layout.features_uri(view.name), "mode": "entities"}
+        current = None
+        t = time.perf_counter()
+        if view in additive:
+            current = incremental.read_dates(settings, view, out_start, out_end)
+            prev = incremental.latest_before(settings, view, keys, out_start, days_back)
+            delta_rows = rows_t
+            rows_t, added = incremental.add_delta(view, current, prev, keys, delta_rows, lo)
+            info.update({"mode": "additive", "rows_added": added, "new_events_rows": delta_rows.num_rows})
+        # The rows written for the affected entities (additive: the row rules on every one,
+        # the row counts on those at the new events' change points, against those events).
+        profile = {**profile_rows(view, rows_t), **spark_profile}
+        if view in additive:
+            profile["rows"] = delta_rows.num_rows
+        # Merged whether the checks pass or not (as a full run's failing table is written):
+        # the watermark then stays and the run fails.
+        incremental.mark_written(settings, view, t0)
+        info.update({"rows": rows_t.num_rows, "entities": keys.num_rows,
+                     **incremental.merge_view(settings, view, keys, rows_t, out_start, out_end, current)})
+        info["driver_seconds"] = round(time.perf_counter() - t, 2)
+        return info, profile
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="etl-merge")
     try:
         for i, view in enumerate(views):
             name = view.name
             tv = time.perf_counter()
-            if name in {v.name for v in by_entity}:
-                keys = key_tables[incremental.group_of(view)]
-                if not keys.num_rows:  # no new event is this view's: nothing of it changes
-                    summary["views"][name] = {"rows": 0, "path": layout.features_uri(name), "entities": 0,
-                                              "rows_carried": 0, "dates_rewritten": 0, "seconds": 0.0}
+            if view in by_entity:
+                jk = list(view.join_keys)
+                keys = None if view in additive else key_tables[incremental.group_of(view)]
+                rows_t = None
+                if keys is None or keys.num_rows:
+                    with phase("checks"):
+                        if name not in event_figures:  # one Spark job for every view of these events
+                            same = [v for v in by_entity if events.get(v.name) is events[name]]
+                            event_figures.update(events_profiles(same, events[name], lo, hi))
+                        spark_profile = event_figures[name]
+                    if keys is not None or spark_profile["events"]:  # (an additive view: new events of its)
+                        with phase("compute"):
+                            # The affected entities' rows (or the new events'): small.
+                            rows_t = windowed_features(view, events[name], lo, hi).toArrow()
+                    if keys is None and rows_t is not None and rows_t.num_rows:
+                        keys = rows_t.select(jk).group_by(jk).aggregate([])
+                if keys is None or not keys.num_rows or rows_t is None:  # no new event of this view's
+                    ordered[name] = {"path": layout.features_uri(name), "rows": 0, "entities": 0, "rows_carried": 0,
+                                     "dates_rewritten": 0, "seconds": 0.0}
                     quality[name] = {"checks": 0, "failed": [], "skipped": "no entity with new events"}
                     if on_view:
                         on_view(name, i + 1, len(views))
                     continue
-                table = windowed_features(view, events[name], lo, hi)
-                stage = incremental.staging_dir(settings, name)
-                staged = f"{layout.uri}/{stage.relative_to(layout.root)}/rows"
-                with phase("compute_write"):
-                    _write_rows(view, table, staged)
-                    rows = _rows_written_since(stage / "rows", 0)
-                    if not rows:  # no row in the range (the entities' events left): a schema to read
-                        spark.createDataFrame([], table.schema).coalesce(1).write.mode("overwrite").parquet(
-                            f"{staged}/date=1970-01-01")
-                with phase("checks"):
-                    profile = profile_view(spark, settings, view, events[name], lo, hi, path=staged)
+                pending.append((i, view, tv, {}, pool.submit(by_driver, view, keys, rows_t, spark_profile)))
             else:
                 table = windowed_features(view, events[name], lo, hi)
                 with phase("compute_write"):
+                    incremental.mark_written(settings, view, t0)
                     rows = _write_view(spark, settings, view, table)
                 with phase("checks"):
                     profile = profile_view(spark, settings, view, events[name], lo, hi)
-            failed = table_checks.evaluate(view, profile)
-            info: dict[str, Any] = {"rows": rows, "path": layout.features_uri(name)}
-            if name in affected:
-                # The checks ran on the recomputed rows; merged in either way (as a full
-                # run's failing table is written): the watermark stays and the run fails.
-                with phase("merge"):
-                    info.update({"entities": keys.num_rows,
-                                 **incremental.merge_view(settings, view, keys, stage / "rows", out_start, out_end)})
-            summary["views"][name] = {**info, "seconds": round(time.perf_counter() - tv, 2)}
-            # The declared checks of the table just written (skewless.features.checks).
-            quality[name] = {"checks": len(table_checks.row_rules(view)) + len(table_checks.table_checks(view)),
-                             "failed": [{"check": f.check, "count": f.count, "description": f.description}
-                                        for f in failed], "profile": profile}
-            if on_view:
-                on_view(name, i + 1, len(views))
+                finish(i, view, tv, {"rows": rows, "path": layout.features_uri(name)}, profile)
+        if pending:
+            with phase("merge_wait"):  # what of the driver's work did not overlap Spark's
+                for i, view, tv, _, fut in pending:
+                    info, profile = fut.result()
+                    finish(i, view, tv, info, profile)
+            # The driver's share (in its threads, mostly while Spark computed).
+            phases["merge_in_thread"] = round(sum(ordered[v.name]["driver_seconds"] for _, v, *_ in pending), 2)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         for f in persisted:
             f.unpersist()
         for r in read.values():
             r.unpersist()
+    summary["views"] = {v.name: ordered[v.name] for v in views}
     recomputed.mark(settings, lo)  # the online store reloads from here (late events included)
     report = _quality_report(settings, {"start": out_start.isoformat(), "end": out_end.isoformat(), "views": quality})
     failures = [f for q in quality.values() for f in q["failed"]]
@@ -428,6 +542,11 @@ def run_batch(
         shown = "; ".join(f"{f['check']} ({f['count']})" for f in failures[:8])
         more = f" and {len(failures) - 8} more" if len(failures) > 8 else ""
         raise DataError(f"feature table checks failed: {shown}{more}", f"the report: {report}")
+    if start is None:
+        # The index of retried ids covers what the watermark covers (kept with it; a run that
+        # did not see every new file's ids drops it: the next run rebuilds it).
+        for c in contracts:
+            incremental.save_retried(settings, c, retried[c] if retried is not None else None)
     if start is None:  # only a run that covered every change moves the incremental watermark
         _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0

@@ -7,23 +7,37 @@ and of no other — and only from the earliest date they land in (``out_start``:
 where OLD events leave their windows after ``out_start`` (the previous run wrote them:
 every run writes up to its events' last decay point), is already right.
 
-So an incremental run (``etl.batch.run_batch`` without ``start``, after a first run):
+So an incremental run (``etl.batch.run_batch`` without ``start``, after a first run) reads
+the files landed before it started (what lands during it is the next run's), and:
 
 1. **affected entities** (``affected_keys``): the join keys of every landed copy of every
    event id found in a newly landed file (all copies, so a later copy that would win the
    first-landed rule, or one holding another key, cannot be missed); for an enriched source
    (chargebacks get their merchant from the transaction) both sides of the join: new labels
    with any copy of their transaction, and any label of a new transaction;
-2. **their events** (``entity_frames``): the raw rows over the usual read range that can
+2. **their events** (``entity_events``): the raw rows over the usual read range that can
    make one of their source events — every copy of every id having a copy of theirs, so
    ``first_landed`` keeps the same copy as a full run does — then the same ``unique_events``,
-   ``source_events`` and ``windowed_features`` (Spark, ``applyInPandas`` of ``etl.windows``)
+   ``source_events`` and ``windowed_features`` (Spark, ``mapInPandas`` of ``etl.windows``)
    as a backfill, restricted to the affected entities. The values are the same numbers as
-   a backfill's: the kernel computes each entity from its own buckets only;
-3. **merge** (``merge_view``): Spark writes the recomputed rows to a staging directory; each
-   output date of the table is then rebuilt from its current file minus the affected
-   entities' rows plus their recomputed rows (Arrow, file by file: it is storage, not
-   feature compute; a date without affected rows is left alone) and swapped in.
+   a backfill's: the kernel computes each entity from its own buckets only. Which ids have
+   several copies is kept in an index (``load_retried``: every id with several landed
+   copies, updated by each run from the new files' copies), not found by a scan of every id;
+3. **count-only views add** (``etl.windows.additive``, ``add_rows``) instead: a window's
+   count over old and new events is the old count plus the new events' — exact integers.
+   Spark computes the new events' rows alone (``delta_events``); from the earliest new date
+   on, each affected entity's rows are the union of its current rows' boundaries and the
+   new rows', valued old + new (``add_delta``, with its latest row before that date,
+   ``latest_before``). That reads no old event: the busiest merchants (40% of the events)
+   cost their new events and their table rows. Only when every new id is new (no retried
+   copy among the new files, no compaction mixing old rows into a new file) and no run
+   wrote into the table since the watermark (``mark_written``: a failed run may have added
+   the same events already) — otherwise the view's entities are recomputed as in 2;
+4. **merge** (``merge_view``): the rows come back to the driver (Arrow: the affected
+   entities' rows, small); each output date of the table is rebuilt from its current file
+   minus the affected entities' rows plus their new rows (Arrow, file by file: it is
+   storage, not feature compute; a date without affected rows is left alone) and swapped
+   in, in a thread while Spark computes the next view.
 
 Why not daily or per-hop partials: a row at ``t`` in a 30-day window needs its edge days at
 hop resolution (1 s for the per-card views), and an incremental run's range holds the
@@ -47,16 +61,19 @@ import json
 import os
 import shutil
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from etl import windows
 from etl.transforms import TS, source_events, unique_events
 from skewless.contracts import CONTRACTS
 from skewless.features.dsl import WindowedView
@@ -106,12 +123,13 @@ class EntityRows:
     be in), with every landed copy of their ids, so ``first_landed`` keeps what a full run
     keeps.
 
-    Copies are rare: one scan of the ids only counts them (``copies``, ``ids``: of the ids
-    read). Without any, every id read has one copy — read already, deduplicated already;
-    otherwise the ids with several copies are read whole once more and each group gets
-    every copy of its ids (``rows``)."""
+    Copies are rare, and known: ``retried`` holds every id with several landed copies
+    (``load_retried``: the stored index, plus the retries among the new files). Without one
+    among the ids found, every id found has one copy — read already, deduplicated already;
+    otherwise those ids are read whole once more and each group gets every copy of its ids
+    (``rows``)."""
 
-    def __init__(self, raw: DataFrame, contract: str, conditions: dict[Any, Condition]):
+    def __init__(self, raw: DataFrame, contract: str, conditions: dict[Any, Condition], retried: set):
         self.idf = CONTRACTS[contract].id_field
         self.flags = {g: f"_g{i}" for i, g in enumerate(conditions)}
         tagged = raw
@@ -126,17 +144,20 @@ class EntityRows:
             tagged = tagged.withColumn(self.flags[g], reduce(lambda a, b: a & b, conds) if conds else F.lit(True))
         tagged = tagged.select(*raw.columns, *self.flags.values())
         self.found = tagged.where(reduce(lambda a, b: a | b, [F.col(f) for f in self.flags.values()])).persist()
-        # Landed copies of the ids found (the rows found are some of them): one per id means
-        # the rows found are every copy there is, one each.
-        counts = (raw.select(self.idf).join(self.found.select(self.idf).distinct(), self.idf, "left_semi")
-                  .groupBy(self.idf).count())
-        agg = counts.agg(F.sum("count").alias("copies"), F.count(F.lit(1)).alias("ids")).first()
-        self.copies, self.ids = int(agg["copies"] or 0), int(agg["ids"] or 0)
         self.extra: DataFrame | None = None
         self.retried: list[Any] = []
-        if self.copies != self.ids:
-            self.retried = [r[0] for r in counts.where(F.col("count") > 1).select(self.idf).collect()]
+        spark = raw.sparkSession
+        if retried:
+            known = spark.createDataFrame([(i,) for i in sorted(retried)], [self.idf])
+            hits = self.found.join(F.broadcast(known), self.idf, "left_semi").groupBy(self.idf).count().collect()
+            self.retried = [r[0] for r in hits]
+            in_found = sum(int(r[1]) for r in hits)
+        n = self.found.count()
+        self.copies = self.ids = n
+        if self.retried:
             self.extra = raw.where(F.col(self.idf).isin(self.retried)).persist()
+            self.copies = n - in_found + self.extra.count()
+            self.ids = n - in_found + len(self.retried)
         self.columns = raw.columns
 
     def rows(self, group: Any) -> DataFrame:
@@ -157,10 +178,12 @@ class EntityRows:
             self.extra.unpersist()
 
 
-def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: dict[Any, DataFrame]
+def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: dict[Any, DataFrame],
+                  retried: dict[str, set], extra: dict[str, dict[Any, Condition]] | None = None
                   ) -> tuple[dict[Any, DataFrame], dict[str, EntityRows]]:
     """Per group (``group_of``; ``keys``: its affected keys), the source events of its
-    affected entities — exactly those a full run gives them — and the rows read, per contract."""
+    affected entities — exactly those a full run gives them — and the rows read, per contract.
+    ``extra``: more conditions to read in the same scan, per contract (``read[c].rows(g)``)."""
     first = {group_of(v): v for v in views}
     order = sorted(raw, key=lambda c: 0 if any(v.source.enrich and v.source.enrich[0] == c for v in first.values()) else 1)
     read: dict[str, EntityRows] = {}
@@ -178,8 +201,9 @@ def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: di
                 conditions[g] = [(theirs, keys[g], True)] if theirs else []
             elif src.contract == c:
                 conditions[g] = [([key], read[other].rows(g), False)] + ([(here, keys[g], True)] if here else [])
+        conditions.update((extra or {}).get(c, {}))
         if conditions:
-            read[c] = EntityRows(raw[c], c, conditions)
+            read[c] = EntityRows(raw[c], c, conditions, retried.get(c, set()))
     out = {}
     for g, v in first.items():
         contracts = [v.source.contract, *([v.source.enrich[0]] if v.source.enrich else [])]
@@ -187,6 +211,151 @@ def entity_events(views: list[WindowedView], raw: dict[str, DataFrame], keys: di
         frames = {c: f if read[c].deduplicated() else unique_events({c: f})[c] for c, f in frames.items()}
         out[g] = source_events(v.source, frames).join(F.broadcast(keys[g]), list(v.join_keys), "left_semi")
     return out, read
+
+
+# --- the index of retried ids (replaces a scan of every id of the read range)
+
+
+def load_retried(settings: Settings, contract: str) -> set | None:
+    """The stored ids of ``contract`` with several landed copies in the files read by the
+    runs so far (None: no index yet — a lake from before it, or a run that could not keep it)."""
+    path = LakeLayout.of(settings).retried_ids_path(contract)
+    if not path.exists():
+        return None
+    return set(pq.read_table(path).column(0).to_pylist())
+
+
+def save_retried(settings: Settings, contract: str, ids: set | None) -> None:
+    """Store (or, with None, drop) the index; atomic. A superset is harmless (those ids are
+    read whole), a missing id is not: it is saved only with the watermark that it covers."""
+    path = LakeLayout.of(settings).retried_ids_path(contract)
+    if ids is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.table({CONTRACTS[contract].id_field: pa.array(sorted(ids), pa.string())}), tmp)
+    os.replace(tmp, path)
+
+
+def retried_ids(frame: DataFrame, contract: str) -> set:
+    """The ids with more than one row in ``frame`` (one Spark job)."""
+    idf = CONTRACTS[contract].id_field
+    return {r[0] for r in frame.groupBy(idf).count().where(F.col("count") > 1).select(idf).collect()}
+
+
+# --- the additive path: count-only views (etl.windows.additive)
+
+
+def mark_written(settings: Settings, view: WindowedView, run: float) -> None:
+    """Note that the run started at ``run`` (its watermark to be) writes into ``view``'s table
+    — before it does. Adding new events is not idempotent: if that run then fails (checks,
+    a crash) the watermark stays behind, the next run sees the same files as new, and a
+    table that has them already must not get them again (``written_since``)."""
+    path = LakeLayout.of(settings).etl_written_path(view.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"run": run}))
+    os.replace(tmp, path)
+
+
+def written_since(settings: Settings, view: WindowedView, watermark: float) -> bool:
+    """Has a run after the watermark written into the table (or is it unknown: a table from
+    before these marks)? Then it may hold some of the new events: recompute its entities."""
+    path = LakeLayout.of(settings).etl_written_path(view.name)
+    if not path.exists():
+        return True
+    return json.loads(path.read_text())["run"] > watermark
+
+
+def delta_ids(view: WindowedView, fresh: dict[str, DataFrame]) -> dict[str, Condition]:
+    """For an enriched ``view``: per contract, the raw rows its new pairs can come from —
+    those holding the id of a new event on either side (read with the affected entities'
+    rows, in the same scan: ``entity_events``' ``extra``)."""
+    src = view.source
+    other, key, _ = src.enrich
+    ids = (fresh[src.contract].select(F.col(CONTRACTS[src.contract].id_field).alias(key))
+           .unionByName(fresh[other].select(F.col(CONTRACTS[other].id_field).alias(key))).distinct())
+    return {src.contract: [([key], ids, True)], other: [([key], ids, True)]}
+
+
+def delta_events(view: WindowedView, fresh: dict[str, DataFrame], read: dict[str, EntityRows]) -> DataFrame:
+    """The source events of ``view`` that the new files add: with no id of theirs landed
+    before (the caller checks: ``fresh`` holds one copy of each of its ids), a full run's
+    events are the previous run's plus these. For an enriched source, the pairs where either
+    side is new: every copy of the rows ``delta_ids`` names on both sides (``read``, group
+    ``("delta", view.name)``), deduplicated."""
+    src = view.source
+    if not src.enrich:
+        return source_events(src, {src.contract: fresh[src.contract]})
+    g = ("delta", view.name)
+    frames = {c: read[c].rows(g) for c in (src.contract, src.enrich[0])}
+    frames = {c: f if read[c].deduplicated() else unique_events({c: f})[c] for c, f in frames.items()}
+    return source_events(src, frames)
+
+
+def latest_before(settings: Settings, view: WindowedView, keys: pa.Table, day: date, days: int) -> pa.Table | None:
+    """Each entity of ``keys``' latest row before ``day`` (the value it holds then), from the
+    dates before it, newest first, at most ``days`` back: a row older than the longest window
+    holds nothing any more (its entity's buckets have all left every window)."""
+    table_dir = LakeLayout.of(settings).features_dir(view.name)
+    jk = list(view.join_keys)
+    found, parts = 0, []
+    want = keys.num_rows
+    for i in range(1, days + 1):
+        old = _read(_date_files(table_dir / f"date={(day - timedelta(days=i)).isoformat()}"))
+        if old is None or not old.num_rows:
+            continue
+        ks = keys.select(jk).cast(pa.schema([old.schema.field(k) for k in jk]))
+        if parts:  # only the entities not found yet
+            seen = pa.concat_tables(parts).select(jk)
+            ks = ks.join(seen.cast(ks.schema), keys=jk, join_type="left anti")
+        mine = old.join(ks, keys=jk, join_type="inner").select(old.schema.names)
+        if mine.num_rows:
+            ends = _last_rows(mine.sort_by([(k, "ascending") for k in jk] + [(TS, "ascending")]), jk)
+            parts.append(ends)
+            found += ends.num_rows
+        if found >= want:
+            break
+    if not parts:
+        return None
+    schema = parts[0].schema
+    return pa.concat_tables([t.cast(schema) for t in parts])
+
+
+def _last_rows(table: pa.Table, jk: list[str]) -> pa.Table:
+    """The last row of each entity in a table sorted by entity and time."""
+    df = table.to_pandas()
+    return pa.Table.from_pandas(df.groupby(jk, sort=False, dropna=False).tail(1), schema=table.schema,
+                                preserve_index=False)
+
+
+def add_delta(view: WindowedView, current: dict[str, pa.Table | None], prev: pa.Table | None, keys: pa.Table,
+              delta: pa.Table, lo: datetime) -> tuple[pa.Table, int]:
+    """The affected entities' rows from ``lo`` on, over the old events and the new ones:
+    their current rows (``current``: the table's dates from ``lo``; ``prev``: their latest
+    row before) plus the new events' rows (``delta``), by ``etl.windows.add_rows``.
+    Returns them and how many of them are rows the table did not have."""
+    jk = list(view.join_keys)
+    olds = []
+    for old in current.values():
+        if old is not None and old.num_rows:
+            ks = keys.select(jk).cast(pa.schema([old.schema.field(k) for k in jk]))
+            olds.append(old.join(ks, keys=jk, join_type="inner").select(old.schema.names))
+    schema = (olds[0] if olds else delta).schema
+    in_range = sum(t.num_rows for t in olds)
+    parts = ([prev] if prev is not None else []) + olds
+    old = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts]) if parts else delta.slice(0, 0)
+    rows = windows.add_rows(view, _frame(old), _frame(delta.select(schema.names).cast(schema)))
+    rows = rows[rows[TS] >= pd.Timestamp(lo)]
+    out = pa.Table.from_pandas(rows, preserve_index=False).select(schema.names).cast(schema)
+    return out, out.num_rows - in_range
+
+
+def _frame(t: pa.Table) -> pd.DataFrame:
+    df = t.to_pandas()
+    df[TS] = pd.to_datetime(df[TS], utc=True)
+    return df
 
 
 # --- the merge: storage only, one output date at a time
@@ -206,22 +375,36 @@ def _read(files: list[Path]) -> pa.Table | None:
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
 
 
-def merge_view(settings: Settings, view: WindowedView, keys: pa.Table, staged_rows: Path,
-               out_start: date, out_end: date) -> dict[str, int]:
+def read_dates(settings: Settings, view: WindowedView, out_start: date, out_end: date) -> dict[str, pa.Table | None]:
+    """The table's current rows of each date in ``[out_start, out_end)`` (None: no file)."""
+    table_dir = LakeLayout.of(settings).features_dir(view.name)
+    out, day = {}, out_start
+    while day < out_end:
+        name = f"date={day.isoformat()}"
+        out[name] = _read(_date_files(table_dir / name))
+        day += timedelta(days=1)
+    return out
+
+
+def merge_view(settings: Settings, view: WindowedView, keys: pa.Table, rows: pa.Table,
+               out_start: date, out_end: date, current: dict[str, pa.Table | None] | None = None) -> dict[str, int]:
     """Rebuild the table's dates in ``[out_start, out_end)``: the current rows of entities
-    not in ``keys``, plus the staged recomputed rows (Spark's output, ``date=`` partitions);
-    commit and apply. Returns rows carried over and dates rewritten."""
+    not in ``keys`` (``current``: as ``read_dates`` gives them, else read here), plus
+    ``rows``, the affected entities' rows; commit and apply. Returns rows carried over and
+    dates rewritten."""
     table_dir = LakeLayout.of(settings).features_dir(view.name)
     stage = staging_dir(settings, view.name)
+    shutil.rmtree(stage, ignore_errors=True)
     merged_dir = stage / "merged"
     jk = list(view.join_keys)
+    row_dates = pc.cast(pc.cast(rows.column(TS), pa.timestamp("us", tz="UTC")), pa.date32()) if rows.num_rows else None
     replace, delete, carried = [], [], 0
     day = out_start
     while day < out_end:
         name = f"date={day.isoformat()}"
+        old = current[name] if current is not None else _read(_date_files(table_dir / name))
+        new = rows.filter(pc.equal(row_dates, pa.scalar(day, pa.date32()))) if row_dates is not None else None
         day += timedelta(days=1)
-        old = _read(_date_files(table_dir / name))
-        new = _read(_date_files(staged_rows / name))
         kept = None
         if old is not None and old.num_rows:
             ks = keys.select(jk).cast(pa.schema([old.schema.field(k) for k in jk]))

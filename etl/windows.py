@@ -592,3 +592,52 @@ def events_rows(view: WindowedView, events: pd.DataFrame, since_b: int | None = 
                 until_b: int | None = None) -> pd.DataFrame:
     """Events (``_ts`` time column) -> the view's rows: the batch job's per-group function."""
     return view_rows(view, bucket_partials(view, events), since_b, until_b)
+
+
+# --- an incremental run's additive path: count-only views
+
+
+def additive(view: WindowedView) -> bool:
+    """Can rows over ``old ∪ new`` events be made from the old rows and the new events'
+    rows alone (``add_rows``)? For counts: a window's count over the union is the old
+    count plus the new events' count — exact integers, whatever the order."""
+    return all(a.function == "count" for a in view.aggregations)
+
+
+def add_rows(view: WindowedView, old: pd.DataFrame, delta: pd.DataFrame) -> pd.DataFrame:
+    """The view's rows over the union of two sets of events with no event in common, from
+    the rows of each (an ``additive`` view): ``old`` = the rows of the first set, ``delta``
+    = ``events_rows`` of the second, both with every row of their entities from some time
+    on (``old`` also with each entity's latest row before that time, if any: the value it
+    holds there). The union has a row at every boundary of either (a change point of
+    either set is one of the union; a boundary before an entity's first event has no row
+    in either), valued as the sum of each side's value there — its latest row at or
+    before the boundary, 0 before its first. Returns the rows, sorted by entity and time,
+    from each entity's first ``delta`` row or ``old`` row, whichever is earlier (the caller
+    drops what it did not ask for)."""
+    keys = list(view.join_keys)
+    feats = view.features
+    if delta.empty:
+        return old[keys + [TS] + feats].reset_index(drop=True)
+    both = pd.concat([old[keys + [TS] + feats].assign(_src=0), delta[keys + [TS] + feats].assign(_src=1)],
+                     ignore_index=True)
+    t = micros(both[TS])
+    ent = both.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    order = np.lexsort((both["_src"].to_numpy(), t, ent))
+    both, t, ent = both.iloc[order].reset_index(drop=True), t[order], ent[order]
+    src = both["_src"].to_numpy()
+    idx = np.arange(len(both))
+    out = both[keys + [TS]].copy()
+    for side in (0, 1):
+        last = np.maximum.accumulate(np.where(src == side, idx, -1))
+        ok = (last >= 0) & (ent[np.maximum(last, 0)] == ent)
+        j = np.maximum(last, 0)
+        for f in feats:
+            v = np.where(ok, both[f].to_numpy(dtype="int64")[j], 0)
+            out[f] = v if side == 0 else out[f].to_numpy(dtype="int64") + v
+    # One row per (entity, boundary): the last of its copies holds both sides' values.
+    last_of = np.r_[(ent[1:] != ent[:-1]) | (t[1:] != t[:-1]), True]
+    out = out[last_of].reset_index(drop=True)
+    for a in view.aggregations:
+        out[a.feature_name] = out[a.feature_name].astype("int64")
+    return out[keys + [TS] + feats]

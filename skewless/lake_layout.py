@@ -9,6 +9,8 @@ Layout (``lake`` is ``settings.lake_path``, ``state`` is ``settings.state_dir``)
     lake/_compactions/<topic>/date=YYYY-MM-DD/<id>.json     a committed compaction: its inputs and outputs
     lake/features/<view>/date=YYYY-MM-DD/part-*.parquet
     state/etl_state.json               the ETL's incremental watermark
+    state/etl_retried/<contract>.parquet  ids with several landed copies (retries), as of the watermark
+    state/etl_written/<view>.json      the start of the last ETL run that wrote into a view's table
     state/features_recomputed.json     offline rows rewritten since the last materialization
     state/monitoring/drift/<end>.json  each drift check: verdicts and live histograms (no rows)
     state/monitoring/drift_latest.json the latest check's figures, which serving exports
@@ -241,6 +243,15 @@ class LakeLayout:
     @property
     def etl_state_path(self) -> Path:
         return self.state_dir / ETL_STATE_FILE
+
+    def retried_ids_path(self, contract: str) -> Path:
+        """The ids of ``contract`` with more than one landed copy, in every raw file the ETL
+        has read so far (``etl.incremental.load_retried``)."""
+        return self.state_dir / "etl_retried" / f"{contract}.parquet"
+
+    def etl_written_path(self, view: str) -> Path:
+        """When the last ETL run that wrote into ``view``'s table started (``etl.incremental``)."""
+        return self.state_dir / "etl_written" / f"{view}.json"
 
     @property
     def stream_checkpoint(self) -> Path:

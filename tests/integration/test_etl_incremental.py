@@ -31,8 +31,9 @@ START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 DAYS = 6
 
 
-def batches():
-    """The first files, then what lands after the first run (in landing order)."""
+def batches(retry: bool = True):
+    """The first files, then what lands after the first run (in landing order); ``retry``:
+    with a retried copy of an old transaction among them."""
     base = simulate(3_000, 3, START, DAYS)
     new = simulate(30, 4, START + timedelta(days=DAYS - 1), 1)  # 1%, existing users and merchants
     late = simulate(20, 5, START + timedelta(days=2), 1)  # events of three days ago, landed now
@@ -47,7 +48,7 @@ def batches():
     first = [("transactions", base.transactions, "a"), ("labels", base.labels, "a")]
     then = [("transactions", new.transactions + late.transactions, "b"), ("transactions", [copy], "c"),
             ("labels", labels, "b")]
-    return first, then
+    return first, then if retry else [b for b in then if b[2] != "c"]
 
 
 def tables(settings, views) -> dict[str, pd.DataFrame]:
@@ -67,6 +68,23 @@ def assert_same(got: dict[str, pd.DataFrame], want: dict[str, pd.DataFrame]) -> 
 def settings_under(settings, name):
     root = LakeLayout.of(settings).root.parent / name
     return settings.model_copy(update={"lake_path": str(root / "lake"), "state_dir": root / "state"})
+
+
+def incremental_and_full(etl_settings, views, first, then):
+    """Tables of a full run over every file, and the summary of an incremental run after the
+    first files, with its tables."""
+    full = settings_under(etl_settings, "full")
+    for contract, events, tag in first + then:
+        land(full, contract, events, tag)
+    run_batch(full, views=views)
+    inc = settings_under(etl_settings, "inc")
+    for contract, events, tag in first:
+        land(inc, contract, events, tag)
+    assert run_batch(inc, views=views)["by_entity"] == []  # the first run computes everything
+    for contract, events, tag in then:
+        land(inc, contract, events, tag)
+    summary = run_batch(inc, views=views)
+    return tables(full, views), summary, tables(inc, views), inc
 
 
 def test_an_incremental_run_equals_a_full_backfill_of_the_same_files(etl_settings):
@@ -93,6 +111,59 @@ def test_an_incremental_run_equals_a_full_backfill_of_the_same_files(etl_setting
         entities = want[v.name][list(v.join_keys)].drop_duplicates().shape[0]
         assert 0 < summary["views"][v.name]["entities"] < entities or v.source.enrich
     assert summary["duplicates_dropped"]["transactions"] == 1
+    # A retry among the new files: no view of transactions adds the new events to its table.
+    assert {v["mode"] for v in summary["views"].values()} == {"entities"}
+
+
+def test_count_views_add_the_new_events_to_their_table(etl_settings):
+    """Count-only views (``etl.windows.additive``) with no retry among the new files: their
+    rows from the new events' date on are the table's plus the new events' (late events and
+    late chargeback labels included) — the very rows of a full run."""
+    views = load(etl_settings).views
+    want, summary, got, _ = incremental_and_full(etl_settings, views, *batches(retry=False))
+    assert_same(got, want)
+    modes = {name: v["mode"] for name, v in summary["views"].items()}
+    assert modes == {v.name: "additive" if all(a.function == "count" for a in v.aggregations) else "entities"
+                     for v in views}
+    assert {"merchant_activity", "merchant_chargebacks", "user_merchant"} <= {n for n, m in modes.items()
+                                                                               if m == "additive"}
+    assert summary["views"]["merchant_chargebacks"]["entities"] > 0  # the late labels
+    assert summary["quality"]["failed"] == 0
+
+
+@pytest.mark.parametrize("index", ["kept", "lost"])
+def test_a_retry_landed_before_the_last_run_is_known_from_the_index(etl_settings, index):
+    """A retried copy (another user) landed before the previous run; then new events of the
+    user of the copy that does not count. Recomputing that user must drop the copy, which
+    only the index of retried ids says has another copy (or, when the index is lost, one
+    scan of the ids that rebuilds it)."""
+    base = simulate(1_500, 8, START, 4)
+    old = [t for t in base.transactions if t["event_time"].startswith("2026-03-03")]
+    loser = old[-1]["user_id"]
+    copy = dict(old[3], user_id=loser, amount=555.0)  # lands after the original: never counts
+    new = [dict(t, transaction_id=f"{t['transaction_id']}-n", user_id=loser)
+           for t in simulate(10, 9, START + timedelta(days=3), 1).transactions]
+    first = [("transactions", base.transactions, "a"), ("labels", base.labels, "a"), ("transactions", [copy], "a2")]
+    then = [("transactions", new, "b")]
+    views = load(etl_settings).views
+    full = settings_under(etl_settings, "full")
+    for contract, events, tag in first + then:
+        land(full, contract, events, tag)
+    run_batch(full, views=views)
+    inc = settings_under(etl_settings, "inc")
+    for contract, events, tag in first:
+        land(inc, contract, events, tag)
+    run_batch(inc, views=views)
+    stored = LakeLayout.of(inc).retried_ids_path("transactions")
+    assert pd.read_parquet(stored)["transaction_id"].tolist() == [copy["transaction_id"]]
+    if index == "lost":
+        stored.unlink()
+    for contract, events, tag in then:
+        land(inc, contract, events, tag)
+    summary = run_batch(inc, views=views)
+    assert summary["views"]["user_spend"]["mode"] == "entities" and summary["duplicates_dropped"]["transactions"] == 1
+    assert_same(tables(inc, views), tables(full, views))
+    assert pd.read_parquet(stored)["transaction_id"].tolist() == [copy["transaction_id"]]
 
 
 user = Entity("user", "user_id")
@@ -101,10 +172,17 @@ VIEW = WindowedView("inc_user", (user,), EventSource("transactions", "transactio
                                   A("distinct_count", "1d", "merchant_id", name="merchants_1d")))
 
 
-@pytest.mark.parametrize("crash_after", [0, 1])
-def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypatch, crash_after):
+COUNTS = WindowedView("inc_counts", (user,), EventSource("transactions", "transactions", "event_time"), hop="1m",
+                      aggregations=(A("count", "1h"), A("count", "1d", name="n_1d")))
+
+
+@pytest.mark.parametrize(("crash_after", "view"), [(0, VIEW), (1, VIEW), (1, COUNTS)])
+def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypatch, crash_after, view):
     """The run dies after committing its merge (before any swap, or after some): the next
-    run completes the swaps, recomputes the same entities, and the table equals a full run's."""
+    run completes the swaps, recomputes the same entities, and the table equals a full run's.
+    A count view's new events were added before the crash: the next run, seeing the same new
+    files, recomputes its entities instead of adding them twice."""
+    VIEW = view  # noqa: N806
     base = simulate(400, 6, START, 3)
     new = simulate(10, 7, START + timedelta(days=2), 1)
     for i, e in enumerate(new.transactions):
@@ -137,4 +215,14 @@ def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypa
 
     again = run_batch(etl_settings, views=(VIEW,))
     assert again["by_entity"] == [VIEW.name] and not stage.exists()
+    assert again["views"][VIEW.name]["mode"] == "entities"
     assert_same(tables(etl_settings, (VIEW,)), want)
+    if VIEW is COUNTS:  # and the run after that adds again
+        more = simulate(5, 11, START + timedelta(days=2), 1).transactions
+        for i, e in enumerate(more):
+            e["transaction_id"] = f"{e['transaction_id']}-m{i}"
+        land(full, "transactions", more, "c")
+        run_batch(full, start=START.date(), views=(VIEW,))
+        land(etl_settings, "transactions", more, "c")
+        assert run_batch(etl_settings, views=(VIEW,))["views"][VIEW.name]["mode"] == "additive"
+        assert_same(tables(etl_settings, (VIEW,)), tables(full, (VIEW,)))

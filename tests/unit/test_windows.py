@@ -161,3 +161,29 @@ def test_a_state_blob_of_the_former_json_layout_still_reads(evs):
         old.append(orjson.dumps(cols))
     back = decode_blobs(VIEW, ids, old).sort_values(["user_id", "_k"], kind="mergesort").reset_index(drop=True)
     pd.testing.assert_frame_equal(back, p.reset_index(drop=True), check_dtype=False)
+
+
+COUNTS = WindowedView("c", (Entity("user", "user_id"),), EventSource("t", "transactions", "event_time"), hop="2s",
+                      aggregations=(A("count", "4s"), A("count", "10s", name="n10")))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(event, min_size=1, max_size=25), st.lists(event, min_size=0, max_size=10), st.integers(0, 40))
+def test_added_rows_equal_the_rows_of_the_union(old_events, new_events, cut):
+    """An incremental run's additive path (count-only views): from some boundary on, the
+    union's rows are the old rows (with each entity's latest row before it) plus the new
+    events' rows — the very rows ``events_rows`` gives the union."""
+    assert windows.additive(COUNTS) and not windows.additive(VIEW)
+    old, new = frame(old_events), frame(new_events)
+    since_b = int(T0 // 2) + cut // 2
+    new = new[new["_ts"] >= pd.Timestamp(since_b * 2, unit="s", tz="UTC")]  # new events from the cut on
+    union = pd.concat([old, new], ignore_index=True) if len(new) else old
+    want = windows.events_rows(COUNTS, union, since_b=since_b).sort_values(["user_id", windows.TS])
+    every_old = windows.events_rows(COUNTS, old)
+    t_b = windows.micros(every_old[windows.TS]) // windows.hop_us(COUNTS)
+    before = every_old[t_b < since_b].groupby("user_id").tail(1)  # the value each entity holds at the cut
+    got = windows.add_rows(COUNTS, pd.concat([before, every_old[t_b >= since_b]]),
+                           windows.events_rows(COUNTS, new, since_b=since_b))
+    got = got[windows.micros(got[windows.TS]) // windows.hop_us(COUNTS) >= since_b]
+    pd.testing.assert_frame_equal(got.sort_values(["user_id", windows.TS]).reset_index(drop=True),
+                                  want.reset_index(drop=True), check_exact=True)
