@@ -21,7 +21,7 @@ from tests.integration.ingest_helpers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.wallclock]  # ~35 s of a steady trickle
 
 EVENTS, RATE = 1400, 40.0  # ~35 s of traffic, never quiet for a second
 

@@ -31,6 +31,8 @@ from tests.integration.ingest_helpers import (
 )
 from tests.isolation import isolated_settings
 
+pytestmark = pytest.mark.wallclock  # waits for a broker that is gone
+
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     import os

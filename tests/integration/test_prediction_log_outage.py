@@ -34,6 +34,8 @@ WARMUP_S = 10  # load before the broker is killed
 AFTER_S = 20  # load after it is back, while the spill replays
 RATE = 400  # predictions per second, submitted throughout
 
+pytestmark = pytest.mark.wallclock  # the outage is three minutes of waiting
+
 
 class PrivateBroker:
     def __init__(self, settings: Settings):
