@@ -160,6 +160,9 @@ class StreamSettings(_Section):
         "(Redis holds it all; beyond this many, the least recently written are read back from Redis)")
 
 
+DUCKDB_MEMORY = r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"  # DuckDB's memory_limit syntax
+
+
 class MaterializeSettings(_Section):
     """``skewless features materialize``: offline tables -> online store."""
 
@@ -167,7 +170,7 @@ class MaterializeSettings(_Section):
         10_000, ge=100, description="entities converted and written to the online store at a time (a slice of "
         "a view's entity keys): with duckdb_memory, bounds materialize's memory")
     duckdb_memory: str = Field(
-        "1GB", pattern=r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        "1GB", pattern=DUCKDB_MEMORY,
         description="memory DuckDB may use to find each view's latest rows per entity; it spills the rest to "
         "disk under state_dir/tmp")
 
@@ -182,6 +185,10 @@ class TrainingSettings(_Section):
         "Feast's duckdb store, see benchmarks/README.md), the same join as a Spark job on spark_master "
         "(for data beyond one machine), or Feast's own get_historical_features on offline_store",
     )
+    duckdb_memory: str = Field(
+        "1GB", pattern=DUCKDB_MEMORY,
+        description="memory the asof engine's DuckDB joins may use; they spill the rest to disk under "
+        "state_dir/tmp, so the training set's peak is this plus the frame it returns")
     model_name: str = "skewless-fraud"
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default sqlite:///<state_dir>/mlflow.db"

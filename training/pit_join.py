@@ -17,10 +17,14 @@ training uses it by default (``training.pit_engine``).
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from skewless.bounded_duckdb import BoundedDuckDB
 
 TS = "event_timestamp"
 ROW = "_row"
@@ -95,13 +99,21 @@ def _source_glob(path: str) -> str:
     return f"{path.rstrip('/')}/**/*.parquet"
 
 
-def historical_features(store: Any, service_name: str, rows: pd.DataFrame) -> pd.DataFrame:
-    import duckdb
-
+def historical_features(store: Any, service_name: str, rows: pd.DataFrame, *, memory_limit: str = "1GB",
+                        tmp_dir: Path | None = None) -> pd.DataFrame:
+    """The service's features at each row's time. DuckDB holds ``memory_limit``
+    (``training.duckdb_memory``) and spills the rest of each join under ``tmp_dir``
+    (default: the system's temporary directory): its working set grows with the views'
+    offline rows, the returned frame only with ``rows``."""
     joins, odfvs = join_plan(store, service_name)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    entities = entity_frame(rows)
+    with BoundedDuckDB(Path(tmp_dir or tempfile.gettempdir()), memory_limit, prefix="training-set-") as db:
+        out = join_views(db.con, entity_frame(rows), joins)
+    return apply_on_demand(out, odfvs, joins)
+
+
+def join_views(con: Any, entities: pd.DataFrame, joins: list[ViewJoin]) -> pd.DataFrame:
+    """``entities`` (from ``entity_frame``) with each join's features as of its rows' times,
+    one DuckDB ASOF join per view on ``con``."""
     con.register("entities", entities)
     out = entities
     for j in joins:
@@ -112,4 +124,5 @@ def historical_features(store: Any, service_name: str, rows: pd.DataFrame) -> pd
                f"union_by_name = true)) f "
                f'ON {on} AND e."{TS}" >= f."{TS}" ORDER BY e.{ROW}')
         out = out.merge(con.execute(sql).df(), on=ROW, how="left")
-    return apply_on_demand(out, odfvs, joins)
+    con.unregister("entities")
+    return out

@@ -61,7 +61,10 @@ def training_set(store: Any, service_name: str, rows: pd.DataFrame, engine: str 
     if engine == "asof":
         from training.pit_join import historical_features
 
-        return historical_features(store, service_name, rows)
+        if settings is None:
+            return historical_features(store, service_name, rows)
+        return historical_features(store, service_name, rows, memory_limit=settings.training.duckdb_memory,
+                                   tmp_dir=settings.state_dir / "tmp")
     if engine == "spark":
         from training.pit_join_spark import historical_features as on_spark
 

@@ -23,12 +23,12 @@ with N). Peak memory: DuckDB's limit, plus one slice.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+
+from skewless.bounded_duckdb import BoundedDuckDB
 
 
 @dataclass
@@ -45,15 +45,8 @@ class LatestRows:
     """``with LatestRows(tmp_dir, memory) as lr: load = lr.prepare(fv, start, end); lr.write(...)``."""
 
     def __init__(self, tmp_parent: Path, memory_limit: str) -> None:
-        import duckdb
-
-        Path(tmp_parent).mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="materialize-", dir=tmp_parent))
-        self.con = duckdb.connect(str(self.dir / "latest.duckdb"))
-        self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")
-        self.con.execute(f"SET temp_directory = '{self.dir / 'spill'}'")
-        self.con.execute("SET preserve_insertion_order = false")
+        self._db = BoundedDuckDB(tmp_parent, memory_limit, prefix="materialize-", file_backed=True)
+        self.dir, self.con = self._db.dir, self._db.con
 
     def prepare(self, view, start: datetime, end: datetime) -> ViewLoad:
         """Each entity's latest row of ``view`` with ``start <= ts <= end``, into a table."""
@@ -109,10 +102,7 @@ class LatestRows:
         return written
 
     def close(self) -> None:
-        try:
-            self.con.close()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        self._db.close()
 
     def __enter__(self) -> "LatestRows":
         return self
