@@ -31,6 +31,14 @@ def children_peak_rss_mb() -> float | None:
     return sum(peaks) if peaks else None
 
 
+def _child_main(target: Callable[..., None], *args: Any) -> None:
+    """The child's entry: the CLI's warning filters first (third-party deprecation and
+    experimental-feature chatter hidden, ours shown), so a child's log shows what the CLI shows."""
+    import cli  # noqa: F401  (its import sets the filters)
+
+    target(*args)
+
+
 def in_child(target: Callable[..., None], *args: Any, timeout_s: float = 3600,
              on_message: Callable[[Any], bool] | None = None, name: str | None = None) -> Any:
     """``target(*args, queue)`` in a spawned process; returns what it put on the queue.
@@ -42,7 +50,7 @@ def in_child(target: Callable[..., None], *args: Any, timeout_s: float = 3600,
     name = name or f"benchmark child {target.__name__}"
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
+    p = ctx.Process(target=_child_main, args=(target, *args, q))
     p.start()
     deadline = time.monotonic() + timeout_s
     try:
