@@ -255,6 +255,8 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
     sets = {name: windows.Sets.of(partials[name]) for name in others if name.startswith("_set_")}
     flat = {name: (s.values.tolist(), s.offsets[starts].tolist(), s.offsets[ends].tolist()) for name, s in sets.items()}
     extra_cols.update({name + "#": s.lens.tolist() for name, s in sets.items()})
+    if not extra_cols:
+        return eids, _numeric_blobs(np.frombuffer(raw, dtype=np.uint8).reshape(n, size), starts, ends), ends
     head, dumps = _HEAD.pack, orjson.dumps
     blobs = []
     for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
@@ -267,6 +269,27 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
             extra = b""
         blobs.append(head(_TAG, b - a, len(extra)) + raw[a * size:b * size] + extra)
     return eids, blobs, ends
+
+
+def _numeric_blobs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+    """The blobs of entities without extras (head, then their rows' packed records), all
+    laid out in one buffer by NumPy and then sliced: one bytes object per entity, no
+    concatenation each. ``rows``: (rows, record size) bytes; entity ``e`` is rows
+    ``[starts[e], ends[e])``."""
+    n, size = rows.shape
+    m = len(starts)
+    counts = ends - starts
+    b_start = starts * size + np.arange(m, dtype=np.int64) * _HEAD_SIZE  # each blob's offset
+    out = np.empty(m * _HEAD_SIZE + n * size, dtype=np.uint8)
+    heads = np.zeros((m, _HEAD_SIZE), dtype=np.uint8)
+    heads[:, 0] = _TAG
+    heads[:, 1:5] = counts.astype("<u4").view(np.uint8).reshape(m, 4)  # then u32 0: no extra
+    out[b_start[:, None] + np.arange(_HEAD_SIZE)] = heads
+    # row r (of entity e) goes at b_start[e] + head + (r - starts[e]) * size = r * size + (e + 1) * head
+    row_at = np.arange(n, dtype=np.int64) * size + (np.repeat(np.arange(m, dtype=np.int64), counts) + 1) * _HEAD_SIZE
+    out[row_at[:, None] + np.arange(size)] = rows
+    buf = out.tobytes()
+    return [buf[a:b] for a, b in zip(b_start.tolist(), (b_start + _HEAD_SIZE + counts * size).tolist())]
 
 
 def encode_blobs(view: WindowedView, partials: Any) -> dict[str, bytes]:
