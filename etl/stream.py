@@ -6,7 +6,10 @@ batch job's own window code (``etl.windows``) on it:
 
 1. parse each record with its contract (what ingestion lands; an invalid record is
    skipped and counted: ingestion dead-letters it), drop retries (an id seen within
-   ``stream.dedupe_horizon_s``), enrich (a label gets its transaction's merchant);
+   ``stream.dedupe_horizon_s``), enrich (a label gets its transaction's merchant). The
+   batch arrives as Arrow (``toArrow``) and a contract's records are read as one block
+   (``skewless.contract_columns``, ingestion's block reader); what it does not accept goes
+   through ``Contract.parse_message`` one by one, so the outcome is the per-record one;
 2. per view, the new events' per-hop partials are merged with the affected entities'
    stored partials (``merge_partials``); each entity gets a timer: now, if a late event
    changed its current value, else the boundary where its first new bucket enters the
@@ -20,9 +23,10 @@ batch job's own window code (``etl.windows``) on it:
    current boundary from its partials (``view_rows``), writes it into Feast's online
    store and sets the entity's timer to its next change point: when a bucket enters or
    leaves a window. So with no new events the values decay on time, and an entity whose
-   buckets all left every window gets its last (decayed) row and is forgotten. After
-   its commit a batch publishes everything due by the time it ends (with a short hop,
-   its own events' boundaries have passed by then).
+   buckets all left every window gets its last (decayed) row and is forgotten. Once a
+   batch has committed, the job's loop publishes everything due by then (with a short
+   hop, the batch's own events' boundaries have passed), while Spark commits the batch's
+   offsets and reads the next one.
 
 A row is computed when it is due, not ahead: an event costs its entity's partials, not
 one stored row per coming change point (which the first version kept, at ~24 rows per
@@ -499,17 +503,17 @@ class Processor:
         hop_s = hop / 1e6
         k_first = k_new[first_new]
         timers = dict(zip(eids, (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
-        args: list = []
-        written: dict[str, tuple[float, bytes]] = {}
         m_eids, m_blobs, ends = encode_columns(view, merged)
         # A backstop: an hour after its last change point (the publisher removes it then).
         # An entity's last row holds its last bucket.
-        expires = [max(1, int(x) + 3600) for x in ((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).tolist()]
+        expires = np.maximum(1, np.trunc((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).astype(np.int64)
+                             + 3600).tolist()
         prefix = self.state.blob_key(view.name, "")
         keys_ = [prefix + e for e in m_eids]
-        for e, blob, expire in zip(m_eids, m_blobs, expires):
-            args += (blob, expire)
-            written[e] = (expire, blob)
+        args = [None] * (2 * len(m_blobs))
+        args[0::2] = m_blobs
+        args[1::2] = expires
+        written = dict(zip(m_eids, zip(expires, m_blobs)))
         if keys_:
             # One command for the view's blobs (SET key blob EX ttl each, in a script: a
             # command per blob costs the client more than the rest of the batch).
