@@ -159,12 +159,8 @@ class Processor:
     """Applies micro-batches of Kafka records to the stream's state (pandas in, Redis out)."""
 
     def __init__(self, settings: Settings, views: tuple[WindowedView, ...], state: StreamState, writer,
-                 clock: Callable[[], float] = time.time, blocks: bool = True, publish_in_batch: bool = True):
+                 clock: Callable[[], float] = time.time, blocks: bool = True):
         self.settings, self.views, self.state, self.clock = settings, views, state, clock
-        # True: a batch publishes what is due once it committed; False: it only sets ``wake``
-        # and the job's loop publishes, overlapping the next micro-batch's read.
-        self.publish_in_batch = publish_in_batch
-        self.wake = threading.Event()
         self.blocks = blocks  # False: every record through ``parse_message`` (the reference the tests compare with)
         self.lock = threading.Lock()
         self._sources: dict = {}  # a batch's events per source, shared by its views
@@ -362,14 +358,9 @@ class Processor:
                 self.state.remember(name, blobs)
         t3 = time.perf_counter()
         report.commit_s = t3 - t2
-        if self.publish_in_batch:
-            # Every row due by now, the boundaries that passed while this batch ran included
-            # (its events' own boundary, with a short hop), not only those due at its start.
-            report.rows_published = self.publisher.publish_due(max(now, self.clock()))
-        else:
-            # The job's loop publishes them now, while Spark commits this batch's offsets and
-            # reads the next one (the JVM on one core, the publication on the other).
-            self.wake.set()
+        # Every row due by now, the boundaries that passed while this batch ran included
+        # (its events' own boundary, with a short hop), not only those due at its start.
+        report.rows_published = self.publisher.publish_due(max(now, self.clock()))
         report.publish_s = time.perf_counter() - t3
         report.seconds = time.perf_counter() - t0
         return report
@@ -765,7 +756,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
         state.reset()
         shutil.rmtree(checkpoint, ignore_errors=True)
         rebuilt = status is not None or checkpoint.exists()
-    proc = Processor(settings, views, state, writer, publish_in_batch=False)
+    proc = Processor(settings, views, state, writer)
     # Spark's Kafka source fails on a topic that does not exist yet (no label produced so
     # far): create them as ingestion does, which also names a broker that does not answer.
     from skewless.topics import ensure_topics
@@ -803,7 +794,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             frozen[0] = True
         if report.records:
             phases["read_s"].append(read_s)
-            for name in ("parse_s", "compute_s", "commit_s"):  # (publish_s: the loop's publications)
+            for name in ("parse_s", "compute_s", "commit_s", "publish_s"):
                 phases[name].append(getattr(report, name))
         totals["batches"] += 1
         for name in ("records", "applied", "invalid", "retries", "too_late", "rows_published"):
@@ -832,15 +823,8 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             due = proc.publisher.next_due()
             if due is not None:
                 wait = min(wait, max(0.0, due - time.time()))
-            proc.wake.wait(wait)  # or as soon as a batch committed
-            proc.wake.clear()
-            if stop.is_set():
-                break
-            t_pub = time.perf_counter()
-            published = proc.publisher.publish_due(time.time())
-            if published:
-                phases["publish_s"].append(time.perf_counter() - t_pub)
-            totals["rows_published"] += published
+            stop.wait(wait)
+            totals["rows_published"] += proc.publisher.publish_due(time.time())
             # The lag against the broker's newest offsets when it answers; else what the last
             # progress saw (an idle progress carries no latestOffset: None, "unknown").
             now_lag = _lag(query.lastProgress, latest_offsets()) if query.lastProgress is not None else None
