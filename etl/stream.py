@@ -710,45 +710,6 @@ class _LatestOffsets:
                 pass
 
 
-WARM_RECORDS = 1000  # per partition, read once before the query starts (``_warm_read``)
-
-
-def _warm_read(spark, settings: Settings, topics: list[str]) -> None:
-    """Before the query starts, read the first few records of each partition with the same
-    source and collect them as Arrow, as a micro-batch does, and drop them. A session's first
-    Kafka read pays for loading and starting the Kafka consumer, the Arrow writer and their
-    code paths: 5-9 s measured here (a 100-record read took 9.2 s; 100,000 records took 7.4 s
-    cold against 1.2-1.7 s warm). Paid here, it no longer holds up the first micro-batch —
-    the one a restarted job replays its backlog in. Nothing is applied; any failure is
-    ignored (the query then reports its own)."""
-    try:
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(**settings.kafka.client_config(), group_id=None, enable_auto_commit=False,
-                                 isolation_level="read_committed", request_timeout_ms=5000)
-        try:
-            tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-            begin = consumer.beginning_offsets(tps) if tps else {}
-            end = consumer.end_offsets(tps) if tps else {}
-        finally:
-            consumer.close(timeout_ms=1000)
-        if not begin:
-            return
-        starts: dict[str, dict[str, int]] = {}
-        ends: dict[str, dict[str, int]] = {}
-        for tp, off in begin.items():
-            starts.setdefault(tp.topic, {})[str(tp.partition)] = int(off)
-            ends.setdefault(tp.topic, {})[str(tp.partition)] = int(min(off + WARM_RECORDS, end.get(tp, off)))
-        reader = spark.read.format("kafka")
-        for key, value in {**_kafka_options(settings), "subscribe": ",".join(sorted(starts)),
-                           "startingOffsets": json.dumps(starts), "endingOffsets": json.dumps(ends),
-                           "kafka.isolation.level": "read_committed", "failOnDataLoss": "false"}.items():
-            reader = reader.option(key, value)
-        reader.load().select(*RECORD_COLUMNS).toArrow()
-    except Exception:  # noqa: BLE001 - a warm-up only
-        pass
-
-
 def _checkpoint_id(checkpoint) -> str | None:
     meta = checkpoint / "metadata"
     try:
@@ -803,7 +764,6 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
 
     ensure_topics(settings, proc.topics)
     spark = spark_session(settings, master, app="skewless-stream", kafka=True)
-    _warm_read(spark, settings, proc.topics)
     reader = spark.readStream.format("kafka")
     for key, value in {**_kafka_options(settings), "subscribe": ",".join(proc.topics),
                        "startingOffsets": "earliest", "kafka.isolation.level": "read_committed",
