@@ -520,8 +520,9 @@ class Processor:
 
 # The collector's thresholds once the job is warm: a micro-batch allocates hundreds of
 # thousands of short-lived objects (rows, ids, decoded sets); with the default (700, 10, 10)
-# the young generations were collected thousands of times per batch, and each collection
-# walks every object still alive in the batch (decoding 7,000 entities' sets took 2-4x as long).
+# the young generations are collected hundreds of times per batch, each collection walking
+# the objects the batch still holds (measured: one ``orjson.loads`` of 7,300 entities' sets
+# took 62 ms frozen with the default thresholds, 35 ms with these).
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
