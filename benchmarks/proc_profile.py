@@ -160,10 +160,9 @@ def main() -> None:
             if measured:
                 reports.append(rep)
             if i == 0 and not args.no_freeze:
-                import gc
+                from etl.stream import settle_gc
 
-                gc.collect()
-                gc.freeze()  # as run_stream does after its first batch
+                settle_gc()  # as run_stream does after its first batch
         out = {"rate": args.rate, "period": args.period, "batches": len(reports), "events_per_batch": per}
         for k in ("parse_s", "compute_s", "commit_s", "publish_s", "seconds"):
             v = sorted(getattr(r, k) for r in reports)

@@ -6,7 +6,10 @@ batch job's own window code (``etl.windows``) on it:
 
 1. parse each record with its contract (what ingestion lands; an invalid record is
    skipped and counted: ingestion dead-letters it), drop retries (an id seen within
-   ``stream.dedupe_horizon_s``), enrich (a label gets its transaction's merchant);
+   ``stream.dedupe_horizon_s``), enrich (a label gets its transaction's merchant). The
+   batch arrives as Arrow (``toArrow``) and a contract's records are read as one block
+   (``skewless.contract_columns``, ingestion's block reader); what it does not accept goes
+   through ``Contract.parse_message`` one by one, so the outcome is the per-record one;
 2. per view, the new events' per-hop partials are merged with the affected entities'
    stored partials (``merge_partials``); each entity gets a timer: now, if a late event
    changed its current value, else the boundary where its first new bucket enters the
@@ -22,7 +25,9 @@ batch job's own window code (``etl.windows``) on it:
    leaves a window. So with no new events the values decay on time, and an entity whose
    buckets all left every window gets its last (decayed) row and is forgotten. After
    its commit a batch publishes everything due by the time it ends (with a short hop,
-   its own events' boundaries have passed by then).
+   its own events' boundaries have passed by then). (Publishing from the job's loop
+   instead, overlapping Spark's next read, was measured and is slower: the publisher holds
+   the lock the next batch's commit needs, and the two share the GIL.)
 
 A row is computed when it is due, not ahead: an event costs its entity's partials, not
 one stored row per coming change point (which the first version kept, at ~24 rows per
@@ -43,21 +48,31 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl import windows
 from etl.stream_state import StreamState, decode_columns, encode_columns, entity_ids
 from skewless import event_checks
-from skewless.contracts import CONTRACTS, InvalidEvent
+from skewless.contract_columns import block_reader
+from skewless.contracts import (AMOUNT, CODE2, CODE3, CONTRACTS, INT, MIN_EVENT_TIME, PROB, TIME, InvalidEvent)
 from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
 
 DAY_S = 86400
+# A contract's records in a micro-batch are read as one block (``skewless.contract_columns``)
+# from this many on: the block's fixed cost (~0.5 ms of CPU: the reader and its ~15 Arrow
+# calls) is that of a few dozen records parsed one by one.
+BLOCK_MIN_RECORDS = 64
+RECORD_COLUMNS = ["topic", "partition", "offset", "key", "value", "timestamp"]
+_TIME_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 
 @dataclass
@@ -132,7 +147,7 @@ class Publisher:
         done = [e for e in eids if e not in scheduled]
         with r.pipeline(transaction=True) as pipe:
             if scheduled:
-                pipe.zadd(st.due_key(view.name), scheduled)
+                _zadd(pipe, st.due_key(view.name), list(scheduled), list(scheduled.values()))
             if done:  # every bucket has left every window: the row just written was its last
                 pipe.zrem(st.due_key(view.name), *done)
                 pipe.delete(*[st.blob_key(view.name, e) for e in done])
@@ -145,8 +160,9 @@ class Processor:
     """Applies micro-batches of Kafka records to the stream's state (pandas in, Redis out)."""
 
     def __init__(self, settings: Settings, views: tuple[WindowedView, ...], state: StreamState, writer,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, blocks: bool = True):
         self.settings, self.views, self.state, self.clock = settings, views, state, clock
+        self.blocks = blocks  # False: every record through ``parse_message`` (the reference the tests compare with)
         self.lock = threading.Lock()
         self._sources: dict = {}  # a batch's events per source, shared by its views
         self.publisher = Publisher(state, views, writer, self.lock)
@@ -167,43 +183,49 @@ class Processor:
         return list(self.contract_of_topic)
 
     # -- parsing
-    def parse(self, records: pd.DataFrame, report: BatchReport) -> dict[str, pd.DataFrame]:
-        """Kafka records (topic, partition, offset, key, value, timestamp) -> valid events per
-        contract, one copy per id (the first: earliest Kafka time, then partition, offset)."""
+    def parse(self, records: Any, report: BatchReport) -> dict[str, pd.DataFrame]:
+        """Kafka records (topic, partition, offset, key, value, timestamp; an Arrow table, as
+        the job reads them, or a DataFrame) -> valid events per contract, one copy per id (the
+        first: earliest Kafka time, then partition, offset).
+
+        A contract's records are read as one block where there are enough of them
+        (``skewless.contract_columns``: parsed by Arrow's JSON reader and checked as columns);
+        a record the block reader does not accept goes through ``Contract.parse_message``,
+        which keeps it or refuses it, as every record went before: same events, same count
+        of invalid ones (``tests/integration/test_stream_parse.py`` compares both)."""
         out: dict[str, pd.DataFrame] = {}
-        records = records.sort_values(["timestamp", "partition", "offset"], kind="mergesort")
-        for topic, group in records.groupby("topic", sort=False):
+        table = _arrow_records(records)
+        if table is None or not table.num_rows:
+            return out
+        if table.num_rows > 1:
+            table = table.take(pc.sort_indices(table, sort_keys=[("timestamp", "ascending"), ("partition", "ascending"),
+                                                                 ("offset", "ascending")]))
+        topics = table.column("topic")
+        uniq = pc.unique(topics).to_pylist()  # in order of first appearance
+        for topic in uniq:
             name = self.contract_of_topic.get(topic)
             if name is None:
                 continue
             contract = CONTRACTS[name]
-            rows, valid = [], []
-            parse = contract.parse_message
-            for j, (key, value) in enumerate(zip(group["key"].tolist(), group["value"].tolist())):
-                try:
-                    rows.append(parse(_bytes(key), _bytes(value)))
-                    valid.append(j)
-                except (InvalidEvent, ValueError, TypeError, KeyError):
-                    report.invalid += 1
-            if not rows:
+            group = table if len(uniq) == 1 else table.filter(pc.equal(topics, topic))
+            parsed = self._rows(contract, group, report)
+            if parsed is None:
                 continue
-            ev = pd.DataFrame(rows)
-            kafka_ms = windows.micros(group["timestamp"])[valid] // 1000  # Kafka times, ms (floored)
+            ev, valid, block = parsed
+            kafka_ms = _kafka_micros(group.column("timestamp"))[valid] // 1000  # Kafka times, ms (floored)
             ev["_arrived"] = kafka_ms / 1e3
             # One copy per id, the first (as ingestion lands the first offset): later copies
             # are retries, whatever else is wrong with them.
             first = ~ev.duplicated(contract.id_field, keep="first").to_numpy()
             if not first.all():
                 report.retries += int((~first).sum())
-                ev, kafka_ms = ev[first].reset_index(drop=True), kafka_ms[first]
+                ev, kafka_ms, block = ev[first].reset_index(drop=True), kafka_ms[first], block[first]
             # The declared batch checks ingestion dead-letters by (skewless.event_checks): an
             # event the lake refuses must not count online either.
-            checked = ev[event_checks.columns(contract)].assign(
-                **{event_checks.KAFKA_TIME: event_checks.kafka_times(kafka_ms.tolist(), ev.index)})
-            failed = event_checks.failures(contract, checked, self.settings.ingest.max_event_time_ahead_s)
-            if failed:
-                report.invalid += len(failed)
-                ev = ev.drop(index=list(failed)).reset_index(drop=True)
+            failed = self._failures(contract, ev, kafka_ms, block)
+            if failed.any():
+                report.invalid += int(failed.sum())
+                ev = ev[~failed].reset_index(drop=True)
                 if ev.empty:
                     continue
             seen = np.array(self.state.seen(name, ev[contract.id_field].astype(str).tolist()), dtype=bool)
@@ -211,8 +233,83 @@ class Processor:
             out[name] = ev[~seen].reset_index(drop=True) if seen.any() else ev
         return out
 
+    def _rows(self, contract, group: pa.Table, report: BatchReport) -> tuple[pd.DataFrame, np.ndarray, np.ndarray] | None:
+        """One contract's records -> (its valid rows as a frame, in the records' order; their
+        positions in ``group``; which of them the block reader accepted), or None if none is."""
+        n = group.num_rows
+        keys = group.column("key").to_pylist()
+        values = group.column("value").to_pylist()
+        reader = block_reader(contract) if self.blocks and n >= BLOCK_MIN_RECORDS else None
+        parts: list = []
+        if reader is not None:
+            try:
+                parts = reader.read(keys, values)
+            except Exception:  # noqa: BLE001 - a surprise of the block reader: every record per event
+                parts = []
+        accepted = np.zeros(n, dtype=bool)
+        for pos, _ in parts:
+            accepted[pos] = True
+        rows, row_pos = [], []
+        parse = contract.parse_message
+        for j in (np.flatnonzero(~accepted).tolist() if parts else range(n)):
+            try:
+                rows.append(parse(_bytes(keys[j]), _bytes(values[j])))
+                row_pos.append(j)
+            except (InvalidEvent, ValueError, TypeError, KeyError):
+                report.invalid += 1
+        frames = [rb.to_pandas() for _, rb in parts]
+        where = [pos for pos, _ in parts]
+        if rows:
+            frames.append(pd.DataFrame(rows))
+            where.append(np.asarray(row_pos, dtype=np.int64))
+        if not frames:
+            return None
+        block = np.concatenate([np.full(len(p), i < len(parts)) for i, p in enumerate(where)])
+        valid = np.concatenate(where)
+        if len(frames) == 1:
+            ev = frames[0]
+        else:  # back in the records' order
+            ev = pd.concat(frames, ignore_index=True)
+            order = np.argsort(valid, kind="stable")
+            ev, valid, block = ev.take(order).reset_index(drop=True), valid[order], block[order]
+        if parts:
+            # The per-event rows' types (``pd.DataFrame`` of ``parse_message``'s values): times in
+            # ns, integers as int64 (Arrow's are µs and int32).
+            for f in contract.fields:
+                if f.name not in ev:
+                    continue
+                dt = ev[f.name].dtype
+                if f.kind is TIME and dt != _TIME_NS:
+                    ev[f.name] = ev[f.name].astype(_TIME_NS)
+                elif f.kind is INT and dt.kind == "i" and dt != np.int64:
+                    ev[f.name] = ev[f.name].astype(np.int64)
+        return ev, valid, block
+
+    def _failures(self, contract, ev: pd.DataFrame, kafka_ms: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """Which rows fail a declared batch check (``skewless.event_checks``). Rows of the
+        per-event parse go through the declared checks (pandera) as ingestion runs them; rows
+        the block reader accepted passed every check the contract's field kinds declare
+        (the block reader's column checks are those ranges and forms), so only the rules
+        beyond the contract are left for them, here as NumPy: allowed values, event time
+        not ahead of Kafka's, one event per id. A declared check of another kind sends every
+        row through pandera."""
+        max_ahead = self.settings.ingest.max_event_time_ahead_s
+        bad = np.zeros(len(ev), dtype=bool)
+        fast = _fast_checks(contract.name, max_ahead)
+        slow = ~block if fast is not None else np.ones(len(ev), dtype=bool)
+        if slow.any():
+            sub = ev[slow]
+            checked = sub[event_checks.columns(contract)].assign(
+                **{event_checks.KAFKA_TIME: event_checks.kafka_times(kafka_ms[slow].tolist(), sub.index)})
+            failed = event_checks.failures(contract, checked, max_ahead)
+            if failed:
+                bad[list(failed)] = True  # ``ev`` has a range index: labels are positions
+        if fast is not None and block.any():
+            bad[block] |= fast(ev[block], kafka_ms[block])
+        return bad
+
     # -- one micro-batch
-    def apply(self, records: pd.DataFrame, batch_id: int, lag: int | None = None, query_id: str | None = None) -> BatchReport:
+    def apply(self, records: Any, batch_id: int, lag: int | None = None, query_id: str | None = None) -> BatchReport:
         t0 = time.perf_counter()
         report = BatchReport(batch_id, records=len(records))
         status = self.state.status()
@@ -278,7 +375,7 @@ class Processor:
             contract = CONTRACTS[name]
             key = self.state.seen_key(name)
             if horizon:
-                pipe.zadd(key, dict(zip(ev[contract.id_field].astype(str), ev["_arrived"].astype(float))))
+                _zadd(pipe, key, ev[contract.id_field].astype(str).tolist(), ev["_arrived"].astype(float).tolist())
                 pipe.zremrangebyscore(key, "-inf", float(ev["_arrived"].max()) - horizon)
         # What another contract's events join by id (a label -> its transaction's merchant).
         for v in self.views:
@@ -398,27 +495,57 @@ class Processor:
         hop_s = hop / 1e6
         k_first = k_new[first_new]
         timers = dict(zip(eids, (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
-        args: list = []
-        written: dict[str, tuple[float, bytes]] = {}
         m_eids, m_blobs, ends = encode_columns(view, merged)
         # A backstop: an hour after its last change point (the publisher removes it then).
         # An entity's last row holds its last bucket.
-        expires = [max(1, int(x) + 3600) for x in ((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).tolist()]
+        expires = np.maximum(1, np.trunc((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).astype(np.int64)
+                             + 3600).tolist()
         prefix = self.state.blob_key(view.name, "")
         keys_ = [prefix + e for e in m_eids]
-        for e, blob, expire in zip(m_eids, m_blobs, expires):
-            args += (blob, expire)
-            written[e] = (expire, blob)
+        args = [None] * (2 * len(m_blobs))
+        args[0::2] = m_blobs
+        args[1::2] = expires
+        written = dict(zip(m_eids, zip(expires, m_blobs)))
         if keys_:
             # One command for the view's blobs (SET key blob EX ttl each, in a script: a
             # command per blob costs the client more than the rest of the batch).
             pipe.eval(_SET_EX_ALL, len(keys_), *keys_, *args)
-        pipe.zadd(self.state.due_key(view.name), timers, lt=True)
+        _zadd(pipe, self.state.due_key(view.name), list(timers), list(timers.values()), lt=True)
         report.timers += len(timers)
         if timers:
             first = min(timers.values())
             report.first_timer = first if report.first_timer is None else min(report.first_timer, first)
         return written
+
+
+# The collector's thresholds once the job is warm: a micro-batch allocates hundreds of
+# thousands of short-lived objects (rows, ids, decoded sets); with the default (700, 10, 10)
+# the young generations are collected hundreds of times per batch, each collection walking
+# the objects the batch still holds (measured: one ``orjson.loads`` of 7,300 entities' sets
+# took 62 ms frozen with the default thresholds, 35 ms with these).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def settle_gc() -> None:
+    """After the first batch: everything the job imported and built once (Feast, pandas,
+    py4j, the registry) leaves the collector's sight (a full collection walked it all, ~0.5 s,
+    the batches' latency tail), and the young generations are collected less often; what
+    the batches allocate is still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _zadd(pipe, key: str, members: list, scores: list, lt: bool = False) -> None:
+    """``ZADD key [LT] score member ...`` as one flat argument list (redis-py's ``zadd`` walks a
+    mapping with two appends per member). A member given twice keeps its last score, as a
+    mapping does."""
+    if not members:
+        return
+    args: list = [None] * (2 * len(members))
+    args[0::2] = scores
+    args[1::2] = members
+    pipe.execute_command("ZADD", key, *(("LT",) if lt else ()), *args)
 
 
 # SET KEYS[i] ARGV[2i-1] EX ARGV[2i] for every key.
@@ -436,9 +563,72 @@ def _plain(v: Any) -> Any:
 
 
 def _bytes(v: Any) -> bytes | None:
-    if v is None:
-        return None
+    if v is None or type(v) is bytes:
+        return v
     return bytes(v)
+
+
+def _arrow_records(records: Any) -> pa.Table | None:
+    """A micro-batch's Kafka records as an Arrow table (what the job reads: ``toArrow``), from
+    a table, a record batch or a DataFrame; None when there are none."""
+    if isinstance(records, pa.Table):
+        return records
+    if isinstance(records, pa.RecordBatch):
+        return pa.Table.from_batches([records])
+    if records is None or not len(records):
+        return None
+    return pa.Table.from_pandas(records[[c for c in RECORD_COLUMNS if c in records]], preserve_index=False)
+
+
+def _kafka_micros(col: Any) -> np.ndarray:
+    """Kafka timestamps (an Arrow column) -> int64 unix µs (floored, as ``windows.micros``)."""
+    t = col.type
+    if pa.types.is_timestamp(t):
+        v = col.cast(pa.int64()).to_numpy()
+        if t.unit == "ns":
+            return v // 1000
+        return v * {"s": 1_000_000, "ms": 1000, "us": 1}[t.unit]
+    return windows.micros(col.to_pandas())
+
+
+@lru_cache(maxsize=32)
+def _fast_checks(contract_name: str, max_ahead_s: float) -> Callable[[pd.DataFrame, np.ndarray], np.ndarray] | None:
+    """The declared batch checks (``skewless.event_checks``) that block-accepted rows still
+    need, as NumPy: rows -> failing mask; None when a declared check is of a kind this does
+    not know (then pandera runs them all). The field kinds' checks (ranges, code forms) are
+    left out: the block reader accepts only rows within them."""
+    contract = CONTRACTS[contract_name]
+    extra = event_checks.EXTRA.get(contract_name, {})
+    allowed = {c: list(v) for c, v in extra.get("allowed", {}).items()}
+    ahead = contract.time_field if extra.get("not_ahead_of_kafka") else None
+    known = {f"{f.name}.in_range" for f in contract.fields if f.kind in (AMOUNT, PROB, TIME)}
+    known |= {f"{f.name}.code" for f in contract.fields if f.kind in (CODE2, CODE3)}
+    known |= {f"{c}.allowed" for c in allowed}
+    if ahead:
+        known.add(f"{ahead}.not_ahead_of_kafka")
+    if contract.id_field:
+        known.add(f"{contract.id_field}.unique_in_batch")
+    if any(c.name not in known for c in event_checks.declared(contract, max_ahead_s)):
+        return None
+    ahead_ns = pd.Timedelta(seconds=max_ahead_s).value
+    floor_ms = int(MIN_EVENT_TIME.timestamp() * 1000)  # before it: no Kafka time (as ``kafka_times``)
+    id_field = contract.id_field
+
+    def failing(ev: pd.DataFrame, kafka_ms: np.ndarray) -> np.ndarray:
+        bad = np.zeros(len(ev), dtype=bool)
+        for c, values in allowed.items():
+            if c in ev:  # (an optional column absent: every row's value is null, which passes)
+                s = ev[c]
+                bad |= ~(s.isin(values) | s.isna()).to_numpy()
+        if ahead:
+            t_ns = ev[ahead].astype(_TIME_NS).astype("int64").to_numpy()
+            k = np.minimum(kafka_ms, 5 * 10**12)  # (an event time is before 2100, 4.1e12 ms)
+            bad |= (kafka_ms >= floor_ms) & (t_ns > k * 1_000_000 + ahead_ns)
+        if id_field:
+            bad |= ev[id_field].duplicated(keep="first").to_numpy()
+        return bad
+
+    return failing
 
 
 def _kafka_options(settings: Settings) -> dict[str, str]:
@@ -592,7 +782,9 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
 
     def apply(df, batch_id: int) -> None:
         t_read = time.perf_counter()
-        records = df.toPandas()
+        # Arrow, not pandas: the records' bytes stay in Arrow buffers (``parse`` reads them
+        # as one block); ``toPandas`` made a Python object per key and value.
+        records = df.toArrow()
         read_s = time.perf_counter() - t_read
         report = proc.apply(records, batch_id, query_id=_checkpoint_id(checkpoint))
         if report.records and not frozen[0]:
@@ -600,8 +792,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             # is in memory now: out of the garbage collector's sight. A full collection
             # walks every tracked object and took ~0.5 s (the batches' latency tail);
             # what the batches allocate afterwards is still collected.
-            gc.collect()
-            gc.freeze()
+            settle_gc()
             frozen[0] = True
         if report.records:
             phases["read_s"].append(read_s)

@@ -129,16 +129,9 @@ class StreamState:
         what it does not hold (then kept)."""
         cache = self.cache.setdefault(view, {})
         now = time.monotonic()
-        out: list[bytes | None] = []
-        missing: list[int] = []
-        get = cache.get
-        for i, e in enumerate(eids):
-            hit = get(e)
-            if hit is not None and hit[0] > now:
-                out.append(hit[1])
-            else:
-                out.append(None)
-                missing.append(i)
+        hits = list(map(cache.get, eids))
+        out: list[bytes | None] = [h[1] if h is not None and h[0] > now else None for h in hits]
+        missing = [i for i, b in enumerate(out) if b is None]
         if missing:
             raw = self.r.mget([self.blob_key(view, eids[i]) for i in missing])
             for i, blob in zip(missing, raw):
@@ -162,9 +155,10 @@ class StreamState:
         """Blobs just written (entity id -> (TTL s, blob)), after their ``EXEC``."""
         now = time.monotonic()
         cache = self.cache.setdefault(view, {})
-        for e, (ttl, blob) in blobs.items():
-            cache.pop(e, None)  # to the end: the least recently written go first
-            cache[e] = (now + ttl, blob)
+        pop = cache.pop
+        for e in blobs:
+            pop(e, None)  # to the end: the least recently written go first
+        cache.update({e: (now + ttl, blob) for e, (ttl, blob) in blobs.items()})
         self._bound(cache)
 
     def forget(self, view: str, eids: Iterable[str]) -> None:
@@ -261,6 +255,8 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
     sets = {name: windows.Sets.of(partials[name]) for name in others if name.startswith("_set_")}
     flat = {name: (s.values.tolist(), s.offsets[starts].tolist(), s.offsets[ends].tolist()) for name, s in sets.items()}
     extra_cols.update({name + "#": s.lens.tolist() for name, s in sets.items()})
+    if not extra_cols:
+        return eids, _numeric_blobs(np.frombuffer(raw, dtype=np.uint8).reshape(n, size), starts, ends), ends
     head, dumps = _HEAD.pack, orjson.dumps
     blobs = []
     for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
@@ -273,6 +269,27 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
             extra = b""
         blobs.append(head(_TAG, b - a, len(extra)) + raw[a * size:b * size] + extra)
     return eids, blobs, ends
+
+
+def _numeric_blobs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+    """The blobs of entities without extras (head, then their rows' packed records), all
+    laid out in one buffer by NumPy and then sliced: one bytes object per entity, no
+    concatenation each. ``rows``: (rows, record size) bytes; entity ``e`` is rows
+    ``[starts[e], ends[e])``."""
+    n, size = rows.shape
+    m = len(starts)
+    counts = ends - starts
+    b_start = starts * size + np.arange(m, dtype=np.int64) * _HEAD_SIZE  # each blob's offset
+    out = np.empty(m * _HEAD_SIZE + n * size, dtype=np.uint8)
+    heads = np.zeros((m, _HEAD_SIZE), dtype=np.uint8)
+    heads[:, 0] = _TAG
+    heads[:, 1:5] = counts.astype("<u4").view(np.uint8).reshape(m, 4)  # then u32 0: no extra
+    out[b_start[:, None] + np.arange(_HEAD_SIZE)] = heads
+    # row r (of entity e) goes at b_start[e] + head + (r - starts[e]) * size = r * size + (e + 1) * head
+    row_at = np.arange(n, dtype=np.int64) * size + (np.repeat(np.arange(m, dtype=np.int64), counts) + 1) * _HEAD_SIZE
+    out[row_at[:, None] + np.arange(size)] = rows
+    buf = out.tobytes()
+    return [buf[a:b] for a, b in zip(b_start.tolist(), (b_start + _HEAD_SIZE + counts * size).tolist())]
 
 
 def encode_blobs(view: WindowedView, partials: Any) -> dict[str, bytes]:
@@ -332,8 +349,22 @@ def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None
             else:
                 set_values[name] = []
                 set_lens[name] = np.zeros(len(rec), dtype="int64")
-        for i, extra in extras:
-            d = orjson.loads(extra)
+        ds = orjson.loads(b"[" + b",".join([x for _, x in extras]) + b"]") if extras else []
+        names = set(ds[0]) if ds else set()
+        if (len(ds) == len(ids) and ds and not any(n.startswith("_sum_") for n in names)
+                and all(n in names and n + "#" in names for n in set_values) and all(set(d) == names for d in ds)):
+            # The common case, every entity's extra with the same columns: each column is
+            # the entities' lists one after the other.
+            chain = itertools.chain.from_iterable
+            for name in names:
+                if name in set_values:
+                    set_values[name] = list(chain([d[name] for d in ds]))
+                elif name.endswith("#"):
+                    set_lens[name[:-1]] = np.fromiter(chain([d[name] for d in ds]), dtype="int64", count=len(rec))
+                else:
+                    cols[name][:] = list(chain([d[name] for d in ds]))
+            extras, ds = [], []
+        for (i, _), d in zip(extras, ds):
             a, b = int(ends[i] - counts[i]), int(ends[i])
             for name, v in d.items():
                 if name in set_values:
