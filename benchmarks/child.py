@@ -34,7 +34,9 @@ def children_peak_rss_mb() -> float | None:
 def _child_main(target: Callable[..., None], *args: Any) -> None:
     """The child's entry: the CLI's warning filters first (third-party deprecation and
     experimental-feature chatter hidden, ours shown), so a child's log shows what the CLI shows."""
-    import cli  # noqa: F401  (its import sets the filters)
+    from skewless.quiet_warnings import hide_third_party_warnings
+
+    hide_third_party_warnings()
 
     target(*args)
 

@@ -6,33 +6,12 @@ benchmark runner); the kernel ``skewless`` and the stages never import it."""
 from __future__ import annotations
 
 import importlib
-import os
-import warnings
 
 import typer
 
-# Third-party deprecation chatter (ibis, MLflow, kafka-python) is not for our users.
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", message=".*[Ee]xperimental.*")
-# The checkout (or installed tree) holding our packages: warnings raised in our code still show.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_OURS = ("cli", "skewless", "ingestion", "etl", "training", "serving", "monitoring", "feature_repo", "benchmarks")
-_show_warning = warnings.showwarning
+from skewless.quiet_warnings import hide_third_party_warnings
 
-
-def _show_ours_only(message, category, filename, lineno, file=None, line=None):
-    """Feast re-enables DeprecationWarnings and RuntimeWarnings when imported
-    (``simplefilter("once")`` at its module level, ahead of the filters above), so the
-    filters alone do not hold: drop warnings raised in other libraries' code when they
-    are shown (ours still show)."""
-    ours = filename.startswith(_ROOT) and filename[len(_ROOT):].split(os.sep, 1)[0] in _OURS
-    if not ours:
-        return
-    _show_warning(message, category, filename, lineno, file, line)
-
-
-warnings.showwarning = _show_ours_only
+hide_third_party_warnings()
 
 app = typer.Typer(
     name="skewless",
