@@ -313,9 +313,13 @@ def run_batch(
     *,
     views: tuple[WindowedView, ...],
     on_view: Callable[[str, int, int], None] | None = None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Compute and write the offline feature tables of ``views`` for output dates in
-    ``[start, end)`` (the deployment's views: ``skewless.features.definitions.load``)."""
+    ``[start, end)`` (the deployment's views: ``skewless.features.definitions.load``).
+
+    ``engine``: ``"auto"`` lets a small incremental run read and compute in this process,
+    without Spark, when it can (``etl.incremental.plan_local``); ``"spark"`` always uses Spark."""
     if not views:
         raise ConfigError("no feature views to compute", "declare some in the feature definitions (VIEWS)")
     t0 = time.time()
@@ -343,15 +347,24 @@ def run_batch(
         finally:
             phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - t, 2)
 
-    with phase("spark_start"):  # ~0 when this process runs Spark already
-        spark = spark_session(settings, master, app="skewless-etl")
     read_start = out_start - timedelta(days=lookback(views).days + 1)
-    # Every view reads the same events: read them once, one copy per id (each view then
-    # keeps only the lookback its own windows need). A retried event's copies share its
-    # event time, hence its date partition: a copy landed since the last run lands in a
-    # date this run recomputes, and the copy landed before it is read with it.
-    raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c), landed_before=t0)
-           for c in contracts}
+    # A small incremental run (every view by entity, none joining every old event) reads
+    # with Arrow and computes with the same kernel in this process: no Spark job, no Spark
+    # start (etl.incremental.plan_local). Else Spark, as below.
+    local = None
+    if since is not None and len(by_entity) == len(views) and engine != "spark":
+        local = incremental.plan_local(settings, views, contracts, {c: needed_columns(views, c) for c in contracts},
+                                       read_start, out_end, since, t0, phase)
+    raw: dict[str, DataFrame] = {}
+    if local is None:
+        with phase("spark_start"):  # ~0 when this process runs Spark already
+            spark = spark_session(settings, master, app="skewless-etl")
+        # Every view reads the same events: read them once, one copy per id (each view then
+        # keeps only the lookback its own windows need). A retried event's copies share its
+        # event time, hence its date partition: a copy landed since the last run lands in a
+        # date this run recomputes, and the copy landed before it is read with it.
+        raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c), landed_before=t0)
+               for c in contracts}
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
     persisted: list[DataFrame] = []
@@ -378,7 +391,11 @@ def run_batch(
         for v in views:
             if v not in by_entity:
                 events[v.name] = source_events(v.source, frames)
-    if by_entity:
+    if local is not None:
+        additive, retried, key_tables = local.additive, local.retried, local.keys
+        landed = {c: local.copies.get(c, 0) for c in contracts}
+        duplicates = {c: local.copies.get(c, 0) - local.ids.get(c, 0) for c in contracts}
+    elif by_entity:
         # Every landed copy of the ids in new files: a retried event's copies share its event
         # time, so they are in the new files' dates.
         fresh, new_retried, compacted = {}, {}, {}
@@ -489,7 +506,15 @@ def run_batch(
                 jk = list(view.join_keys)
                 keys = None if view in additive else key_tables[incremental.group_of(view)]
                 rows_t = None
-                if keys is None or keys.num_rows:
+                if local is not None and (keys is None or keys.num_rows):
+                    with phase("checks"):
+                        spark_profile = incremental.local_events_profiles([view], local.events[name], lo, hi)[name]
+                    if keys is not None or spark_profile["events"]:
+                        with phase("compute"):
+                            rows_t = incremental.local_rows(view, local.events[name], lo, hi)
+                    if keys is None and rows_t is not None and rows_t.num_rows:
+                        keys = rows_t.select(jk).group_by(jk).aggregate([])
+                elif keys is None or keys.num_rows:
                     with phase("checks"):
                         if name not in event_figures:  # one Spark job for every view of these events
                             same = [v for v in by_entity if events.get(v.name) is events[name]]
@@ -552,6 +577,7 @@ def run_batch(
     elapsed = time.time() - t0
     summary.update({"start": out_start.isoformat(), "end": out_end.isoformat(), "events_read": events_read,
                     "by_entity": [v.name for v in by_entity], "phases": phases,
+                    "engine": "spark" if local is None else "local",
                     "duplicates_dropped": duplicates,
                     "seconds": round(elapsed, 2), "events_per_s": round(events_read / elapsed, 1) if elapsed else None,
                     "master": master or settings.spark_master})
