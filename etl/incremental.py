@@ -370,7 +370,8 @@ def _date_files(d: Path) -> list[Path]:
 def _read(files: list[Path]) -> pa.Table | None:
     if not files:
         return None
-    tables = [pq.read_table(f) for f in files]
+    # One thread per file: the merges of several views run in parallel already.
+    tables = [pq.read_table(f, use_threads=False) for f in files]
     schema = tables[0].schema
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
 
@@ -407,8 +408,7 @@ def merge_view(settings: Settings, view: WindowedView, keys: pa.Table, rows: pa.
         day += timedelta(days=1)
         kept = None
         if old is not None and old.num_rows:
-            ks = keys.select(jk).cast(pa.schema([old.schema.field(k) for k in jk]))
-            kept = old.join(ks, keys=jk, join_type="left anti").select(old.schema.names)
+            kept = old.filter(pc.invert(_isin(old, jk, keys)))
             if kept.num_rows == old.num_rows and (new is None or new.num_rows == 0):
                 continue  # no affected entity has a row on this date, before or after
         parts = [t for t in (kept, new) if t is not None and t.num_rows]
@@ -418,7 +418,8 @@ def merge_view(settings: Settings, view: WindowedView, keys: pa.Table, rows: pa.
             continue
         schema = (old if old is not None else new).schema
         merged = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
-        merged = merged.sort_by([(k, "ascending") for k in jk] + [(TS, "ascending")])
+        if new is not None and new.num_rows:  # (else: the current file's rows, in its order, less some)
+            merged = merged.sort_by([(k, "ascending") for k in jk] + [(TS, "ascending")])
         carried += kept.num_rows if kept is not None else 0
         out = merged_dir / name
         out.mkdir(parents=True, exist_ok=True)
@@ -550,7 +551,7 @@ def _isin(table: pa.Table, cols: list[str], keys: pa.Table) -> "Any":
                         value_set=pc.unique(keys.column(cols[0])).cast(table.schema.field(cols[0]).type))
     tagged = table.select(cols).append_column("_row", pa.array(np.arange(table.num_rows)))
     ks = keys.select(cols).cast(pa.schema([table.schema.field(c) for c in cols]))
-    hit = tagged.join(ks, keys=cols, join_type="left semi").column("_row").to_numpy()
+    hit = tagged.join(ks, keys=cols, join_type="left semi", use_threads=False).column("_row").to_numpy()
     mask = np.zeros(table.num_rows, bool)
     mask[hit] = True
     return pa.array(mask)
