@@ -621,6 +621,11 @@ def local_events_profiles(views: list[WindowedView], events: pd.DataFrame, lo: d
     return out
 
 
+# Above this many newly landed rows an incremental run uses Spark: the in-process path holds
+# the new events and their entities' events in memory (1M events: ~0.5 GB at most).
+LOCAL_MAX_NEW_EVENTS = 1_000_000
+
+
 class LocalRun:
     """An in-process incremental run's inputs (``plan_local``): per view its source events
     (a frame: the affected entities' or, for an additive view, the new events'), per group
@@ -645,6 +650,9 @@ def plan_local(settings: Settings, views: tuple[WindowedView, ...], contracts: t
     run = LocalRun()
     listed = {c: [f for f in layout.raw_files(getattr(settings.topics, c), read_start, out_end) if f.landed_at < t0]
               for c in contracts}
+    landed = sum(pq.ParquetFile(f.path).metadata.num_rows for c in contracts for f in listed[c] if f.landed_at >= since)
+    if landed > LOCAL_MAX_NEW_EVENTS:  # a large catch-up: Spark's job (memory bounded by partitions)
+        return None
     fresh: dict[str, pa.Table] = {}
     new_retried: dict[str, set] = {}
     compacted: dict[str, bool] = {}
