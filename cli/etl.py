@@ -63,8 +63,13 @@ def run(
         if summary.get("skipped"):
             console.print(summary["skipped"])
         else:
+            where = ("in this process (a small incremental run: no Spark job)" if summary.get("engine") == "local"
+                     else f"on {summary['master']}")
             console.print(f"dates {summary['start']} .. {summary['end']}: {summary['events_read']:,} events in "
-                          f"{summary['seconds']}s on {summary['master']}")
+                          f"{summary['seconds']}s {where}")
+            if first is None and summary.get("watermark_moved") is False:
+                console.print(f"--end cut this incremental run short: its entities' rows from {summary['end']} on "
+                              "come with the next run without --end")
 
     emit(summary, json_out, human)
 

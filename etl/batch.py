@@ -15,7 +15,15 @@ Each view's table is written to ``<lake>/features/<view>/date=YYYY-MM-DD/`` (Par
   on the last day: figures in benchmarks/README.md, "etl";
 * a **backfill** of any range with ``start``/``end`` (dates, UTC); it leaves the
   incremental watermark alone, so the next incremental run still covers what the
-  backfill did not.
+  backfill did not. An incremental run with only ``end`` (before the data's rows end)
+  recomputes ``[start, end)`` and leaves the watermark too: the rows of its entities from
+  ``end`` on are the previous run's until the next run without ``end`` recomputes them
+  (``watermark_moved`` in the summary).
+* **small incremental runs without Spark**: when every view is computed by entity and
+  none needs a join against every old event, the run reads the files with Arrow and
+  computes the rows with the same kernel in this process (``etl.incremental.plan_local``;
+  ``engine="spark"`` forces Spark): an incremental run's data are small, and a Spark job on
+  small data costs its fixed overhead, not rows.
 """
 
 from __future__ import annotations
@@ -147,20 +155,25 @@ def _save_state(settings: Settings, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def data_end(settings: Settings, views: tuple[WindowedView, ...]) -> date | None:
+    """The end (exclusive) of the output dates the lake's events have rows in: where the last
+    events leave their windows, the longest window after the data (None: no raw file)."""
+    all_dates = [d for c in watched_contracts(views) for d in _raw_dates(settings, c)]
+    return max(all_dates) + timedelta(days=lookback(views).days + 2) if all_dates else None
+
+
 def plan_range(settings: Settings, views: tuple[WindowedView, ...], start: date | None,
                end: date | None) -> tuple[date, date] | None:
     """The output dates to (re)compute: explicit, or incremental since the last run (a
     file newly landed in any contract the views read moves the start back to its date)."""
     contracts = watched_contracts(views)
-    all_dates = [d for c in contracts for d in _raw_dates(settings, c)]
-    if not all_dates:
+    last_view_day = data_end(settings, views)
+    if last_view_day is None:
         return None
-    # Rows where the last events leave their windows: up to the longest window after the data.
-    last_view_day = max(all_dates) + timedelta(days=lookback(views).days + 2)
     if start is None:
         state = _state(settings)
         if state.get("started_at") is None:
-            start = min(all_dates)
+            start = min(d for c in contracts for d in _raw_dates(settings, c))
         else:
             changed = [d for c in contracts for d in _raw_dates(settings, c, state["started_at"])]
             if not changed:
@@ -313,9 +326,13 @@ def run_batch(
     *,
     views: tuple[WindowedView, ...],
     on_view: Callable[[str, int, int], None] | None = None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Compute and write the offline feature tables of ``views`` for output dates in
-    ``[start, end)`` (the deployment's views: ``skewless.features.definitions.load``)."""
+    ``[start, end)`` (the deployment's views: ``skewless.features.definitions.load``).
+
+    ``engine``: ``"auto"`` lets a small incremental run read and compute in this process,
+    without Spark, when it can (``etl.incremental.plan_local``); ``"spark"`` always uses Spark."""
     if not views:
         raise ConfigError("no feature views to compute", "declare some in the feature definitions (VIEWS)")
     t0 = time.time()
@@ -329,6 +346,7 @@ def run_batch(
                             "land some with: skewless ingest consume")
         return {"views": {}, "skipped": "no raw files landed since the previous run", "seconds": 0.0}
     out_start, out_end = planned
+    natural_end = data_end(settings, views)  # as planned (files landing during the run are the next run's)
     # An incremental run recomputes only the entities with new events (etl.incremental), in
     # every view whose table exists; a backfill (or a first run, or a new view) all of them.
     since = _state(settings).get("started_at") if start is None else None
@@ -343,15 +361,24 @@ def run_batch(
         finally:
             phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - t, 2)
 
-    with phase("spark_start"):  # ~0 when this process runs Spark already
-        spark = spark_session(settings, master, app="skewless-etl")
     read_start = out_start - timedelta(days=lookback(views).days + 1)
-    # Every view reads the same events: read them once, one copy per id (each view then
-    # keeps only the lookback its own windows need). A retried event's copies share its
-    # event time, hence its date partition: a copy landed since the last run lands in a
-    # date this run recomputes, and the copy landed before it is read with it.
-    raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c), landed_before=t0)
-           for c in contracts}
+    # A small incremental run (every view by entity, none joining every old event) reads
+    # with Arrow and computes with the same kernel in this process: no Spark job, no Spark
+    # start (etl.incremental.plan_local). Else Spark, as below.
+    local = None
+    if since is not None and len(by_entity) == len(views) and engine != "spark":
+        local = incremental.plan_local(settings, views, contracts, {c: needed_columns(views, c) for c in contracts},
+                                       read_start, out_end, since, t0, phase)
+    raw: dict[str, DataFrame] = {}
+    if local is None:
+        with phase("spark_start"):  # ~0 when this process runs Spark already
+            spark = spark_session(settings, master, app="skewless-etl")
+        # Every view reads the same events: read them once, one copy per id (each view then
+        # keeps only the lookback its own windows need). A retried event's copies share its
+        # event time, hence its date partition: a copy landed since the last run lands in a
+        # date this run recomputes, and the copy landed before it is read with it.
+        raw = {c: read_raw(spark, settings, c, read_start, out_end, needed_columns(views, c), landed_before=t0)
+               for c in contracts}
     lo = datetime.combine(out_start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(out_end, datetime.min.time(), tzinfo=timezone.utc)
     persisted: list[DataFrame] = []
@@ -378,7 +405,11 @@ def run_batch(
         for v in views:
             if v not in by_entity:
                 events[v.name] = source_events(v.source, frames)
-    if by_entity:
+    if local is not None:
+        additive, retried, key_tables = local.additive, local.retried, local.keys
+        landed = {c: local.copies.get(c, 0) for c in contracts}
+        duplicates = {c: local.copies.get(c, 0) - local.ids.get(c, 0) for c in contracts}
+    elif by_entity:
         # Every landed copy of the ids in new files: a retried event's copies share its event
         # time, so they are in the new files' dates.
         fresh, new_retried, compacted = {}, {}, {}
@@ -489,7 +520,15 @@ def run_batch(
                 jk = list(view.join_keys)
                 keys = None if view in additive else key_tables[incremental.group_of(view)]
                 rows_t = None
-                if keys is None or keys.num_rows:
+                if local is not None and (keys is None or keys.num_rows):
+                    with phase("checks"):
+                        spark_profile = incremental.local_events_profiles([view], local.events[name], lo, hi)[name]
+                    if keys is not None or spark_profile["events"]:
+                        with phase("compute"):
+                            rows_t = incremental.local_rows(view, local.events[name], lo, hi)
+                    if keys is None and rows_t is not None and rows_t.num_rows:
+                        keys = rows_t.select(jk).group_by(jk).aggregate([])
+                elif keys is None or keys.num_rows:
                     with phase("checks"):
                         if name not in event_figures:  # one Spark job for every view of these events
                             same = [v for v in by_entity if events.get(v.name) is events[name]]
@@ -542,16 +581,23 @@ def run_batch(
         shown = "; ".join(f"{f['check']} ({f['count']})" for f in failures[:8])
         more = f" and {len(failures) - 8} more" if len(failures) > 8 else ""
         raise DataError(f"feature table checks failed: {shown}{more}", f"the report: {report}")
-    if start is None:
+    # Only a run that covered every change moves the incremental watermark: an incremental
+    # run cut short by an explicit ``end`` (before the data's rows end) leaves the rows of
+    # its entities from ``end`` on as they were, so it keeps the watermark where it was and
+    # the next run without ``end`` recomputes them (from the same start, to the data's end).
+    moves_watermark = start is None and (end is None or out_end >= natural_end)
+    if moves_watermark:
         # The index of retried ids covers what the watermark covers (kept with it; a run that
         # did not see every new file's ids drops it: the next run rebuilds it).
         for c in contracts:
             incremental.save_retried(settings, c, retried[c] if retried is not None else None)
-    if start is None:  # only a run that covered every change moves the incremental watermark
         _save_state(settings, {"started_at": t0, "range": [out_start.isoformat(), out_end.isoformat()]})
     elapsed = time.time() - t0
     summary.update({"start": out_start.isoformat(), "end": out_end.isoformat(), "events_read": events_read,
                     "by_entity": [v.name for v in by_entity], "phases": phases,
+                    "engine": "spark" if local is None else "local",
+                    # False: an explicit range; rows from ``end`` on wait for the next run.
+                    "watermark_moved": moves_watermark,
                     "duplicates_dropped": duplicates,
                     "seconds": round(elapsed, 2), "events_per_s": round(events_read / elapsed, 1) if elapsed else None,
                     "master": master or settings.spark_master})

@@ -70,7 +70,7 @@ def settings_under(settings, name):
     return settings.model_copy(update={"lake_path": str(root / "lake"), "state_dir": root / "state"})
 
 
-def incremental_and_full(etl_settings, views, first, then):
+def incremental_and_full(etl_settings, views, first, then, engine="auto"):
     """Tables of a full run over every file, and the summary of an incremental run after the
     first files, with its tables."""
     full = settings_under(etl_settings, "full")
@@ -83,7 +83,7 @@ def incremental_and_full(etl_settings, views, first, then):
     assert run_batch(inc, views=views)["by_entity"] == []  # the first run computes everything
     for contract, events, tag in then:
         land(inc, contract, events, tag)
-    summary = run_batch(inc, views=views)
+    summary = run_batch(inc, views=views, engine=engine)
     return tables(full, views), summary, tables(inc, views), inc
 
 
@@ -113,15 +113,21 @@ def test_an_incremental_run_equals_a_full_backfill_of_the_same_files(etl_setting
     assert summary["duplicates_dropped"]["transactions"] == 1
     # A retry among the new files: no view of transactions adds the new events to its table.
     assert {v["mode"] for v in summary["views"].values()} == {"entities"}
+    # The chargebacks' affected merchants need a join with every old transaction: Spark.
+    assert summary["engine"] == "spark"
 
 
-def test_count_views_add_the_new_events_to_their_table(etl_settings):
+@pytest.mark.parametrize("engine", ["auto", "spark"])
+def test_count_views_add_the_new_events_to_their_table(etl_settings, engine):
     """Count-only views (``etl.windows.additive``) with no retry among the new files: their
     rows from the new events' date on are the table's plus the new events' (late events and
-    late chargeback labels included) — the very rows of a full run."""
+    late chargeback labels included) — the very rows of a full run. Computed in-process
+    (``etl.incremental.plan_local``: every view by entity, the enriched one additive) or,
+    asked for, with Spark: the same rows either way."""
     views = load(etl_settings).views
-    want, summary, got, _ = incremental_and_full(etl_settings, views, *batches(retry=False))
+    want, summary, got, _ = incremental_and_full(etl_settings, views, *batches(retry=False), engine=engine)
     assert_same(got, want)
+    assert summary["engine"] == ("local" if engine == "auto" else "spark")
     modes = {name: v["mode"] for name, v in summary["views"].items()}
     assert modes == {v.name: "additive" if all(a.function == "count" for a in v.aggregations) else "entities"
                      for v in views}
@@ -162,6 +168,7 @@ def test_a_retry_landed_before_the_last_run_is_known_from_the_index(etl_settings
         land(inc, contract, events, tag)
     summary = run_batch(inc, views=views)
     assert summary["views"]["user_spend"]["mode"] == "entities" and summary["duplicates_dropped"]["transactions"] == 1
+    assert summary["engine"] == "local"
     assert_same(tables(inc, views), tables(full, views))
     assert pd.read_parquet(stored)["transaction_id"].tolist() == [copy["transaction_id"]]
 
@@ -226,3 +233,40 @@ def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypa
         land(etl_settings, "transactions", more, "c")
         assert run_batch(etl_settings, views=(VIEW,))["views"][VIEW.name]["mode"] == "additive"
         assert_same(tables(etl_settings, (VIEW,)), tables(full, (VIEW,)))
+
+
+def test_an_incremental_run_with_an_end_keeps_the_watermark(etl_settings):
+    """``etl run --end D`` after new events recomputes the output dates from the new events'
+    date to D only: its rows before D are a full run's, the rows from D on are still the
+    previous run's, so the run leaves the watermark where it was — and the next run without
+    ``--end`` recomputes from the same date to the data's end: every row a full run's."""
+    base = simulate(400, 6, START, 4)
+    new = simulate(10, 7, START + timedelta(days=1), 1)
+    for i, e in enumerate(new.transactions):
+        e["transaction_id"] = f"{e['transaction_id']}-n{i}"
+    full = settings_under(etl_settings, "full")
+    land(full, "transactions", base.transactions, "a")
+    land(full, "transactions", new.transactions, "b")
+    run_batch(full, views=(VIEW,))
+    want = tables(full, (VIEW,))[VIEW.name]
+
+    land(etl_settings, "transactions", base.transactions, "a")
+    run_batch(etl_settings, views=(VIEW,))
+    land(etl_settings, "transactions", new.transactions, "b")
+    end = (START + timedelta(days=2)).date()
+    cut = run_batch(etl_settings, end=end, views=(VIEW,))
+    assert (cut["start"], cut["end"], cut["watermark_moved"]) == ((START + timedelta(days=1)).date().isoformat(),
+                                                                  end.isoformat(), False)
+    got = tables(etl_settings, (VIEW,))[VIEW.name]
+    before = pd.Timestamp(end.isoformat(), tz="UTC")
+
+    def until(df):
+        return df[df["event_timestamp"] < before].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(until(got), until(want), check_exact=True)
+    assert not got.equals(want)  # the new events' 1-day windows close after the end: not written yet
+
+    again = run_batch(etl_settings, views=(VIEW,))
+    assert again["start"] == cut["start"] and again["watermark_moved"]
+    assert_same(tables(etl_settings, (VIEW,)), {VIEW.name: want})
+    assert run_batch(etl_settings, views=(VIEW,))["views"] == {}  # nothing new since
