@@ -38,6 +38,9 @@ def run(
     start: Annotated[Optional[str], typer.Option(help="first output date (default: incremental since the last run)")] = None,
     end: Annotated[Optional[str], typer.Option(help="end output date, exclusive (default: end of data + longest window)")] = None,
     master: Annotated[Optional[str], typer.Option(help="Spark master URL (default: settings.spark_master)")] = None,
+    engine: Annotated[str, typer.Option(
+        help="auto: a small incremental run on a local master computes in this process with the same code "
+             "(no Spark start); spark: always a Spark job")] = "auto",
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Compute every feature view from the raw lake and write the offline tables."""
@@ -46,13 +49,15 @@ def run(
     if first is not None and last is not None and last <= first:
         raise ConfigError(f"--end {last} must be after --start {first} (the output dates are [start, end))")
     _check_master(master)
-    from etl.batch import run_batch
+    from etl.batch import check_engine, run_batch
+
+    check_engine(engine)
     from skewless.features.definitions import load
 
     views = load(settings).views
     with progress() as bar:
         task = bar.add_task("feature views", total=None)
-        summary = run_batch(settings, first, last, master, views=views,
+        summary = run_batch(settings, first, last, master, views=views, engine=engine,
                             on_view=lambda name, done, total: bar.update(task, completed=done, total=total))
 
     def human() -> None:

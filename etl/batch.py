@@ -318,6 +318,14 @@ def _quality_report(settings: Settings, report: dict[str, Any]) -> Path:
     return path
 
 
+ENGINES = ("auto", "spark")
+
+
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown ETL engine {engine!r}", "use " + " or ".join(ENGINES))
+
+
 def run_batch(
     settings: Settings,
     start: date | None = None,
@@ -332,7 +340,12 @@ def run_batch(
     ``[start, end)`` (the deployment's views: ``skewless.features.definitions.load``).
 
     ``engine``: ``"auto"`` lets a small incremental run read and compute in this process,
-    without Spark, when it can (``etl.incremental.plan_local``); ``"spark"`` always uses Spark."""
+    without Spark, when it can (``etl.incremental.plan_local``) and the Spark master is
+    local (a cluster's master, given or configured, means every job runs there);
+    ``"spark"`` always uses Spark."""
+    check_engine(engine)
+    if engine == "auto" and not (master or settings.spark_master).startswith("local"):
+        engine = "spark"
     if not views:
         raise ConfigError("no feature views to compute", "declare some in the feature definitions (VIEWS)")
     t0 = time.time()

@@ -114,6 +114,14 @@ def test_etl_run_names_a_master_url_that_cannot_work(tmp_path):
     assert not (tmp_path / "state" / "features_recomputed.json").exists()
 
 
+def test_etl_run_names_an_unknown_engine_before_spark_starts(tmp_path):
+    cfg = _lake_with_events(tmp_path)
+    r = run(["etl", "run", "--config", str(cfg), "--engine", "duckdb"], cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert _error_lines(r.stderr) == ["error: unknown ETL engine 'duckdb' (use auto or spark)"]
+    assert _no_java_stack(r.stderr) and not (tmp_path / "lake" / "features").exists()
+
+
 def test_train_rejects_start_after_end_instead_of_asking_for_more_data(tmp_path):
     r = run(["train", "--start", "2026-09-01", "--end", "2026-08-01"], cwd=tmp_path)
     assert r.returncode == 2, r.stderr
