@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 
 COMMIT_TIMEOUT_MS = 10_000  # a commit while the broker is away gives up (and is retried) after this
 REBALANCE_WAIT_S = 60.0  # how long an idle stop waits for a rebalance in flight to assign partitions again
-CLOSE_TIMEOUT_MS = 3_000
-METADATA_TIMEOUT_MS = 30_000  # the subscribed topics' metadata before the first join  # bounds the last commit and leaving the group, so a stop is prompt
+CLOSE_TIMEOUT_MS = 3_000  # bounds the last commit and leaving the group, so a stop is prompt
+METADATA_TIMEOUT_MS = 30_000  # the subscribed topics' metadata before the first join
 RETRY_WARN_EVERY_S = 30.0
 # Closed batches waiting or landing at once, on the hot path (see the module docstring).
 MAX_LANDING = 2
@@ -395,6 +395,7 @@ def _topic_metadata(consumer: KafkaConsumer, timeout_ms: int = METADATA_TIMEOUT_
     if (net is None or not hasattr(manager, "wait_for") or not hasattr(cluster, "request_update")
             or getattr(cluster, "metadata_refresh_in_progress", None) is None):
         return consumer.topics()
+
     def refresh() -> None:
         try:
             net.run(manager.wait_for, cluster.request_update(), timeout_ms)
@@ -535,7 +536,12 @@ def consume(
     warming.start()
     consumer = make_consumer(settings)
     sink = LakeSink(settings, consumer)
-    _subscribe(settings, consumer, topics, _Listener(sink))  # (an assignment waits for the warm-up)
+    try:
+        _subscribe(settings, consumer, topics, _Listener(sink))  # (an assignment waits for the warm-up)
+    except BaseException:
+        sink.close()
+        consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+        raise
 
     signals = _Signals()
     in_main = threading.current_thread() is threading.main_thread()
