@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 from skewless.durable import fsync
 from skewless.errors import DataError
@@ -73,29 +70,9 @@ def roll_forward(layout: LakeLayout, manifest: Path) -> int:
         elif not final.exists() and not layout.compacted_away(f["final"]):
             raise DataError(f"manifest {manifest} lists {final}, which is missing (the lake was altered)",
                             "restore the file; `skewless ingest verify` shows what the lake is missing")
-    fsync_all(dirs)
+    for d in dirs:
+        fsync(d)
     return done
-
-
-_fsyncs: ThreadPoolExecutor | None = None
-_fsyncs_lock = threading.Lock()
-FSYNC_THREADS = 4
-
-
-def fsync_all(paths: Iterable[Path]) -> None:
-    """fsync every path, several at once (a batch out of order renames into ~10 date
-    directories: their fsyncs overlap, and the file system commits them together)."""
-    global _fsyncs
-    paths = list(paths)
-    if len(paths) <= 1:
-        for p in paths:
-            fsync(p)
-        return
-    with _fsyncs_lock:
-        if _fsyncs is None:
-            _fsyncs = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="lake-fsync")
-    for f in [_fsyncs.submit(fsync, p) for p in paths]:
-        f.result()
 
 
 def recover_partition(layout: LakeLayout, topic: str, partition: int) -> dict:

@@ -157,16 +157,3 @@ def test_a_landed_file_that_vanished_is_reported_not_ignored(layout):
     moves[0][1].unlink()
     with pytest.raises(DataError, match="missing"):
         roll_forward(layout, manifest)
-
-
-def test_fsync_all_syncs_every_path_and_reports_a_failure(tmp_path):
-    from ingestion.lake_files import fsync_all
-
-    dirs = [tmp_path / f"d{i}" for i in range(6)]
-    for d in dirs:
-        d.mkdir()
-    fsync_all(dirs)  # several at once: no error
-    fsync_all(dirs[:1])
-    fsync_all([])
-    with pytest.raises(FileNotFoundError):
-        fsync_all([*dirs, tmp_path / "missing"])
