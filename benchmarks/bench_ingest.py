@@ -1,7 +1,10 @@
 """Ingestion: raw kafka-python consumption vs the full Kafka -> lake sink, same broker, same run.
 
 (a) baseline: a bare kafka-python consumer group polls all N messages and decodes each
-    JSON value (orjson) — nothing else;
+    JSON value (orjson) — nothing else; its consumer has the sink's settings
+    (``ingestion.consumer.consumer_config``: fetch sizes, ``max_poll_records``,
+    ``read_committed``...) and the same process environment (kafka-python with the
+    ``crc32c`` C package, as ``pyproject.toml`` installs it), so the two compare on equal terms;
 (b) the sink: ``ingestion.consumer.consume`` lands the same N messages in a fresh lake
     (validation, Parquet files, fsync, manifests, renames, offset commits).
 
@@ -104,11 +107,10 @@ def _raw_child(settings: Settings, topic: str, n: int, out: Any) -> None:
     import orjson
     from kafka import KafkaConsumer
 
+    from ingestion.consumer import consumer_config
+
     t0 = time.perf_counter()
-    c = KafkaConsumer(topic, **settings.kafka.client_config(), group_id=settings.kafka.consumer_group,
-                      enable_auto_commit=False, auto_offset_reset="earliest",
-                      max_poll_records=settings.ingest.max_poll_records, fetch_max_bytes=64 * 1024 * 1024,
-                      max_partition_fetch_bytes=8 * 1024 * 1024)
+    c = KafkaConsumer(topic, **consumer_config(settings))  # the sink's consumer settings
     seen = 0
     loads = orjson.loads
     while seen < n:

@@ -44,9 +44,11 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
+from kafka.errors import (CorruptRecordError, KafkaError, LeaderNotAvailableError, UnknownTopicOrPartitionError,
+                          UnsupportedCodecError)
 
 from ingestion.batch import PartitionBatch
+from skewless import event_checks
 from skewless.contracts import contract_for_topic
 from skewless.topics import ensure_topics
 from ingestion.faults import crash_point
@@ -60,9 +62,14 @@ log = logging.getLogger(__name__)
 COMMIT_TIMEOUT_MS = 10_000  # a commit while the broker is away gives up (and is retried) after this
 REBALANCE_WAIT_S = 60.0  # how long an idle stop waits for a rebalance in flight to assign partitions again
 CLOSE_TIMEOUT_MS = 3_000  # bounds the last commit and leaving the group, so a stop is prompt
+METADATA_TIMEOUT_MS = 30_000  # the subscribed topics' metadata before the first join
 RETRY_WARN_EVERY_S = 30.0
 # Closed batches waiting or landing at once, on the hot path (see the module docstring).
 MAX_LANDING = 2
+# Lander threads. One: batches land one at a time, in the order closed (the crash tests
+# assert each step of one batch's landing), and 4 measured no faster: at the end of a run,
+# landing the open batches is CPU- and GIL-bound (tables, batch checks, Parquet), not fsync-bound.
+LANDERS = 1
 
 # kafka-python's name for a codec -> the package that gives it the codec (see kafka/codec.py).
 CODEC_PACKAGES = {"lz4": "lz4", "zstd": "zstandard", "snappy": "python-snappy"}
@@ -93,10 +100,11 @@ class LakeSink:
         # revoked partitions' landed offsets are committed by whoever gets them next
         # (``assign``), so an idle stop must wait for that assignment.
         self.rebalancing_since: float | None = None
-        # The batch landing (or waiting to) per partition, on one lander thread: landings
-        # run in submission order, so a partition's batches land in offset order.
+        # The batch landing (or waiting to) per partition, on the lander thread(s): a
+        # partition's next batch is submitted only once its previous one landed (``flush``),
+        # so a partition's batches land in offset order.
         self.landing: dict[TopicPartition, Future] = {}
-        self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-lander")
+        self._lander = ThreadPoolExecutor(max_workers=LANDERS, thread_name_prefix="lake-lander")
         # The last poll's records read as blocks, on a reader thread while the consumer polls
         # again (pyarrow's JSON reader releases the GIL): (partition, records, the read) in
         # the order polled; added to their batches after the next poll, before anything else
@@ -252,7 +260,9 @@ class LakeSink:
     def flush_all(self) -> None:
         """Land every open batch (with what is pending), and wait until every batch landed."""
         self.drain()
-        for tp in list(self.batches):
+        # Partitions with no batch landing first: ``flush`` waits for a partition's landing
+        # batch before it hands it the next, so they start landing without that wait.
+        for tp in sorted(self.batches, key=lambda tp: tp in self.landing):
             self.flush(tp, bounded=False)
         self.reap(wait_for=list(self.landing))
 
@@ -326,7 +336,9 @@ class _Listener(ConsumerRebalanceListener):
             self.sink.lose(tp)
 
 
-def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The sink's kafka-python consumer settings (``skewless bench ingest`` gives its raw
+    consumer the same, so the two compare on equal terms)."""
     cfg = dict(
         **settings.kafka.client_config(),
         group_id=settings.kafka.consumer_group,
@@ -339,15 +351,84 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
         isolation_level="read_committed",
+        # Topics are never auto-created by a metadata request (they would get the broker's
+        # partition count): ``_subscribe`` creates the missing ones with the configured count.
+        allow_auto_create_topics=False,
     )
     cfg.update(overrides)
+    return cfg
+
+
+def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    cfg = consumer_config(settings, **overrides)
     try:
-        return KafkaConsumer(**cfg)
+        consumer = KafkaConsumer(**cfg)
     except KafkaError as exc:
         raise ServiceError(
             f"no Kafka broker answers at {','.join(settings.kafka.bootstrap_servers)}",
             "start one with: skewless services up",
         ) from exc
+    # kafka-python 3.0.12 does not hand ``allow_auto_create_topics`` to its metadata object
+    # (which then asks the broker to create every topic it requests metadata for): set it there.
+    cluster_config = getattr(getattr(consumer, "_cluster", None), "config", None)
+    if isinstance(cluster_config, dict) and "allow_auto_create_topics" in cluster_config:
+        cluster_config["allow_auto_create_topics"] = cfg["allow_auto_create_topics"]
+    return consumer
+
+
+def _warm_up(settings: Settings, topics: list[str]) -> None:
+    """The batch checks' one-time setup for the topics' contracts (see ``event_checks.warm_up``)."""
+    try:
+        by_contract = settings.topics.by_contract()
+        for name in sorted({contract_for_topic(t, by_contract).name for t in topics}):
+            event_checks.warm_up(name, float(settings.ingest.max_event_time_ahead_s))
+    except Exception:  # noqa: BLE001 - only a warm-up: an assignment then does it (and reports any error)
+        log.debug("warm-up failed", exc_info=True)
+
+
+def _topic_metadata(consumer: KafkaConsumer, timeout_ms: int = METADATA_TIMEOUT_MS) -> set[str]:
+    """The existing topics among those the consumer is subscribed to, from a metadata request
+    for those topics alone (``KafkaConsumer.topics()`` asks for every topic of the cluster:
+    ~0.2 s on a broker holding a thousand). kafka-python has no public call for it, so this
+    uses its client's cluster object, and falls back to ``topics()`` where that is not there."""
+    cluster, net, manager = (getattr(consumer, a, None) for a in ("_cluster", "_net", "_manager"))
+    if (net is None or not hasattr(manager, "wait_for") or not hasattr(cluster, "request_update")
+            or getattr(cluster, "metadata_refresh_in_progress", None) is None):
+        return consumer.topics()
+
+    def refresh() -> None:
+        try:
+            net.run(manager.wait_for, cluster.request_update(), timeout_ms)
+        except (UnknownTopicOrPartitionError, LeaderNotAvailableError):
+            pass  # about one topic asked alone: the metadata was still updated (the topic is not in it)
+
+    if cluster.metadata_refresh_in_progress:  # a request built before the subscription: wait, then ask again
+        refresh()
+    refresh()
+    return cluster.topics()
+
+
+def _subscribe(settings: Settings, consumer: KafkaConsumer, topics: list[str], listener: ConsumerRebalanceListener) -> None:
+    """Subscribe with the topics' metadata known before the first join, creating the missing ones.
+
+    A topic created mid-run (say, predictions on the API's first answer) would force a
+    rebalance; creating them all first keeps the first assignment stable. And the metadata
+    is fetched once subscribed, before the first join: kafka-python 3.0.12's group leader
+    compares the partitions it assigned with a metadata snapshot that is only rebuilt on a
+    metadata update; joining on a stale (empty) snapshot forces a second rebalance as soon
+    as metadata arrives, and when a poll's timeout ends during that rebalance the client
+    never completes it (it then waits forever with no partitions fetchable).
+    """
+    consumer.subscribe(topics, listener=listener)
+    try:
+        missing = [t for t in topics if t not in _topic_metadata(consumer)]
+        if missing:
+            ensure_topics(settings, missing)
+            _topic_metadata(consumer)
+    except KafkaError as exc:
+        raise ServiceError(f"no metadata for Kafka topics {topics} from "
+                           f"{','.join(settings.kafka.bootstrap_servers)}: {exc}",
+                           "check the broker with: skewless services status") from exc
 
 
 class _Stop(BaseException):
@@ -449,20 +530,18 @@ def consume(
     """Land Kafka topics into the lake until SIGTERM/SIGINT, ``until_idle`` seconds of
     silence, ``max_seconds`` or ``max_messages`` (then: flush, commit, return)."""
     topics = topics or list(settings.topics.by_contract().values())
-    # A topic created mid-run (say, predictions on the API's first answer) would force a
-    # rebalance; creating them all first keeps the first assignment stable.
-    ensure_topics(settings, topics)
+    # The one-time setup of the batch checks (pandas, pandera: ~0.25 s of CPU) runs while
+    # the consumer connects, fetches metadata and joins the group (network waits), not after.
+    warming = threading.Thread(target=_warm_up, args=(settings, topics), name="sink-warm-up", daemon=True)
+    warming.start()
     consumer = make_consumer(settings)
     sink = LakeSink(settings, consumer)
-    consumer.subscribe(topics, listener=_Listener(sink))
-    # Fetch metadata once subscribed, before the first join. kafka-python 3.0.12's group
-    # leader compares the partitions it assigned with a metadata snapshot that is only
-    # rebuilt on a metadata update; subscribing first and joining on a stale (empty)
-    # snapshot forces a second rebalance as soon as metadata arrives, and when a poll's
-    # timeout ends during that rebalance the client never completes it (it then waits
-    # forever with no partitions fetchable). `topics()` always asks the broker, so the
-    # snapshot is right at the first join and there is no second rebalance.
-    consumer.topics()
+    try:
+        _subscribe(settings, consumer, topics, _Listener(sink))  # (an assignment waits for the warm-up)
+    except BaseException:
+        sink.close()
+        consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+        raise
 
     signals = _Signals()
     in_main = threading.current_thread() is threading.main_thread()

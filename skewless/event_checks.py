@@ -25,6 +25,7 @@ flush, so the cost is one vectorised pass per batch (``skewless bench ingest``).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -153,10 +154,19 @@ def schema(contract_name: str, max_ahead_s: float = DEFAULT_MAX_AHEAD_S) -> tupl
     return pa.DataFrameSchema(cols, checks=wide, strict=False, coerce=False), checks
 
 
-@lru_cache(maxsize=32)
+_WARM_LOCK = threading.Lock()
+
+
 def warm_up(contract_name: str, max_ahead_s: float = DEFAULT_MAX_AHEAD_S) -> None:
     """Build the schema and run it once on a one-row frame: the lazy imports and first-call
-    setup of pandas and pandera (~0.5 s) happen at startup, not inside the first batch."""
+    setup of pandas and pandera (~0.5 s) happen at startup, not inside the first batch.
+    Once per process and arguments; a call while another thread warms up waits for it."""
+    with _WARM_LOCK:
+        _warm_up(contract_name, max_ahead_s)
+
+
+@lru_cache(maxsize=32)
+def _warm_up(contract_name: str, max_ahead_s: float) -> None:
     import pandas as pd
 
     contract = CONTRACTS[contract_name]

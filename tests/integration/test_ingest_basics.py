@@ -185,3 +185,20 @@ def test_schema_v1_then_v2_read_together_by_spark_with_merged_schema(make_settin
     sim_v2 = {t["transaction_id"]: t["mcc"] for t in simulate(400, 202, START, 1, schema_version=2).transactions}
     assert {r["transaction_id"]: r["mcc"] for r in v2_rows} == sim_v2
     assert all(r["event_time"] is not None for r in rows)
+
+
+def test_consume_creates_missing_topics_with_the_configured_partitions(make_settings):
+    """The sink asks the broker only for its own topics' metadata and never lets a metadata
+    request auto-create one (the broker's default here is 4 partitions): a missing topic is
+    created with ``kafka.partitions``."""
+    from kafka import KafkaConsumer
+
+    settings = make_settings(partitions=2)
+    topic = settings.topics.transactions
+    summary = consume(settings, until_idle=1.0, topics=[topic])
+    assert summary["consumed"] == 0
+    probe = KafkaConsumer(**settings.kafka.client_config())
+    try:
+        assert probe.partitions_for_topic(topic) == {0, 1}
+    finally:
+        probe.close()
