@@ -27,3 +27,17 @@ def spark():
 def etl_settings(spark, tmp_path: Path) -> Settings:
     base = load_settings(REPO / "skewless.yaml")
     return base.model_copy(update={"lake_path": str(tmp_path / "lake"), "state_dir": tmp_path / "state"})
+
+
+def simulated_lake(tmp: Path, *, events: int, seed: int, start, days: int) -> Settings:
+    """Settings of a lake under ``tmp`` holding ``events`` simulated transactions (and their
+    labels) and every view's offline tables, from one batch run."""
+    from etl.batch import run_batch
+    from feature_repo.specs import VIEWS
+    from tests.integration.lake_fixtures import land_simulation
+
+    settings = load_settings(REPO / "skewless.yaml").model_copy(
+        update={"lake_path": str(tmp / "lake"), "state_dir": tmp / "state"})
+    land_simulation(settings, events=events, seed=seed, start=start, days=days)
+    run_batch(settings, views=VIEWS)
+    return settings

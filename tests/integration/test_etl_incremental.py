@@ -37,8 +37,7 @@ def batches(retry: bool = True):
     base = simulate(3_000, 3, START, DAYS)
     new = simulate(30, 4, START + timedelta(days=DAYS - 1), 1)  # 1%, existing users and merchants
     late = simulate(20, 5, START + timedelta(days=2), 1)  # events of three days ago, landed now
-    for i, e in enumerate(new.transactions + late.transactions):
-        e["transaction_id"] = f"{e['transaction_id']}-n{i}"
+    renamed(new.transactions + late.transactions, "n")
     retried = [t for t in base.transactions if t["event_time"].startswith("2026-03-04")][5]
     copy = dict(retried, user_id="u000999", amount=999.0)  # a retry with other content: never counts
     labelled = {x["transaction_id"] for x in base.labels}
@@ -49,6 +48,22 @@ def batches(retry: bool = True):
     then = [("transactions", new.transactions + late.transactions, "b"), ("transactions", [copy], "c"),
             ("labels", labels, "b")]
     return first, then if retry else [b for b in then if b[2] != "c"]
+
+
+def renamed(events: list[dict], tag: str) -> list[dict]:
+    """``events`` with transaction ids of their own (``-<tag><i>``): new events, not retries."""
+    for i, e in enumerate(events):
+        e["transaction_id"] = f"{e['transaction_id']}-{tag}{i}"
+    return events
+
+
+def base_and_new(etl_settings, days: int, new_day: int):
+    """400 transactions over ``days`` days, 10 new ones on day ``new_day``, and the settings
+    of a lake of its own for a full run over both: (base, new, full)."""
+    base = simulate(400, 6, START, days)
+    new = simulate(10, 7, START + timedelta(days=new_day), 1)
+    renamed(new.transactions, "n")
+    return base, new, settings_under(etl_settings, "full")
 
 
 def tables(settings, views) -> dict[str, pd.DataFrame]:
@@ -190,11 +205,7 @@ def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypa
     A count view's new events were added before the crash: the next run, seeing the same new
     files, recomputes its entities instead of adding them twice."""
     VIEW = view  # noqa: N806
-    base = simulate(400, 6, START, 3)
-    new = simulate(10, 7, START + timedelta(days=2), 1)
-    for i, e in enumerate(new.transactions):
-        e["transaction_id"] = f"{e['transaction_id']}-n{i}"
-    full = settings_under(etl_settings, "full")
+    base, new, full = base_and_new(etl_settings, days=3, new_day=2)
     land(full, "transactions", base.transactions, "a")
     land(full, "transactions", new.transactions, "b")
     run_batch(full, views=(VIEW,))
@@ -225,9 +236,7 @@ def test_a_crash_in_the_merge_is_finished_by_the_next_run(etl_settings, monkeypa
     assert again["views"][VIEW.name]["mode"] == "entities"
     assert_same(tables(etl_settings, (VIEW,)), want)
     if VIEW is COUNTS:  # and the run after that adds again
-        more = simulate(5, 11, START + timedelta(days=2), 1).transactions
-        for i, e in enumerate(more):
-            e["transaction_id"] = f"{e['transaction_id']}-m{i}"
+        more = renamed(simulate(5, 11, START + timedelta(days=2), 1).transactions, "m")
         land(full, "transactions", more, "c")
         run_batch(full, start=START.date(), views=(VIEW,))
         land(etl_settings, "transactions", more, "c")
@@ -240,11 +249,7 @@ def test_an_incremental_run_with_an_end_keeps_the_watermark(etl_settings):
     date to D only: its rows before D are a full run's, the rows from D on are still the
     previous run's, so the run leaves the watermark where it was — and the next run without
     ``--end`` recomputes from the same date to the data's end: every row a full run's."""
-    base = simulate(400, 6, START, 4)
-    new = simulate(10, 7, START + timedelta(days=1), 1)
-    for i, e in enumerate(new.transactions):
-        e["transaction_id"] = f"{e['transaction_id']}-n{i}"
-    full = settings_under(etl_settings, "full")
+    base, new, full = base_and_new(etl_settings, days=4, new_day=1)
     land(full, "transactions", base.transactions, "a")
     land(full, "transactions", new.transactions, "b")
     run_batch(full, views=(VIEW,))

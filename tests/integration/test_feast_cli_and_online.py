@@ -22,8 +22,7 @@ from skewless.features import store as feast_store
 from skewless.features.definitions import load as load_definitions
 from skewless.lake_layout import LakeLayout
 from skewless.settings import load_settings
-from tests.integration.lake_fixtures import land_simulation
-from tests.integration.spark_fixtures import REPO, spark  # noqa: F401
+from tests.integration.spark_fixtures import REPO, simulated_lake, spark  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +34,7 @@ END = START + timedelta(days=DAYS)
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):  # noqa: F811
     """A small simulated lake and its offline tables, shared by the module's tests."""
-    tmp = tmp_path_factory.mktemp("feast")
-    settings = load_settings(REPO / "skewless.yaml").model_copy(
-        update={"lake_path": str(tmp / "lake"), "state_dir": tmp / "state"})
-    land_simulation(settings, events=3_000, seed=5, start=START, days=DAYS)
-    run_batch(settings, views=VIEWS)
-    return settings
+    return simulated_lake(tmp_path_factory.mktemp("feast"), events=3_000, seed=5, start=START, days=DAYS)
 
 
 def _private(settings, tmp_path: Path, online_store: str):

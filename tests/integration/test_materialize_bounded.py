@@ -12,13 +12,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from etl.batch import run_batch
-from feature_repo.specs import VIEWS
 from skewless.features import store as feast_store
 from skewless.features.definitions import load as load_definitions
-from skewless.settings import load_settings
-from tests.integration.lake_fixtures import land_simulation
-from tests.integration.spark_fixtures import REPO, spark  # noqa: F401
+from tests.integration.spark_fixtures import simulated_lake, spark  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +26,7 @@ SMALL = 100  # entities per slice: the smallest the setting allows, several slic
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):  # noqa: F811
-    tmp = tmp_path_factory.mktemp("slices")
-    settings = load_settings(REPO / "skewless.yaml").model_copy(
-        update={"lake_path": str(tmp / "lake"), "state_dir": tmp / "state"})
-    land_simulation(settings, events=3_000, seed=11, start=START, days=DAYS)
-    run_batch(settings, views=VIEWS)
-    return settings
+    return simulated_lake(tmp_path_factory.mktemp("slices"), events=3_000, seed=11, start=START, days=DAYS)
 
 
 @pytest.fixture
