@@ -346,7 +346,7 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         auto_offset_reset="earliest",
         max_poll_records=settings.ingest.max_poll_records,
         fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
+        max_partition_fetch_bytes=settings.ingest.partition_fetch_bytes,
         max_poll_interval_ms=600_000,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
@@ -591,13 +591,17 @@ def consume(
                 sink.take_poll({})  # what the last poll left pending
                 if sink.flush_aged(now) and on_progress:
                     on_progress(sink.stats)
-                if not idle_flushed and now - last_message >= min(1.0, until_idle or 1.0):
+                quiet = now - last_message >= min(1.0, until_idle or 1.0)
+                if not idle_flushed and quiet:
                     # Quiet: land what is open so it is visible and committed.
                     sink.flush_all()
                     idle_flushed = True
                     if on_progress:
                         on_progress(sink.stats)
-                if idle_flushed:
+                if idle_flushed and quiet:
+                    # Not before: right after an assignment the first polls are empty while the
+                    # first fetch is in flight, and asking each partition's position (an offset
+                    # reset's round trip) and committing it then only delays the first records.
                     sink.settle()
                 try:
                     with signals.waiting_on_kafka():
