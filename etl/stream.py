@@ -48,7 +48,6 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -62,7 +61,7 @@ from etl import windows
 from etl.stream_state import StreamState, decode_columns, encode_columns, entity_ids
 from skewless import event_checks
 from skewless.contract_columns import block_reader
-from skewless.contracts import (AMOUNT, CODE2, CODE3, CONTRACTS, INT, MIN_EVENT_TIME, PROB, TIME, InvalidEvent)
+from skewless.contracts import CONTRACTS, INT, TIME, InvalidEvent
 from skewless.features.dsl import WindowedView
 from skewless.settings import Settings
 
@@ -295,7 +294,7 @@ class Processor:
         row through pandera."""
         max_ahead = self.settings.ingest.max_event_time_ahead_s
         bad = np.zeros(len(ev), dtype=bool)
-        fast = _fast_checks(contract.name, max_ahead)
+        fast = event_checks.block_failures(contract, ev[block], kafka_ms[block], max_ahead) if block.any() else {}
         slow = ~block if fast is not None else np.ones(len(ev), dtype=bool)
         if slow.any():
             sub = ev[slow]
@@ -304,8 +303,8 @@ class Processor:
             failed = event_checks.failures(contract, checked, max_ahead)
             if failed:
                 bad[list(failed)] = True  # ``ev`` has a range index: labels are positions
-        if fast is not None and block.any():
-            bad[block] |= fast(ev[block], kafka_ms[block])
+        if fast:
+            bad[list(fast)] = True  # (labels are positions here too)
         return bad
 
     # -- one micro-batch
@@ -589,46 +588,6 @@ def _kafka_micros(col: Any) -> np.ndarray:
             return v // 1000
         return v * {"s": 1_000_000, "ms": 1000, "us": 1}[t.unit]
     return windows.micros(col.to_pandas())
-
-
-@lru_cache(maxsize=32)
-def _fast_checks(contract_name: str, max_ahead_s: float) -> Callable[[pd.DataFrame, np.ndarray], np.ndarray] | None:
-    """The declared batch checks (``skewless.event_checks``) that block-accepted rows still
-    need, as NumPy: rows -> failing mask; None when a declared check is of a kind this does
-    not know (then pandera runs them all). The field kinds' checks (ranges, code forms) are
-    left out: the block reader accepts only rows within them."""
-    contract = CONTRACTS[contract_name]
-    extra = event_checks.EXTRA.get(contract_name, {})
-    allowed = {c: list(v) for c, v in extra.get("allowed", {}).items()}
-    ahead = contract.time_field if extra.get("not_ahead_of_kafka") else None
-    known = {f"{f.name}.in_range" for f in contract.fields if f.kind in (AMOUNT, PROB, TIME)}
-    known |= {f"{f.name}.code" for f in contract.fields if f.kind in (CODE2, CODE3)}
-    known |= {f"{c}.allowed" for c in allowed}
-    if ahead:
-        known.add(f"{ahead}.not_ahead_of_kafka")
-    if contract.id_field:
-        known.add(f"{contract.id_field}.unique_in_batch")
-    if any(c.name not in known for c in event_checks.declared(contract, max_ahead_s)):
-        return None
-    ahead_ns = pd.Timedelta(seconds=max_ahead_s).value
-    floor_ms = int(MIN_EVENT_TIME.timestamp() * 1000)  # before it: no Kafka time (as ``kafka_times``)
-    id_field = contract.id_field
-
-    def failing(ev: pd.DataFrame, kafka_ms: np.ndarray) -> np.ndarray:
-        bad = np.zeros(len(ev), dtype=bool)
-        for c, values in allowed.items():
-            if c in ev:  # (an optional column absent: every row's value is null, which passes)
-                s = ev[c]
-                bad |= ~(s.isin(values) | s.isna()).to_numpy()
-        if ahead:
-            t_ns = ev[ahead].astype(_TIME_NS).astype("int64").to_numpy()
-            k = np.minimum(kafka_ms, 5 * 10**12)  # (an event time is before 2100, 4.1e12 ms)
-            bad |= (kafka_ms >= floor_ms) & (t_ns > k * 1_000_000 + ahead_ns)
-        if id_field:
-            bad |= ev[id_field].duplicated(keep="first").to_numpy()
-        return bad
-
-    return failing
 
 
 def _kafka_options(settings: Settings) -> dict[str, str]:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 # Imported with the module, not on first use: pandera's import (~1 s) is a startup cost of
 # the process that ingests, never paid inside the first batch.
 import pandera.pandas as pa
@@ -117,8 +119,6 @@ def kafka_times(stamps_ms: list, index) -> "pd.Series":
     ``not_ahead_of_kafka`` lets pass."""
     import pandas as pd
     import pyarrow
-
-    import numpy as np
 
     floor = int(MIN_EVENT_TIME.timestamp() * 1000)
     ms = np.asarray(stamps_ms, dtype=np.float64)  # None: NaN (exact: ms timestamps are far below 2**53)
@@ -214,3 +214,84 @@ def failures(contract: Contract, df: "pd.DataFrame",
         if prev is None or rank < prev[0]:
             found[case.index] = (rank, f"{contract.name}.{name}", why)
     return {i: (name, why) for i, (_, name, why) in found.items()}
+
+
+# A check of the block reader's rows needs no pandera when the check is implied by a field
+# kind (the reader accepts only values within the kinds' ranges and forms) or is one of these.
+TIME_NS = "datetime64[ns, UTC]"
+
+
+@lru_cache(maxsize=32)
+def _block_plan(contract_name: str, max_ahead_s: float) -> tuple[tuple[str, EventCheck, tuple], ...] | None:
+    """The declared checks a block-accepted row still needs, in declared order, as
+    (kind, check, allowed values); None when one is of a kind ``block_failures`` does not know."""
+    contract = CONTRACTS[contract_name]
+    implied = {f"{f.name}.in_range" for f in contract.fields if f.kind in (AMOUNT, PROB, TIME)}
+    implied |= {f"{f.name}.code" for f in contract.fields if f.kind in (CODE2, CODE3)}
+    extra = EXTRA.get(contract_name, {})
+    allowed = {f"{c}.allowed": tuple(v) for c, v in extra.get("allowed", {}).items()}
+    ahead = f"{contract.time_field}.not_ahead_of_kafka" if extra.get("not_ahead_of_kafka") else None
+    unique = f"{contract.id_field}.unique_in_batch" if contract.id_field else None
+    plan = []
+    for c in declared(contract, max_ahead_s):
+        if c.name in implied:
+            continue
+        if c.name in allowed:
+            plan.append(("allowed", c, allowed[c.name]))
+        elif c.name == ahead:
+            plan.append(("ahead", c, ()))
+        elif c.name == unique:
+            plan.append(("unique", c, ()))
+        else:
+            return None
+    return tuple(plan)
+
+
+def _timedelta_ns(seconds: float) -> int:
+    """``pd.Timedelta(seconds=...)`` in nanoseconds: the bound ``not_ahead_of_kafka`` adds."""
+    import pandas as pd
+
+    return int(pd.Timedelta(seconds=seconds).value)
+
+
+def block_failures(contract: Contract, df: "pd.DataFrame", kafka_ms: np.ndarray,
+                   max_ahead_s: float = DEFAULT_MAX_AHEAD_S) -> dict[object, tuple[str, str]] | None:
+    """``failures`` for rows the block reader accepted (``skewless.contract_columns``), in
+    NumPy and pandas' vectorised calls instead of pandera: the same rows, check names and
+    reasons. Those rows are within every check their field kinds declare, so only the rules
+    beyond the contract are left: allowed values, the event time not ahead of the Kafka
+    timestamp (``kafka_ms``: one per row, milliseconds; NaN or before ``MIN_EVENT_TIME``:
+    unknown, which passes, as in ``kafka_times``), one event per id. None when a declared
+    check is of another kind (then run ``failures``)."""
+    plan = _block_plan(contract.name, max_ahead_s)
+    if plan is None:
+        return None
+    n = len(df)
+    if not n:
+        return {}
+    first = np.full(n, -1, dtype=np.int64)
+    for rank, (kind, check, values) in enumerate(plan):
+        if kind == "allowed":
+            if check.column not in df:  # an optional column no row has: every value null, which passes
+                continue
+            s = df[check.column]
+            bad = ~(s.isin(list(values)) | s.isna()).to_numpy(dtype=bool)
+        elif kind == "ahead":
+            ms = np.asarray(kafka_ms, dtype=np.float64)
+            floor = MIN_EVENT_TIME.timestamp() * 1000
+            known = ms >= floor  # (NaN compares False: unknown)
+            # Exact integer nanoseconds; a Kafka time past 2100 (4.1e12 ms) leaves no event time ahead of it.
+            k = np.where(known, np.minimum(ms, 5e12), 0).astype(np.int64)
+            t_ns = df[contract.time_field].astype(TIME_NS).astype("int64").to_numpy()
+            bad = known & (t_ns > k * 1_000_000 + _timedelta_ns(max_ahead_s))
+        else:
+            bad = df[check.column].duplicated(keep="first").to_numpy(dtype=bool)
+        first[bad & (first < 0)] = rank
+    out: dict[object, tuple[str, str]] = {}
+    for i in np.flatnonzero(first >= 0).tolist():
+        _, check, _ = plan[first[i]]
+        why = check.description
+        if check.column is not None:
+            why = f"{why}, got {str(df[check.column].iat[i])[:60]!r}"
+        out[df.index[i]] = (f"{contract.name}.{check.name}", why)
+    return out
