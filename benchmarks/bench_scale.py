@@ -19,7 +19,9 @@ Feast project and a private ``redis-server`` on a free port, all removed afterwa
 * **training_set** — ``training.trainer.training_set`` through the Feast registry with the
   project's ``training.pit_engine``, for ``training_rows`` entity rows (the same count at
   both sizes: it is the offline tables that grow) drawn from the lake's transactions
-  (drawing them is reported apart).
+  (drawing them is reported apart); then, its baseline, **training_set_unbounded**: the same
+  join as it ran before ``training.duckdb_memory`` and the key filter (DuckDB's default
+  memory limit, every view row joined), same rows, same result (a digest of each frame).
 
 Each stage runs in a fresh spawned child process: its clock covers the stage's work only
 (imports before), its memory is the child's peak RSS (VmHWM) — for the Spark stage plus
@@ -132,10 +134,45 @@ def _training_set(s: Settings, n: int, rows: int, say: Callable) -> dict[str, An
         raise RuntimeError(f"{len(frame):,} training rows came back for {rows:,}")
     say(1, 1)
     return {"seconds": seconds, "rows": rows, "engine": s.training.pit_engine, "draw_rows_s": round(draw_s, 2),
-            "columns": len(frame.columns)}
+            "columns": len(frame.columns), "duckdb_memory": s.training.duckdb_memory, "digest": _digest(frame)}
 
 
-_FUNCS = {"produce": _produce, "land": _land, "etl": _etl, "materialize": _materialize, "training_set": _training_set}
+def _training_set_unbounded(s: Settings, n: int, rows: int, say: Callable) -> dict[str, Any]:
+    """The ``asof`` training set as it was before it was bounded (the baseline of
+    ``training.duckdb_memory`` and the key filter): DuckDB at its default memory limit (80% of
+    RAM), every row of every view joined. Same entity rows (same seed), same result (digest)."""
+    import duckdb
+
+    from benchmarks.bench_pit import entity_rows
+    from skewless.features.store import feature_store
+    from training.pit_join import apply_on_demand, entity_frame, join_plan, join_views
+
+    entities = entity_rows(s, rows)
+    say(0, 1)
+    store = feature_store(s)
+    t0 = time.perf_counter()
+    joins, odfvs = join_plan(store, s.training.feature_service)
+    con = duckdb.connect()
+    try:
+        frame = apply_on_demand(join_views(con, entity_frame(entities), joins, key_filter=False), odfvs, joins)
+    finally:
+        con.close()
+    seconds = time.perf_counter() - t0
+    say(1, 1)
+    return {"seconds": seconds, "rows": len(frame), "columns": len(frame.columns), "digest": _digest(frame)}
+
+
+def _digest(frame: Any) -> str:
+    """An order-independent digest of a training set's values (equal frames, equal digests)."""
+    import pandas as pd
+
+    cols = sorted(frame.columns)
+    hashed = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy()
+    return f"{int(hashed.astype('uint64').sum(dtype='uint64')):016x}"
+
+
+_FUNCS = {"produce": _produce, "land": _land, "etl": _etl, "materialize": _materialize, "training_set": _training_set,
+          "training_set_unbounded": _training_set_unbounded}
 
 
 def _du(path: Path) -> int:
@@ -240,6 +277,9 @@ def _pipeline(settings: Settings, n: int, days: int, seed: int, training_rows: i
         figures["training_set"] = _in_child("training_set", s, (n, training_rows), on_stage,
                                             f"{short}: training set")
         _log(n, "training_set", figures["training_set"])
+        figures["training_set_unbounded"] = _in_child("training_set_unbounded", s, (n, training_rows), on_stage,
+                                                      f"{short}: training set, unbounded")
+        _log(n, "training_set_unbounded", figures["training_set_unbounded"])
     finally:
         redis_server.stop()
         _delete_topics(settings, [s.topics.transactions, s.topics.labels])
@@ -300,6 +340,13 @@ def run(settings: Settings, size: int = 1_000_000, days: int = 30, seed: int = 7
     result["entity_keys"] = [baseline["materialize"]["entity_keys"], big["materialize"]["entity_keys"]]
     result["redis_used_memory_mb"] = [baseline["materialize"]["redis_used_memory_mb"],
                                       big["materialize"]["redis_used_memory_mb"]]
+    for size_name, fig in (("baseline", baseline), ("events", big)):
+        bounded, unbounded = fig["training_set"], fig["training_set_unbounded"]
+        result[f"training_set_vs_unbounded_{size_name}"] = {
+            "bounded_s": round(bounded["seconds"], 2), "unbounded_s": round(unbounded["seconds"], 2),
+            "bounded_peak_rss_mb": round(bounded["peak_rss_mb"]), "unbounded_peak_rss_mb": round(unbounded["peak_rss_mb"]),
+            "memory_ratio": round(unbounded["peak_rss_mb"] / bounded["peak_rss_mb"], 2),
+            "same_result": bounded["digest"] == unbounded["digest"], "load_1m": [bounded["load_1m"], unbounded["load_1m"]]}
     result["training_draw_rows_s"] = [baseline["training_set"]["draw_rows_s"], big["training_set"]["draw_rows_s"]]
     return result
 
