@@ -133,7 +133,6 @@ class PartitionBatch:
         self._optional = [f.name for f in contract.fields if not f.required]
         self._checked = event_checks.columns(contract)
         self._max_ahead_s = float(getattr(limits, "max_event_time_ahead_s", event_checks.DEFAULT_MAX_AHEAD_S))
-        event_checks.warm_up(contract.name, self._max_ahead_s)  # once per process, not in a batch
         self._schemas: dict[frozenset, pa.Schema] = {}
         self._max_records, self._max_bytes = limits.flush_records, limits.flush_bytes
         self._max_dates = limits.max_dates_per_batch

@@ -48,7 +48,6 @@ from kafka.errors import (CorruptRecordError, KafkaError, LeaderNotAvailableErro
                           UnsupportedCodecError)
 
 from ingestion.batch import PartitionBatch
-from skewless import event_checks
 from skewless.contracts import contract_for_topic
 from skewless.topics import ensure_topics
 from ingestion.faults import crash_point
@@ -376,16 +375,6 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     return consumer
 
 
-def _warm_up(settings: Settings, topics: list[str]) -> None:
-    """The batch checks' one-time setup for the topics' contracts (see ``event_checks.warm_up``)."""
-    try:
-        by_contract = settings.topics.by_contract()
-        for name in sorted({contract_for_topic(t, by_contract).name for t in topics}):
-            event_checks.warm_up(name, float(settings.ingest.max_event_time_ahead_s))
-    except Exception:  # noqa: BLE001 - only a warm-up: an assignment then does it (and reports any error)
-        log.debug("warm-up failed", exc_info=True)
-
-
 def _topic_metadata(consumer: KafkaConsumer, timeout_ms: int = METADATA_TIMEOUT_MS) -> set[str]:
     """The existing topics among those the consumer is subscribed to, from a metadata request
     for those topics alone (``KafkaConsumer.topics()`` asks for every topic of the cluster:
@@ -530,14 +519,14 @@ def consume(
     """Land Kafka topics into the lake until SIGTERM/SIGINT, ``until_idle`` seconds of
     silence, ``max_seconds`` or ``max_messages`` (then: flush, commit, return)."""
     topics = topics or list(settings.topics.by_contract().values())
-    # The one-time setup of the batch checks (pandas, pandera: ~0.25 s of CPU) runs while
-    # the consumer connects, fetches metadata and joins the group (network waits), not after.
-    warming = threading.Thread(target=_warm_up, args=(settings, topics), name="sink-warm-up", daemon=True)
-    warming.start()
+    # No warm-up of the batch checks' pandera schema: rows read as blocks never need it
+    # (``event_checks.block_failures``), so a backlog does not pay its ~0.2-0.3 s of CPU at
+    # start, holding the GIL the first polls need; a batch with per-event rows pays it once,
+    # on the lander thread.
     consumer = make_consumer(settings)
     sink = LakeSink(settings, consumer)
     try:
-        _subscribe(settings, consumer, topics, _Listener(sink))  # (an assignment waits for the warm-up)
+        _subscribe(settings, consumer, topics, _Listener(sink))
     except BaseException:
         sink.close()
         consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)

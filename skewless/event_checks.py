@@ -25,7 +25,6 @@ flush, so the cost is one vectorised pass per batch (``skewless bench ingest``).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -152,29 +151,6 @@ def schema(contract_name: str, max_ahead_s: float = DEFAULT_MAX_AHEAD_S) -> tupl
         cols[name] = pa.Column(checks=own, nullable=name not in required, required=name in required)
     wide = [c.check for c in checks if c.column is None]
     return pa.DataFrameSchema(cols, checks=wide, strict=False, coerce=False), checks
-
-
-_WARM_LOCK = threading.Lock()
-
-
-def warm_up(contract_name: str, max_ahead_s: float = DEFAULT_MAX_AHEAD_S) -> None:
-    """Build the schema and run it once on a one-row frame: the lazy imports and first-call
-    setup of pandas and pandera (~0.5 s) happen at startup, not inside the first batch.
-    Once per process and arguments; a call while another thread warms up waits for it."""
-    with _WARM_LOCK:
-        _warm_up(contract_name, max_ahead_s)
-
-
-@lru_cache(maxsize=32)
-def _warm_up(contract_name: str, max_ahead_s: float) -> None:
-    import pandas as pd
-
-    contract = CONTRACTS[contract_name]
-    sample = {TIME: pd.Timestamp("2026-01-01", tz="UTC"), AMOUNT: 1.0, PROB: 0.5, CODE2: "DE", CODE3: "EUR"}
-    row = {f.name: sample.get(f.kind, "x") for f in contract.fields if f.name in columns(contract)}
-    df = pd.DataFrame([row], index=pd.Index([0], name="_kafka_offset"))
-    df[KAFKA_TIME] = kafka_times([None], df.index)
-    failures(contract, df, max_ahead_s)
 
 
 def failures(contract: Contract, df: "pd.DataFrame",
