@@ -20,7 +20,11 @@ Checks are declared as data (``EventCheck``: a name, a column, a pandera ``Check
 derived from the contract's field kinds plus ``EXTRA``; ``schema`` builds one pandera
 ``DataFrameSchema`` of them, and ``failures`` runs it lazily (every failure of every row)
 and maps each failing row back to its first failing check. A batch is validated once, at
-flush, so the cost is one vectorised pass per batch (``skewless bench ingest``).
+flush, so the cost is one vectorised pass per batch (``skewless bench ingest``). Rows the
+block reader accepted (``skewless.contract_columns``) are already within every check their
+field kinds imply; ``block_failures`` runs the rest on them as plain pandas/NumPy vector
+calls, with the same names and reasons, so ingestion and the streaming job skip pandera for
+them.
 """
 
 from __future__ import annotations
