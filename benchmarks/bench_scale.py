@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.child import children_peak_rss_mb, in_child, peak_rss_mb
+from benchmarks.pit_memory import frame_digest
 from skewless.services.redis_server import PrivateRedis
 from skewless.settings import Settings
 
@@ -134,41 +135,27 @@ def _training_set(s: Settings, n: int, rows: int, say: Callable) -> dict[str, An
         raise RuntimeError(f"{len(frame):,} training rows came back for {rows:,}")
     say(1, 1)
     return {"seconds": seconds, "rows": rows, "engine": s.training.pit_engine, "draw_rows_s": round(draw_s, 2),
-            "columns": len(frame.columns), "duckdb_memory": s.training.duckdb_memory, "digest": _digest(frame)}
+            "columns": len(frame.columns), "duckdb_memory": s.training.duckdb_memory, "digest": frame_digest(frame)}
 
 
 def _training_set_unbounded(s: Settings, n: int, rows: int, say: Callable) -> dict[str, Any]:
     """The ``asof`` training set as it was before it was bounded (the baseline of
     ``training.duckdb_memory`` and the key filter): DuckDB at its default memory limit (80% of
     RAM), every row of every view joined. Same entity rows (same seed), same result (digest)."""
-    import duckdb
-
     from benchmarks.bench_pit import entity_rows
+    from benchmarks.pit_memory import join_unbounded
     from skewless.features.store import feature_store
-    from training.pit_join import apply_on_demand, entity_frame, join_plan, join_views
+    from training.pit_join import apply_on_demand, entity_frame, join_plan
 
     entities = entity_rows(s, rows)
     say(0, 1)
     store = feature_store(s)
     t0 = time.perf_counter()
     joins, odfvs = join_plan(store, s.training.feature_service)
-    con = duckdb.connect()
-    try:
-        frame = apply_on_demand(join_views(con, entity_frame(entities), joins, key_filter=False), odfvs, joins)
-    finally:
-        con.close()
+    frame = apply_on_demand(join_unbounded(entity_frame(entities), joins), odfvs, joins)
     seconds = time.perf_counter() - t0
     say(1, 1)
-    return {"seconds": seconds, "rows": len(frame), "columns": len(frame.columns), "digest": _digest(frame)}
-
-
-def _digest(frame: Any) -> str:
-    """An order-independent digest of a training set's values (equal frames, equal digests)."""
-    import pandas as pd
-
-    cols = sorted(frame.columns)
-    hashed = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy()
-    return f"{int(hashed.astype('uint64').sum(dtype='uint64')):016x}"
+    return {"seconds": seconds, "rows": len(frame), "columns": len(frame.columns), "digest": frame_digest(frame)}
 
 
 _FUNCS = {"produce": _produce, "land": _land, "etl": _etl, "materialize": _materialize, "training_set": _training_set,

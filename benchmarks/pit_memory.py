@@ -18,7 +18,6 @@ the key filter in ``BoundedDuckDB`` (what training runs, ``training.duckdb_memor
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -28,6 +27,30 @@ from pathlib import Path
 from benchmarks.child import in_child, peak_rss_mb
 
 VIEW = "pit_memory_view"
+
+
+def join_unbounded(entities, joins: list, key_filter: bool = False):
+    """``training.pit_join.join_views`` on a DuckDB connection as the engine opened it before
+    ``training.duckdb_memory`` (DuckDB's default limit, 80% of RAM; UTC); ``key_filter``
+    False: also as before the key filter. The baseline here and in ``bench scale``."""
+    import duckdb
+
+    from training.pit_join import join_views
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return join_views(con, entities, joins, key_filter=key_filter)
+    finally:
+        con.close()
+
+
+def frame_digest(frame) -> str:
+    """An order-independent digest of a frame's values (equal frames, equal digests)."""
+    import pandas as pd
+
+    hashed = pd.util.hash_pandas_object(frame[sorted(frame.columns)], index=False).to_numpy()
+    return f"{int(hashed.astype('uint64').sum(dtype='uint64')):016x}"
 
 
 def make_data(root: Path, rows: int, keys: int, entities: int) -> Path:
@@ -55,7 +78,6 @@ def make_data(root: Path, rows: int, keys: int, entities: int) -> Path:
 
 
 def _join(data: str, limit: str, out) -> None:
-    import duckdb
     import pandas as pd
 
     from skewless.bounded_duckdb import BoundedDuckDB
@@ -66,18 +88,15 @@ def _join(data: str, limit: str, out) -> None:
                       str(Path(data) / VIEW))]
     t0 = time.perf_counter()
     if limit in ("none", "before"):  # DuckDB's default limit; "before": nor the key filter, as before the bound
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        frame = join_views(con, entities, joins, key_filter=limit == "none")
-        con.close()
+        frame = join_unbounded(entities, joins, key_filter=limit == "none")
     else:
         with BoundedDuckDB(Path(tempfile.gettempdir()), limit, prefix="pit-memory-") as db:
             frame = join_views(db.con, entities, joins)
     seconds = time.perf_counter() - t0
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame.sort_values("_row"), index=False).values).hexdigest()
+    digest = frame_digest(frame)
     out.put({"limit": limit, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb() or 0),
              "rows": len(frame), "matched": int(frame["user_merchant__tx_count"].notna().sum()),
-             "digest": digest[:16]})
+             "digest": digest})
 
 
 def run(rows: int, keys: int, entities: int, limits: list[str], root: Path) -> dict:

@@ -125,8 +125,8 @@ class IngestSettings(_Section):
         8 * 1024 * 1024, ge=1024,
         description="bytes a fetch asks per partition (Kafka's max.partition.fetch.bytes): fetched records of up to "
         "partitions x this wait in memory beside the open batches; larger fetches land a backlog faster (benchmarks/"
-        "README.md#ingest: 8 MiB vs Kafka's default 1 MiB, 100k events 1.72 vs 1.96 s median, 1M events 477 vs 350 MB "
-        "peak); a record batch larger than this still comes whole")
+        "README.md#ingest: 8 MiB vs Kafka's default 1 MiB, 100k events 1.72 vs 1.96 s median, 1M events 440-461 vs "
+        "350-368 MB peak); a record batch larger than this still comes whole")
     compression: str = "zstd"
     # Data quality (skewless.event_checks): an event time later than its Kafka message's
     # timestamp by more than this is implausible (a producer's clock or unit error).
