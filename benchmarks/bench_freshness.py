@@ -35,8 +35,8 @@ its ``--json`` summary, then the group is killed: no JVM is left behind).
    commit, publish), online rows published per event.
 2. **Catch-up**: ``size`` simulated transactions over one day (``ingestion.producer.produce``,
    with their labels) are in fresh topics before a stream job starts (``--until-idle``).
-   Events/s = events applied / (first micro-batch planned -> last micro-batch committed, from
-   the checkpoint's ``offsets/`` and ``commits/`` files); also with the job's start-up.
+   Events/s = events applied / (first micro-batch planned, the checkpoint's ``offsets/``, ->
+   the last micro-batch's transaction in the state, ``committed_at``); also with the job's start-up.
 3. **Baseline**: the batch path for the same kind of event on the catch-up project (the stream
    stopped): a warm cycle lands and computes the backlog (not timed), then probes are sent and
    one cycle ``ingest consume`` -> ``etl run`` -> ``features materialize`` is timed, and the
@@ -836,10 +836,13 @@ class _Bench:
             raise ServiceError(f"the catch-up stream job failed:\n{job.tail()}")
         ck = LakeLayout.of(s).stream_checkpoint
         offsets = sorted((int(p.name), p.stat().st_mtime) for p in (ck / "offsets").iterdir() if p.name.isdigit())
-        commits = sorted((int(p.name), p.stat().st_mtime) for p in (ck / "commits").iterdir() if p.name.isdigit())
         applied = summary.get("applied", done["events"])
-        # First micro-batch planned -> last one committed (or the deadline, unfinished).
-        seconds = ((commits[-1][1] if finished and commits else done["t"]) - offsets[0][1]) if offsets else 0.0
+        # First micro-batch planned (Spark's offset log) -> the last one's transaction in the
+        # state (or the deadline, unfinished). Not Spark's last commit: the job applies a batch
+        # while Spark reads the next, so Spark commits a batch before it is applied.
+        end = self.status(s)
+        last = end.committed_at if finished and end is not None and end.committed_at else done["t"]
+        seconds = (last - offsets[0][1]) if offsets else 0.0
         wall = done["t"] - t_spawn
         return {
             "catchup_events_produced": produced["produced"], "catchup_events_valid": expected,

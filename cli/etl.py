@@ -118,6 +118,6 @@ def stream(
                       f"{summary['too_late']} past every window); {summary['rows_published']:,} rows published; "
                       f"lag {summary['lag']} records; {summary['seconds']}s on {summary['master']}")
         if summary["rebuilt"]:
-            console.print("the state did not match the checkpoint: rebuilt from the earliest offsets")
+            console.print("the state had no Kafka offsets, or offsets past the topics' ends: rebuilt from the earliest")
 
     emit(summary, json_out, human)

@@ -14,9 +14,13 @@ batch job's own window code (``etl.windows``) on it:
    stored partials (``merge_partials``); each entity gets a timer: now, if a late event
    changed its current value, else the boundary where its first new bucket enters the
    windows (an earlier timer already set stays);
-3. the partials, the timers, the dedupe ids and the batch id go to Redis in one
-   transaction; a batch that Spark replays after a crash finds its id there and is
-   skipped (exactly once). The partials this process wrote are also kept in memory
+3. the partials, the timers, the dedupe ids and the Kafka offsets the batch reaches go to
+   Redis in one transaction. The state, not Spark's checkpoint, says where the job stands:
+   each run starts Spark's source at the state's offsets (``startingOffsets``), and a
+   record below its partition's offset is a replay and skipped, so a job killed at any
+   point applies each event exactly once. That frees the job to apply a batch on a
+   worker thread while Spark reads the next one (the JVM on the other core): Spark marks
+   a batch done before it is applied, and nothing depends on that mark. The partials this process wrote are also kept in memory
    (``StreamState.cache``, updated after each ``EXEC``): Redis is the truth a restart
    reads, the copy spares a round trip per entity on every batch and publication;
 4. the ``Publisher`` wakes at the earliest timer, computes each due entity's row at the
@@ -47,6 +51,7 @@ import gc
 import json
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -83,7 +88,8 @@ class BatchReport:
     too_late: int = 0
     parked: int = 0  # events waiting for what enriches them (counted per batch while they wait)
     applied: int = 0
-    skipped: bool = False
+    skipped: bool = False  # every record was applied before
+    replayed: int = 0  # records below their partition's applied offset (read again after a restart)
     rows_published: int = 0
     timers: int = 0  # entities whose next change point was (re)scheduled
     first_timer: float | None = None  # the earliest of them (unix s)
@@ -163,6 +169,9 @@ class Processor:
         self.settings, self.views, self.state, self.clock = settings, views, state, clock
         self.blocks = blocks  # False: every record through ``parse_message`` (the reference the tests compare with)
         self.lock = threading.Lock()
+        # (topic, partition) -> the next offset to apply, as committed (read from the state
+        # at the first batch; this process is the state's only writer).
+        self.applied: dict[tuple[str, int], int] | None = None
         self._sources: dict = {}  # a batch's events per source, shared by its views
         self.publisher = Publisher(state, views, writer, self.lock)
         topics = settings.topics
@@ -310,13 +319,17 @@ class Processor:
     # -- one micro-batch
     def apply(self, records: Any, batch_id: int, lag: int | None = None, query_id: str | None = None) -> BatchReport:
         t0 = time.perf_counter()
-        report = BatchReport(batch_id, records=len(records))
-        status = self.state.status()
-        if status is not None and status.batch is not None and batch_id <= status.batch:
-            report.skipped = True  # applied before a crash: Spark replays it with the same id
+        table = _arrow_records(records)
+        report = BatchReport(batch_id, records=table.num_rows if table is not None else 0)
+        if self.applied is None:
+            self.applied = self.state.offsets()
+        table, reached, report.replayed = self._unapplied(table)
+        if report.replayed and not reached:
+            report.skipped = True  # every record applied before (a restart read them again)
             return report
+        status = self.state.status()
         now = self.clock()
-        events = self.parse(records, report)
+        events = self.parse(table, report)
         t1 = time.perf_counter()
         report.parse_s = t1 - t0
         r = self.state.r
@@ -351,9 +364,13 @@ class Processor:
             # Never backwards: a batch of late events leaves the newest time where it was.
             before = status.newest if status else {}
             meta.update({f"newest:{v}": max(t, before.get(v, t)) for v, t in report.newest.items()})
+            if reached:  # the state's position in Kafka moves with it, in the same EXEC
+                pipe.hset(self.state.offsets_key(), mapping={f"{t}:{p}": o for (t, p), o in reached.items()})
+            meta["committed_at"] = self.clock()
             pipe.hset(self.state.meta, mapping=meta)
             pipe.hincrby(self.state.meta, "events", applied)
             pipe.execute()
+            self.applied.update(reached)
             for name, blobs in written.items():
                 self.state.remember(name, blobs)
         t3 = time.perf_counter()
@@ -364,6 +381,27 @@ class Processor:
         report.publish_s = time.perf_counter() - t3
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _unapplied(self, table: pa.Table | None) -> tuple[pa.Table | None, dict[tuple[str, int], int], int]:
+        """The records not applied yet (at or past their partition's next offset), the next
+        offset per (topic, partition) the batch moves to, and how many records were replays."""
+        if table is None or not table.num_rows:
+            return table, {}, 0
+        topic = table.column("topic").combine_chunks()
+        enc = topic if pa.types.is_dictionary(topic.type) else pc.dictionary_encode(topic)
+        names = enc.dictionary.to_pylist()
+        tp = (enc.indices.to_numpy(zero_copy_only=False).astype(np.int64) << 32) \
+            | table.column("partition").to_numpy().astype(np.int64)
+        off = table.column("offset").to_numpy().astype(np.int64)
+        groups, inv = np.unique(tp, return_inverse=True)
+        keys = [(names[g >> 32], g & 0xFFFFFFFF) for g in groups.tolist()]
+        floor = np.array([self.applied.get(k, 0) for k in keys], dtype=np.int64)
+        last = np.full(len(groups), -1, dtype=np.int64)
+        np.maximum.at(last, inv, off)
+        reached = {k: int(e) + 1 for k, e, f in zip(keys, last.tolist(), floor.tolist()) if e + 1 > f}
+        keep = off >= floor[inv]
+        replayed = int(len(keep) - keep.sum())
+        return (table if not replayed else table.filter(pa.array(keep))), reached, replayed
 
     def _dedupe_and_enrich(self, pipe, events: dict[str, pd.DataFrame], now: float) -> dict:
         batch_enrich: dict[tuple[str, str], dict] = {}
@@ -602,36 +640,14 @@ def _kafka_options(settings: Settings) -> dict[str, str]:
     return opts
 
 
-def _offsets(progress: dict | None, field: str) -> dict[tuple[str, int], int] | None:
-    """A source offset map of a query progress (``endOffset``, ``latestOffset``) as
-    (topic, partition) -> offset, over all its sources; None when it has none."""
-    if not progress:
-        return None
-    out: dict[tuple[str, int], int] = {}
-    for src in progress.get("sources", []):
-        raw = src.get(field)
-        if not raw:
-            return None
-        parsed = json.loads(raw) if isinstance(raw, str) else raw
-        if not isinstance(parsed, dict):
-            return None
-        for topic, parts in parsed.items():
-            out.update({(topic, int(part)): int(off) for part, off in parts.items()})
-    return out
-
-
-def _lag(progress: dict | None, latest: dict[tuple[str, int], int] | None = None) -> int | None:
-    """Kafka records between what the last completed micro-batch read and the newest
-    offsets: ``latest`` when given (the broker's, asked now), else the newest the last
-    batch saw when it was planned — which reads 0 while a long batch runs and the
-    backlog grows behind it, so the job asks the broker (``_LatestOffsets``)."""
-    read = _offsets(progress, "endOffset")
-    if latest is None:
-        latest = _offsets(progress, "latestOffset")
-        if latest is None or read is None:
-            return None
-    read = read or {}  # no batch completed yet: nothing read
-    return sum(max(0, off - read.get(tp, 0)) for tp, off in latest.items())
+def _starting_offsets(topics: list[str], ends: dict[tuple[str, int], int], applied: dict[tuple[str, int], int]) -> str:
+    """Spark's ``startingOffsets``: every partition of the topics (Spark wants them all) at
+    the state's next offset, or the earliest (-2) where the state has none."""
+    out: dict[str, dict[str, int]] = {t: {} for t in topics}
+    for (topic, part) in sorted(ends):
+        if topic in out:
+            out[topic][str(part)] = applied.get((topic, part), -2)
+    return json.dumps(out)
 
 
 class _LatestOffsets:
@@ -644,8 +660,8 @@ class _LatestOffsets:
         self.consumer = None
         self.asked_at, self.value = 0.0, None
 
-    def __call__(self) -> dict[tuple[str, int], int] | None:
-        if time.monotonic() - self.asked_at < 1.0:
+    def __call__(self, force: bool = False) -> dict[tuple[str, int], int] | None:
+        if not force and time.monotonic() - self.asked_at < 1.0:
             return self.value
         self.asked_at = time.monotonic()
         try:
@@ -668,14 +684,6 @@ class _LatestOffsets:
                 self.consumer.close(timeout_ms=1000)
             except Exception:  # noqa: BLE001
                 pass
-
-
-def _checkpoint_id(checkpoint) -> str | None:
-    meta = checkpoint / "metadata"
-    try:
-        return json.loads(meta.read_text().splitlines()[0])["id"]
-    except (OSError, ValueError, KeyError, IndexError):
-        return None
 
 
 def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idle: float | None = None,
@@ -708,44 +716,52 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     for v in views:
         writer._view(v.name)  # every view registered, or one clear error now
     state = StreamState(client, settings.feast_project, settings.stream.state_cache_entities)
-    checkpoint = LakeLayout.of(settings).stream_checkpoint
-    status = state.status()
-    rebuilt = False
-    if (status.query_id if status else None) != _checkpoint_id(checkpoint):
-        # The state and the checkpoint are not each other's (one is new or was lost):
-        # start both again from the earliest offsets, which rebuilds the state exactly.
-        state.reset()
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        rebuilt = status is not None or checkpoint.exists()
     proc = Processor(settings, views, state, writer)
     # Spark's Kafka source fails on a topic that does not exist yet (no label produced so
     # far): create them as ingestion does, which also names a broker that does not answer.
     from skewless.topics import ensure_topics
 
     ensure_topics(settings, proc.topics)
+    latest_offsets = _LatestOffsets(settings, proc.topics)
+    ends = latest_offsets(force=True)
+    if ends is None:
+        raise ServiceError("Kafka does not answer for the stream's topics' offsets", "start it with: skewless services up")
+    status, applied = state.status(), state.offsets()
+    # The state says where in Kafka it stands (its offsets, committed with it). None (a state
+    # from before offsets were kept), or past a partition's end (the topics were recreated):
+    # it starts again from the earliest offsets, which rebuilds it exactly.
+    behind = [tp for tp, o in applied.items() if o > ends.get(tp, 0)]
+    rebuilt = bool(status is not None and status.batch is not None and not applied) or bool(behind)
+    if rebuilt:
+        state.reset()
+        applied = {}
+    proc.applied = dict(applied)
+    # Spark's checkpoint only serves this run: where to start is the state's business.
+    checkpoint = LakeLayout.of(settings).stream_checkpoint
+    shutil.rmtree(checkpoint, ignore_errors=True)
     spark = spark_session(settings, master, app="skewless-stream", kafka=True)
     reader = spark.readStream.format("kafka")
     for key, value in {**_kafka_options(settings), "subscribe": ",".join(proc.topics),
-                       "startingOffsets": "earliest", "kafka.isolation.level": "read_committed",
-                       "failOnDataLoss": "false",
+                       "startingOffsets": _starting_offsets(proc.topics, ends, applied),
+                       "kafka.isolation.level": "read_committed", "failOnDataLoss": "false",
                        "maxOffsetsPerTrigger": str(settings.stream.max_offsets_per_trigger)}.items():
         reader = reader.option(key, value)
     source = reader.load().select("topic", "partition", "offset", "key", "value", "timestamp")
     totals = {"batches": 0, "records": 0, "applied": 0, "invalid": 0, "retries": 0, "too_late": 0,
-              "rows_published": 0, "replayed_batches_skipped": 0}
+              "rows_published": 0, "replayed": 0}
     last_data = [time.monotonic()]
     batch_seconds: list[float] = []
 
     frozen = [False]
     phases: dict[str, list[float]] = {"read_s": [], "parse_s": [], "compute_s": [], "commit_s": [], "publish_s": []}
+    # A micro-batch is applied on this thread while Spark reads the next one (the JVM on the
+    # other core): Spark marks a batch done when ``apply`` returns, before it is applied,
+    # which is safe because the state, not Spark's checkpoint, says where to start again.
+    worker = ThreadPoolExecutor(1, thread_name_prefix="skewless-stream-apply")
+    pending: list[Future | None] = [None]
 
-    def apply(df, batch_id: int) -> None:
-        t_read = time.perf_counter()
-        # Arrow, not pandas: the records' bytes stay in Arrow buffers (``parse`` reads them
-        # as one block); ``toPandas`` made a Python object per key and value.
-        records = df.toArrow()
-        read_s = time.perf_counter() - t_read
-        report = proc.apply(records, batch_id, query_id=_checkpoint_id(checkpoint))
+    def applied_batch(records: pa.Table, batch_id: int, read_s: float, query_id: str | None) -> None:
+        report = proc.apply(records, batch_id, query_id=query_id)
         if report.records and not frozen[0]:
             # Everything the job imports and builds once (Feast, pandas, py4j, the registry)
             # is in memory now: out of the garbage collector's sight. A full collection
@@ -758,24 +774,35 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             for name in ("parse_s", "compute_s", "commit_s", "publish_s"):
                 phases[name].append(getattr(report, name))
         totals["batches"] += 1
-        for name in ("records", "applied", "invalid", "retries", "too_late", "rows_published"):
+        for name in ("records", "applied", "invalid", "retries", "too_late", "rows_published", "replayed"):
             totals[name] += getattr(report, name)
-        totals["replayed_batches_skipped"] += int(report.skipped)
         if report.records:
             last_data[0] = time.monotonic()
             batch_seconds.append(report.seconds)
         if on_batch:
             on_batch(report)
 
+    def apply(df, batch_id: int) -> None:
+        t_read = time.perf_counter()
+        # Arrow, not pandas: the records' bytes stay in Arrow buffers (``parse`` reads them
+        # as one block); ``toPandas`` made a Python object per key and value.
+        records = df.toArrow()
+        read_s = time.perf_counter() - t_read
+        if pending[0] is not None:
+            pending[0].result()  # the previous batch applied; its error fails the query
+        pending[0] = worker.submit(applied_batch, records, batch_id, read_s, query_id[0])
+
     writer_ = source.writeStream.foreachBatch(apply).option("checkpointLocation", str(checkpoint))
     if settings.stream.trigger_ms:
         writer_ = writer_.trigger(processingTime=f"{settings.stream.trigger_ms} milliseconds")
     t0 = time.time()
-    latest_offsets = _LatestOffsets(settings, proc.topics)
+    query_id: list[str | None] = [None]
     query = writer_.start()
+    query_id[0] = query.id
     stop = stop or threading.Event()
     lag = None
     marked = [0.0]
+    failure: BaseException | None = None
     try:
         while query.isActive and not stop.is_set():
             # Wake at the next due boundary (a row is published within milliseconds of it),
@@ -785,12 +812,17 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             if due is not None:
                 wait = min(wait, max(0.0, due - time.time()))
             stop.wait(wait)
+            job = pending[0]
+            if job is not None and job.done() and job.exception() is not None:
+                failure = job.exception()
+                break
             totals["rows_published"] += proc.publisher.publish_due(time.time())
-            # The lag against the broker's newest offsets when it answers; else what the last
-            # progress saw (an idle progress carries no latestOffset: None, "unknown").
-            now_lag = _lag(query.lastProgress, latest_offsets()) if query.lastProgress is not None else None
-            lag = now_lag if now_lag is not None else _lag(query.lastProgress)
-            if lag is not None:
+            # Kafka records not applied yet: the broker's newest offsets (when it answers)
+            # against the state's.
+            latest = latest_offsets()
+            if latest is not None:
+                done = dict(proc.applied or {})
+                lag = sum(max(0, off - done.get(tp, 0)) for tp, off in latest.items())
                 client.hset(state.meta, mapping={"lag": lag})
             if time.monotonic() - marked[0] >= 1.0 and totals["batches"]:
                 # The online store holds every view's values up to now (where a load made a
@@ -798,21 +830,32 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
                 watermark.advance(settings, {v.name: datetime.now(timezone.utc) for v in views}, "stream")
                 marked[0] = time.monotonic()
             if until_idle is not None and time.monotonic() - last_data[0] >= until_idle and lag in (0, None) \
-                    and query.lastProgress is not None:
+                    and query.lastProgress is not None and (job is None or job.done()):
                 break
     except KeyboardInterrupt:
         pass
     finally:
         if query.isActive:
             query.stop()
+        job = pending[0]
+        if job is not None and failure is None:
+            try:
+                job.result()  # the batch in hand is applied before the job ends
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failure = exc
+        worker.shutdown(wait=True)
         latest_offsets.close()
-    error = query.exception()
+    error = failure or query.exception()
     if error is not None:
         first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
         raise ServiceError(f"the streaming job failed: {first[:400]}",
                            f"Spark's messages are in {settings.state_dir / 'logs' / 'spark.log'}")
     elapsed = time.time() - t0
     batch_seconds.sort()
+    latest = latest_offsets.value
+    if latest is not None:
+        done = dict(proc.applied or {})
+        lag = sum(max(0, off - done.get(tp, 0)) for tp, off in latest.items())
     return {**totals, "seconds": round(elapsed, 2), "lag": lag, "rebuilt": rebuilt,
             "events_per_s": round(totals["applied"] / elapsed, 1) if elapsed else None,
             "batch_seconds_p50": round(batch_seconds[len(batch_seconds) // 2], 3) if batch_seconds else None,

@@ -15,11 +15,14 @@
   (a label read before its transaction), tried again with every micro-batch.
 * ``enrich:<contract>:<day>`` — hashes, event id -> the columns another source joins by
   it (a label gets its transaction's merchant), kept ``stream.enrich_horizon_s``.
+* ``offsets`` — hash, ``<topic>:<partition>`` -> the next Kafka offset to apply: every record
+  before it is applied. The job starts reading there (``startingOffsets``).
 * ``meta`` — the last micro-batch applied and the status figures (``stream_status``).
 
-A micro-batch's changes are one ``MULTI``/``EXEC`` together with its batch id, so a
-batch Spark replays after a crash is recognised and skipped: each event is applied
-exactly once (see ``etl.stream``).
+A micro-batch's changes are one ``MULTI``/``EXEC`` together with the offsets it reaches, so
+the state and its position in Kafka move together: a record below its partition's offset
+is a replay and skipped, and a job killed at any point starts again from the offsets of
+its last ``EXEC``: each event is applied exactly once (see ``etl.stream``).
 """
 
 from __future__ import annotations
@@ -99,6 +102,17 @@ class StreamState:
     def parked(self, view: str) -> list[dict]:
         """Events of the view waiting for their enrichment (``_ts`` in unix µs)."""
         return [json.loads(v) for v in self.r.hvals(self.parked_key(view))]
+
+    def offsets_key(self) -> str:
+        return f"{self.prefix}:offsets"
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the next offset to apply (every record before it is applied)."""
+        out = {}
+        for k, v in self.r.hgetall(self.offsets_key()).items():
+            topic, _, part = (k.decode() if isinstance(k, bytes) else k).rpartition(":")
+            out[(topic, int(part))] = int(v)
+        return out
 
     def enrich_key(self, contract: str, day: int) -> str:
         return f"{self.prefix}:enrich:{contract}:{day}"

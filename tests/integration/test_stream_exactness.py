@@ -153,6 +153,8 @@ def test_online_values_equal_the_offline_values_at_any_instant(online, hop, stre
     proc = Processor(with_overrides(settings, topics={"transactions": "transactions"}), (view,), state, writer,
                      clock=lambda: clock["now"])
     recs = sorted((record(ex, e, i) for i, e in enumerate(events)), key=lambda r: r["timestamp"])
+    for offset, r in enumerate(recs):  # Kafka's offsets follow arrival
+        r["offset"] = offset
     arrivals = np.array([r["timestamp"].timestamp() for r in recs])
     frame = pd.DataFrame([{"user_id": f"x{ex}-u{e['user']}", "tau": T0 + e["tau"], "amount": e["amount"],
                            "merchant_id": f"m{e['merchant']}", "country": e["country"]} for e in events])
