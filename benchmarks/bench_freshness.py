@@ -12,7 +12,8 @@ its ``--json`` summary, then the group is killed: no JVM is left behind).
    project (topics, Feast project, server: a backlog a rate leaves never reaches the next) and
    a stream job are started, one event is sent and the job is "ready" once it applied it; then
    transactions with ``event_time`` = send time
-   go to Kafka at the rate (the project's producer: acks=all, idempotent) for ``warmup`` +
+   go to Kafka at the rate (librdkafka, ``_LoadProducer``: acks=all, idempotent, cheap enough not
+   to take the job's CPU) for ``warmup`` +
    ``duration`` seconds. Every ``probe_every`` seconds one of them is a *probe*: a user never
    seen before, so the probe view's 1h count goes from nothing to 1 at a known time.
    ``/v1/features`` (``skewless serve``, a child process) is polled every ``poll_s`` for the
@@ -67,7 +68,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from skewless.errors import ConfigError, ServiceError
 from skewless.services.redis_server import PrivateRedis
@@ -437,6 +438,60 @@ class _Poller(threading.Thread):
             self._conn.close()
 
 
+class _LoadProducer:
+    """The steady phases' producer: librdkafka (``confluent_kafka``, C), acks=all and
+    idempotent like the project's. At 5,000 events/s kafka-python's producer (pure Python)
+    took most of a core of this 2-core machine from the job under test; librdkafka sends
+    the same records for a small share of that. Delivery reports are served by a thread
+    blocked in ``poll``, so a probe's ack time is stamped when the broker's answer arrives."""
+
+    def __init__(self, settings: Settings):
+        from confluent_kafka import Producer
+
+        k = settings.kafka
+        conf = {"bootstrap.servers": ",".join(k.bootstrap_servers), "security.protocol": k.security_protocol,
+                "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        if k.sasl_mechanism:
+            conf.update({"sasl.mechanism": k.sasl_mechanism, "sasl.username": k.sasl_username or "",
+                         "sasl.password": k.sasl_password.get_secret_value() if k.sasl_password else ""})
+        self._p = Producer(conf)
+        self._halt = threading.Event()
+        self._reports = threading.Thread(target=self._serve, daemon=True, name="freshness-acks")
+        self._reports.start()
+
+    def _serve(self) -> None:
+        while not self._halt.is_set():
+            self._p.poll(0.05)
+
+    def send(self, topic: str, key: bytes, value: bytes, on_ack: Callable[[Any], None] | None = None,
+             on_error: Callable[[BaseException], None] | None = None) -> None:
+        def delivered(err, msg) -> None:
+            if err is not None:
+                if on_error is not None:
+                    on_error(RuntimeError(str(err)))
+            elif on_ack is not None:
+                on_ack(msg)
+
+        while True:
+            try:
+                self._p.produce(topic, value=value, key=key, on_delivery=delivered)
+                return
+            except BufferError:  # librdkafka's queue is full: let it drain
+                time.sleep(0.001)
+
+    def flush(self, timeout: float = 30) -> None:
+        left = self._p.flush(timeout)
+        if left:
+            raise ServiceError(f"{left} benchmark records were not delivered within {timeout:.0f} s")
+
+    def close(self, timeout: float = 30) -> None:
+        try:
+            self._p.flush(timeout)
+        finally:
+            self._halt.set()
+            self._reports.join(timeout=5)
+
+
 class _Steady(threading.Thread):
     """Transactions at ``rate`` events/s, event_time = send time, for ``seconds``; every
     ``probe_every`` seconds one is a probe (a new user). Counts what it sent by a given time."""
@@ -464,9 +519,7 @@ class _Steady(threading.Thread):
         self.probes.append(p)
         self.poller.add(p)
         rec = _transaction(f"tp{self.tag}{k}", user, "m-probe", 10.0, t_us)
-        fut = self.producer.send(self.topic, key=user.encode(), value=orjson.dumps(rec))
-        fut.add_callback(p.acked)
-        fut.add_errback(p.lost)
+        self.producer.send(self.topic, key=user.encode(), value=orjson.dumps(rec), on_ack=p.acked, on_error=p.lost)
 
     def run(self) -> None:
         try:
@@ -503,7 +556,7 @@ class _Steady(threading.Thread):
                 else:
                     i = self.sent & (n - 1)
                     rec = _transaction(f"t{self.tag}{self.sent}", us[i], ms[i], amounts[i], t_us)
-                    send(self.topic, key=keys[i], value=orjson.dumps(rec)).add_errback(errback)
+                    send(self.topic, key=keys[i], value=orjson.dumps(rec), on_error=errback)
                 self.sent += 1
             time.sleep(0.005)
         self.producer.flush(timeout=120)
@@ -683,11 +736,9 @@ class _Bench:
 
     def steady(self, s: Settings, cfg: Path, srv, rate: float, duration: float, warmup: float, probe_every: float,
                poll_s: float, users: int, merchants: int, drain_s: float, seed: int) -> dict[str, Any]:
-        from ingestion.producer import make_producer
-
         prefix = f"r{rate:g}_"
         job = self.child(f"stream-{rate:g}", ["etl", "stream", "--json"], cfg)
-        producer = make_producer(s)
+        producer = _LoadProducer(s)
         poller = _Poller(srv.base, f"{PROBE_VIEW}:{PROBE_FEATURE}", poll_s)
         try:
             t_spawn = time.time()
