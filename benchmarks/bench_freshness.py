@@ -197,19 +197,21 @@ def _child_env(repo_root: Path) -> dict[str, str]:
 
 class _CpuTree:
     """CPU seconds of a process and all its descendants (the stream's JVM), counting the last
-    value seen of a child that has exited (sample often enough)."""
+    value seen of a child that has exited (sample often enough); with ``children=False``, of
+    the process alone (this one: its producer and poller threads, not the jobs it started)."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, children: bool = True):
         import psutil
 
         self._psutil = psutil
         self.root = psutil.Process(pid)
+        self.children = children
         self.seen: dict[tuple[int, float], float] = {}
 
     def sample(self) -> float:
         psutil = self._psutil
         try:
-            procs = [self.root, *self.root.children(recursive=True)]
+            procs = [self.root, *(self.root.children(recursive=True) if self.children else ())]
         except psutil.NoSuchProcess:
             procs = []
         for p in procs:
@@ -752,7 +754,7 @@ class _Bench:
             gen = _Steady(producer, s.topics.transactions, rate, t0, warmup + duration, window, probe_every,
                           self.hop_us, users, merchants, uuid.uuid4().hex[:6], poller, seed)
             gen.start()
-            me, srv_cpu = _CpuTree(os.getpid()), _CpuTree(srv.proc.pid)
+            me, srv_cpu = _CpuTree(os.getpid(), children=False), _CpuTree(srv.proc.pid)
 
             def sample() -> dict[str, Any]:
                 st = self.status(s)

@@ -18,9 +18,10 @@ batch job's own window code (``etl.windows``) on it:
    Redis in one transaction. The state, not Spark's checkpoint, says where the job stands:
    each run starts Spark's source at the state's offsets (``startingOffsets``), and a
    record below its partition's offset is a replay and skipped, so a job killed at any
-   point applies each event exactly once. That frees the job to apply a batch on a
-   worker thread while Spark reads the next one (the JVM on the other core): Spark marks
-   a batch done before it is applied, and nothing depends on that mark. The partials this process wrote are also kept in memory
+   point applies each event exactly once, whatever Spark's checkpoint recorded. (Applying a
+   batch on a worker thread while Spark reads the next, which this allows, was measured and
+   gains nothing: the batch's Python work is 10-15x Spark's read of it, and the two threads
+   share the GIL.) The partials this process wrote are also kept in memory
    (``StreamState.cache``, updated after each ``EXEC``): Redis is the truth a restart
    reads, the copy spares a round trip per entity on every batch and publication;
 4. the ``Publisher`` wakes at the earliest timer, computes each due entity's row at the
@@ -51,7 +52,6 @@ import gc
 import json
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -754,14 +754,13 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
 
     frozen = [False]
     phases: dict[str, list[float]] = {"read_s": [], "parse_s": [], "compute_s": [], "commit_s": [], "publish_s": []}
-    # A micro-batch is applied on this thread while Spark reads the next one (the JVM on the
-    # other core): Spark marks a batch done when ``apply`` returns, before it is applied,
-    # which is safe because the state, not Spark's checkpoint, says where to start again.
-    worker = ThreadPoolExecutor(1, thread_name_prefix="skewless-stream-apply")
-    pending: list[Future | None] = [None]
-
-    def applied_batch(records: pa.Table, batch_id: int, read_s: float, query_id: str | None) -> None:
-        report = proc.apply(records, batch_id, query_id=query_id)
+    def apply(df, batch_id: int) -> None:
+        t_read = time.perf_counter()
+        # Arrow, not pandas: the records' bytes stay in Arrow buffers (``parse`` reads them
+        # as one block); ``toPandas`` made a Python object per key and value.
+        records = df.toArrow()
+        read_s = time.perf_counter() - t_read
+        report = proc.apply(records, batch_id, query_id=query_id[0])
         if report.records and not frozen[0]:
             # Everything the job imports and builds once (Feast, pandas, py4j, the registry)
             # is in memory now: out of the garbage collector's sight. A full collection
@@ -782,16 +781,6 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
         if on_batch:
             on_batch(report)
 
-    def apply(df, batch_id: int) -> None:
-        t_read = time.perf_counter()
-        # Arrow, not pandas: the records' bytes stay in Arrow buffers (``parse`` reads them
-        # as one block); ``toPandas`` made a Python object per key and value.
-        records = df.toArrow()
-        read_s = time.perf_counter() - t_read
-        if pending[0] is not None:
-            pending[0].result()  # the previous batch applied; its error fails the query
-        pending[0] = worker.submit(applied_batch, records, batch_id, read_s, query_id[0])
-
     writer_ = source.writeStream.foreachBatch(apply).option("checkpointLocation", str(checkpoint))
     if settings.stream.trigger_ms:
         writer_ = writer_.trigger(processingTime=f"{settings.stream.trigger_ms} milliseconds")
@@ -802,7 +791,6 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     stop = stop or threading.Event()
     lag = None
     marked = [0.0]
-    failure: BaseException | None = None
     try:
         while query.isActive and not stop.is_set():
             # Wake at the next due boundary (a row is published within milliseconds of it),
@@ -812,10 +800,6 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             if due is not None:
                 wait = min(wait, max(0.0, due - time.time()))
             stop.wait(wait)
-            job = pending[0]
-            if job is not None and job.done() and job.exception() is not None:
-                failure = job.exception()
-                break
             totals["rows_published"] += proc.publisher.publish_due(time.time())
             # Kafka records not applied yet: the broker's newest offsets (when it answers)
             # against the state's.
@@ -830,22 +814,15 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
                 watermark.advance(settings, {v.name: datetime.now(timezone.utc) for v in views}, "stream")
                 marked[0] = time.monotonic()
             if until_idle is not None and time.monotonic() - last_data[0] >= until_idle and lag in (0, None) \
-                    and query.lastProgress is not None and (job is None or job.done()):
+                    and query.lastProgress is not None:
                 break
     except KeyboardInterrupt:
         pass
     finally:
         if query.isActive:
             query.stop()
-        job = pending[0]
-        if job is not None and failure is None:
-            try:
-                job.result()  # the batch in hand is applied before the job ends
-            except Exception as exc:  # noqa: BLE001 - reported below
-                failure = exc
-        worker.shutdown(wait=True)
         latest_offsets.close()
-    error = failure or query.exception()
+    error = query.exception()
     if error is not None:
         first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
         raise ServiceError(f"the streaming job failed: {first[:400]}",
