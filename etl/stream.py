@@ -511,8 +511,14 @@ class Processor:
             change |= new[key][1:] != new[key][:-1]
         first_new = np.r_[0, np.flatnonzero(change) + 1]
         eids = entity_ids([new[key][first_new] for key in keys])
-        stored = self.state.load_columns(view, eids)
-        merged = windows.merge_columns(view, windows.concat([stored, new]) if windows.nrows(stored) else new)
+        stored, stored_codes = self.state.load_coded(view, eids)
+        if windows.nrows(stored):
+            # Entity codes in ``eids``' order, which is the keys' sorted order (``new`` is sorted).
+            codes = np.r_[stored_codes, np.repeat(np.arange(len(eids), dtype=np.int64),
+                                                  np.diff(np.r_[first_new, len(k_new)]))]
+            merged = windows.merge_columns(view, windows.concat([stored, new]), entity_codes=codes)
+        else:
+            merged = windows.merge_columns(view, new)
         # What is kept: the buckets that can still change a value at now or later, and the
         # newest of the others (it changes no value, but says the entity has a history: its
         # row is a decayed one, not "not found"). ``merged`` is sorted by entity and bucket.
@@ -640,6 +646,16 @@ def _kafka_options(settings: Settings) -> dict[str, str]:
     return opts
 
 
+def _lag(latest: dict[tuple[str, int], int] | None, applied: dict[tuple[str, int], int] | None) -> int | None:
+    """Kafka records not applied yet: the broker's newest readable offsets against the
+    state's next ones (a partition the state never read counts whole); None while the broker
+    does not answer."""
+    if latest is None:
+        return None
+    done = dict(applied or {})
+    return sum(max(0, off - done.get(tp, 0)) for tp, off in latest.items())
+
+
 def _starting_offsets(topics: list[str], ends: dict[tuple[str, int], int], applied: dict[tuple[str, int], int]) -> str:
     """Spark's ``startingOffsets``: every partition of the topics (Spark wants them all) at
     the state's next offset, or the earliest (-2) where the state has none."""
@@ -653,7 +669,7 @@ def _starting_offsets(topics: list[str], ends: dict[tuple[str, int], int], appli
 class _LatestOffsets:
     """The broker's newest readable offsets (``read_committed``: the last stable offset,
     as Spark's source reads) of the stream's topics, asked at most once a second; None
-    while the broker does not answer (the lag is then the last batch's view of it)."""
+    while the broker does not answer (the lag is then unknown)."""
 
     def __init__(self, settings: Settings, topics: list[str]):
         self.settings, self.topics = settings, topics
@@ -803,10 +819,8 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
             totals["rows_published"] += proc.publisher.publish_due(time.time())
             # Kafka records not applied yet: the broker's newest offsets (when it answers)
             # against the state's.
-            latest = latest_offsets()
-            if latest is not None:
-                done = dict(proc.applied or {})
-                lag = sum(max(0, off - done.get(tp, 0)) for tp, off in latest.items())
+            lag = _lag(latest_offsets(), proc.applied)
+            if lag is not None:
                 client.hset(state.meta, mapping={"lag": lag})
             if time.monotonic() - marked[0] >= 1.0 and totals["batches"]:
                 # The online store holds every view's values up to now (where a load made a
@@ -829,10 +843,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
                            f"Spark's messages are in {settings.state_dir / 'logs' / 'spark.log'}")
     elapsed = time.time() - t0
     batch_seconds.sort()
-    latest = latest_offsets.value
-    if latest is not None:
-        done = dict(proc.applied or {})
-        lag = sum(max(0, off - done.get(tp, 0)) for tp, off in latest.items())
+    lag = _lag(latest_offsets.value, proc.applied)
     return {**totals, "seconds": round(elapsed, 2), "lag": lag, "rebuilt": rebuilt,
             "events_per_s": round(totals["applied"] / elapsed, 1) if elapsed else None,
             "batch_seconds_p50": round(batch_seconds[len(batch_seconds) // 2], 3) if batch_seconds else None,

@@ -138,6 +138,20 @@ class StreamState:
         """``load`` as ``Columns``: grouped by entity in the order of ``eids``."""
         return decode_columns(view, eids, self.blobs(view.name, eids))
 
+    def load_coded(self, view: WindowedView, eids: list[str]) -> tuple["windows.Columns", np.ndarray]:
+        """``load_columns``, and each row's entity as its position in ``eids``."""
+        blobs = self.blobs(view.name, eids)
+        cols = decode_columns(view, eids, blobs)
+        present = np.array([b is not None for b in blobs], dtype=bool)
+        if not present.any():
+            return cols, np.array([], dtype=np.int64)
+        stored = [b for b in blobs if b is not None]
+        counts = np.frombuffer(b"".join([b[1:5] for b in stored]), dtype="<u4").astype(np.int64)
+        if any(b[:1] != _TAG_BYTE for b in stored):  # a blob of the former layout: count its rows
+            counts = np.array([windows.nrows(decode_columns(view, [e], [b])) for e, b in zip(eids, blobs)
+                               if b is not None], dtype=np.int64)
+        return cols, np.repeat(np.flatnonzero(present), counts)
+
     def blobs(self, view: str, eids: list[str]) -> list[bytes | None]:
         """The blobs of these entities (None: none stored): the memory's copy, and Redis for
         what it does not hold (then kept)."""
@@ -210,6 +224,7 @@ class StreamState:
 # one ``b"".join`` and one ``np.frombuffer`` (no Python object per value).
 _HEAD = struct.Struct("<BII")
 _TAG = 1  # a blob's first byte (a blob of the former JSON layout starts with "{")
+_TAG_BYTE = bytes([_TAG])
 _HEAD_SIZE = _HEAD.size
 _LAYOUTS: dict[tuple, tuple[np.dtype, list[str]]] = {}
 
@@ -286,24 +301,21 @@ def encode_columns(view: WindowedView, partials: windows.Columns) -> tuple[list[
 
 
 def _numeric_blobs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
-    """The blobs of entities without extras (head, then their rows' packed records), all
-    laid out in one buffer by NumPy and then sliced: one bytes object per entity, no
-    concatenation each. ``rows``: (rows, record size) bytes; entity ``e`` is rows
-    ``[starts[e], ends[e])``."""
+    """The blobs of entities without extras: each its head, then its rows' packed records.
+    ``rows``: (rows, record size) bytes; entity ``e`` is rows ``[starts[e], ends[e])``. One
+    concatenation per entity from views of the rows' buffer: a copy at memory speed (laying
+    every byte out with NumPy's fancy indexing cost ~3 ns a byte, 1.7 s a batch once the
+    entities held ~90 buckets)."""
     n, size = rows.shape
     m = len(starts)
-    counts = ends - starts
-    b_start = starts * size + np.arange(m, dtype=np.int64) * _HEAD_SIZE  # each blob's offset
-    out = np.empty(m * _HEAD_SIZE + n * size, dtype=np.uint8)
     heads = np.zeros((m, _HEAD_SIZE), dtype=np.uint8)
     heads[:, 0] = _TAG
-    heads[:, 1:5] = counts.astype("<u4").view(np.uint8).reshape(m, 4)  # then u32 0: no extra
-    out[b_start[:, None] + np.arange(_HEAD_SIZE)] = heads
-    # row r (of entity e) goes at b_start[e] + head + (r - starts[e]) * size = r * size + (e + 1) * head
-    row_at = np.arange(n, dtype=np.int64) * size + (np.repeat(np.arange(m, dtype=np.int64), counts) + 1) * _HEAD_SIZE
-    out[row_at[:, None] + np.arange(size)] = rows
-    buf = out.tobytes()
-    return [buf[a:b] for a, b in zip(b_start.tolist(), (b_start + _HEAD_SIZE + counts * size).tolist())]
+    heads[:, 1:5] = (ends - starts).astype("<u4").view(np.uint8).reshape(m, 4)  # then u32 0: no extra
+    head_bytes = heads.tobytes()
+    body = memoryview(np.ascontiguousarray(rows).reshape(-1))
+    h = _HEAD_SIZE
+    return [head_bytes[i * h:(i + 1) * h] + body[a:b]
+            for i, (a, b) in enumerate(zip((starts * size).tolist(), (ends * size).tolist()))]
 
 
 def encode_blobs(view: WindowedView, partials: Any) -> dict[str, bytes]:

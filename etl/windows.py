@@ -307,8 +307,13 @@ def _isnull(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
-def merge_columns(view: WindowedView, partials: Columns) -> Columns:
-    """``merge_partials`` on ``Columns``: one row per (entity, bucket), sorted by both."""
+def merge_columns(view: WindowedView, partials: Columns, entity_codes: np.ndarray | None = None) -> Columns:
+    """``merge_partials`` on ``Columns``: one row per (entity, bucket), sorted by both.
+
+    ``entity_codes``: an int64 code per row that orders the entities as their keys sort (the
+    stream knows them: its rows come grouped by entity), spares sorting the keys' text. Only
+    the (entity, bucket) groups of several rows are reduced; the stream's stored buckets are
+    mostly alone, and their sets and last values are then taken as they are."""
     keys = view.join_keys
     names = ["_k"] + partial_names(view)
     n = nrows(partials)
@@ -316,11 +321,18 @@ def merge_columns(view: WindowedView, partials: Columns) -> Columns:
         return partials
     key_arrays = [partials[k] for k in keys]
     k = partials["_k"].astype("int64", copy=False)
-    order, starts = _grouped(key_arrays, k)
+    group_keys = key_arrays if entity_codes is None else [entity_codes]
+    order, starts = _grouped(group_keys, k)
     out: Columns = {key: a[order][starts] for key, a in zip(keys, key_arrays)}
     if len(starts) == n:  # every (entity, bucket) once: nothing to merge
         out.update({c: Sets.of(partials[c])[order] if c.startswith("_set_") else partials[c][order] for c in names})
         return out
+    sizes = np.diff(np.r_[starts, n])
+    multi = sizes > 1
+    sub = order[np.repeat(multi, sizes)]  # the rows of groups of several rows, in sorted order
+    sub_group = np.repeat(np.arange(int(multi.sum()), dtype=np.int64), sizes[multi])
+    single_rows = order[starts[~multi]]  # the row of each group of one
+    at_single, at_multi = np.flatnonzero(~multi), np.flatnonzero(multi)
     out["_k"] = k[order][starts]
     for name in names[1:]:
         v = partials[name]
@@ -335,12 +347,19 @@ def merge_columns(view: WindowedView, partials: Columns) -> Columns:
         elif name.startswith("_max_"):
             out[name] = np.fmax.reduceat(v.astype("float64")[order], starts)
         elif name.startswith("_last_"):
-            out[name] = _latest(np.asarray(v, dtype=object), partials["_last_ts"], key_arrays, k, starts)
+            values = np.asarray(v, dtype=object)
+            res = np.empty(len(starts), dtype=object)
+            res[at_single] = values[single_rows]
+            res[at_multi] = _latest(values[sub], partials["_last_ts"][sub], [a[sub] for a in group_keys], k[sub], None)
+            out[name] = res
         elif name.startswith("_set_"):
-            group = np.empty(n, dtype="int64")
-            group[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
             sets = Sets.of(v)
-            out[name] = _distinct(sets.values, np.repeat(group, sets.lens), len(starts))
+            several = sets[sub]
+            merged = _distinct(several.values, np.repeat(sub_group, several.lens), len(at_multi))
+            pos = np.empty(len(starts), dtype=np.int64)
+            pos[at_single] = np.arange(len(at_single))
+            pos[at_multi] = len(at_single) + np.arange(len(at_multi))
+            out[name] = Sets.concat([sets[single_rows], merged])[pos]
     return {c: out[c] for c in keys + names}
 
 

@@ -1,27 +1,27 @@
-"""The streaming job's lag: records between what its last completed micro-batch read and
-the newest offsets. From the batch's own progress alone it reads 0 while a long batch runs
-(its newest offsets were taken when it was planned), so the job asks the broker."""
+"""The streaming job's lag and where it starts reading: both come from the offsets its state
+committed with its last micro-batch (not from Spark's progress, which reads 0 while a long
+batch runs and knows nothing of what a killed run applied)."""
 
-from etl.stream import _lag
+import json
 
-PROGRESS = {"sources": [
-    {"endOffset": '{"tx":{"0":100,"1":50}}', "latestOffset": '{"tx":{"0":100,"1":50}}'},
-    {"endOffset": {"lb": {"0": 7}}, "latestOffset": {"lb": {"0": 9}}},
-]}
+from etl.stream import _lag, _starting_offsets
 
-
-def test_lag_from_the_last_batch_alone_is_what_it_saw_when_planned():
-    assert _lag(PROGRESS) == 2  # lb/0: 9 - 7
-    assert _lag(None) is None
-    assert _lag({"sources": [{"endOffset": None, "latestOffset": '{"tx":{"0":1}}'}]}) is None
+APPLIED = {("tx", 0): 100, ("tx", 1): 50, ("lb", 0): 7}
 
 
-def test_lag_against_the_brokers_newest_offsets_counts_the_backlog_behind_a_running_batch():
+def test_lag_counts_what_the_state_has_not_applied_including_partitions_it_never_read():
     latest = {("tx", 0): 5100, ("tx", 1): 50, ("lb", 0): 9, ("lb", 1): 3}
-    # tx/0 grew by 5,000 while the batch ran; lb/1 was never read (a new partition's records).
-    assert _lag(PROGRESS, latest) == 5000 + 0 + 2 + 3
+    assert _lag(latest, APPLIED) == 5000 + 0 + 2 + 3
+    assert _lag(latest, None) == 5100 + 50 + 9 + 3  # nothing applied yet
 
 
-def test_caught_up_is_zero_and_never_negative():
-    latest = {("tx", 0): 100, ("tx", 1): 40, ("lb", 0): 7}  # a broker answer older than the batch
-    assert _lag(PROGRESS, latest) == 0
+def test_caught_up_is_zero_never_negative_and_unknown_without_the_broker():
+    assert _lag({("tx", 0): 100, ("tx", 1): 40, ("lb", 0): 7}, APPLIED) == 0  # an answer older than the state
+    assert _lag(None, APPLIED) is None
+
+
+def test_spark_starts_every_partition_at_the_states_offset_or_the_earliest():
+    ends = {("tx", 0): 120, ("tx", 1): 60, ("lb", 0): 9, ("lb", 1): 3, ("other", 0): 5}
+    got = json.loads(_starting_offsets(["tx", "lb"], ends, APPLIED))
+    # Spark wants every partition of a subscribed topic named; -2 is its "earliest".
+    assert got == {"tx": {"0": 100, "1": 50}, "lb": {"0": 7, "1": -2}}
