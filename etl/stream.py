@@ -101,6 +101,24 @@ class BatchReport:
     newest: dict[str, float] = field(default_factory=dict)
 
 
+class _Fresh:
+    """A view's partials as a batch committed them (``Columns`` grouped by entity): entity id
+    -> its position, and its rows' range."""
+
+    def __init__(self, eids: list[str], partials: windows.Columns, ends: np.ndarray):
+        self.at = dict(zip(eids, range(len(eids))))
+        self.partials, self.ends = partials, ends
+        self.starts = np.r_[0, ends[:-1]] if len(ends) else ends
+
+    def rows(self, positions: list[int]) -> windows.Columns:
+        """The partials of these entities (positions), grouped by entity in that order."""
+        pos = np.asarray(positions, dtype=np.int64)
+        lens = self.ends[pos] - self.starts[pos]
+        first = np.r_[0, np.cumsum(lens)[:-1]] if len(lens) else lens
+        idx = np.repeat(self.starts[pos] - first, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+        return windows.take(self.partials, idx)
+
+
 class Publisher:
     """The timers: writes a view's current row for every entity whose next change point
     (``due:<view>``) has passed, computed from its stored partials, then schedules its next one."""
@@ -109,8 +127,10 @@ class Publisher:
         self.state, self.views, self.writer, self.lock = state, views, writer, lock
         self.published = 0
 
-    def publish_due(self, now: float, limit: int = 5000) -> int:
-        """Publish every row due at ``now`` (unix s); returns rows written."""
+    def publish_due(self, now: float, limit: int = 5000, fresh: dict[str, "_Fresh"] | None = None) -> int:
+        """Publish every row due at ``now`` (unix s); returns rows written. ``fresh``: per view,
+        the partials the batch just committed, still as columns (read instead of decoding
+        their blobs again)."""
         written = 0
         with self.lock:
             for view in self.views:
@@ -119,7 +139,7 @@ class Publisher:
                     if not due:
                         break
                     # Every entity published is scheduled after now, so this loop ends.
-                    written += self._publish(view, [d.decode() for d in due], now)
+                    written += self._publish(view, [d.decode() for d in due], now, (fresh or {}).get(view.name))
                     if len(due) < limit:
                         break
             # The instant the online values are exact at (until the next boundary passes).
@@ -133,11 +153,18 @@ class Publisher:
         times = [f[0][1] for f in firsts if f]
         return min(times) if times else None
 
-    def _publish(self, view: WindowedView, eids: list[str], now: float) -> int:
+    def _publish(self, view: WindowedView, eids: list[str], now: float, fresh: "_Fresh | None" = None) -> int:
         r, st = self.state.r, self.state
         hop = windows.hop_us(view)
         b_now = int(round(now * 1_000_000)) // hop
-        partials = decode_columns(view, eids, st.blobs(view.name, eids))
+        if fresh is not None:
+            hit = [fresh.at.get(e, -1) for e in eids]
+            others = [e for e, i in zip(eids, hit) if i < 0]
+            partials = fresh.rows([i for i in hit if i >= 0])
+            if others:
+                partials = windows.concat([partials, decode_columns(view, others, st.blobs(view.name, others))])
+        else:
+            partials = decode_columns(view, eids, st.blobs(view.name, eids))
         keys = view.join_keys
         rows, scheduled, n_rows = None, {}, 0
         if windows.nrows(partials):
@@ -340,9 +367,10 @@ class Processor:
         pipe = r.pipeline(transaction=True)
         enrich = self._dedupe_and_enrich(pipe, events, now)
         written: dict[str, dict[str, tuple[float, bytes]]] = {}
+        fresh: dict[str, _Fresh] = {}
         self._sources = {}
         for view in self.views:
-            written[view.name] = self._apply_view(pipe, view, events, enrich, now, report)
+            written[view.name] = self._apply_view(pipe, view, events, enrich, now, report, fresh)
         self._sources = {}
         t2 = time.perf_counter()
         report.compute_s = t2 - t1
@@ -377,7 +405,7 @@ class Processor:
         report.commit_s = t3 - t2
         # Every row due by now, the boundaries that passed while this batch ran included
         # (its events' own boundary, with a short hop), not only those due at its start.
-        report.rows_published = self.publisher.publish_due(max(now, self.clock()))
+        report.rows_published = self.publisher.publish_due(max(now, self.clock()), fresh=fresh)
         report.publish_s = time.perf_counter() - t3
         report.seconds = time.perf_counter() - t0
         return report
@@ -486,9 +514,10 @@ class Processor:
         return ev
 
     def _apply_view(self, pipe, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float,
-                    report: BatchReport) -> dict[str, tuple[float, bytes]]:
+                    report: BatchReport, fresh: dict[str, _Fresh]) -> dict[str, tuple[float, bytes]]:
         """Queue the view's changes on ``pipe``; returns the blobs it writes (entity id ->
-        (TTL s, blob)), for the in-memory copy once the transaction is applied."""
+        (TTL s, blob)), for the in-memory copy once the transaction is applied, and leaves
+        their partials as columns in ``fresh`` (the batch's own publication reads them)."""
         ev = self._source(pipe, view, events, enrich, now, report)
         if ev.empty:
             return {}
@@ -539,6 +568,7 @@ class Processor:
         k_first = k_new[first_new]
         timers = dict(zip(eids, (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
         m_eids, m_blobs, ends = encode_columns(view, merged)
+        fresh[view.name] = _Fresh(m_eids, merged, ends)
         # A backstop: an hour after its last change point (the publisher removes it then).
         # An entity's last row holds its last bucket.
         expires = np.maximum(1, np.trunc((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).astype(np.int64)
