@@ -90,9 +90,24 @@ def _fresh(settings: Settings) -> None:
     finally:
         admin.close()
     shutil.rmtree(settings.lake_path, ignore_errors=True)
-    # The streaming job's Kafka offsets belong to the deleted topics: without its
-    # checkpoint it rebuilds its state from the new topics' earliest offsets.
+    # The streaming job's state and its Kafka offsets belong to the deleted topics: forgotten,
+    # the job rebuilds it from the new topics' earliest offsets (the new topics may already
+    # hold more records than the old offsets when it starts, so it could not tell by itself).
     shutil.rmtree(LakeLayout.of(settings).stream_checkpoint, ignore_errors=True)
+    if settings.online_store == "redis":
+        import redis
+
+        from etl.stream_state import StreamState
+
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        client = redis.Redis.from_url(settings.redis_url, password=password, socket_timeout=10)
+        try:
+            StreamState(client, settings.feast_project).reset()
+        except redis.RedisError as exc:
+            raise ServiceError(f"could not forget the streaming job's state in Redis: {exc}",
+                               "start Redis with: skewless services up") from exc
+        finally:
+            client.close()
 
 
 def run_demo(settings: Settings, events: int, days: int, fresh: bool, burst: int = 5) -> dict[str, Any]:

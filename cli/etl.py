@@ -85,6 +85,9 @@ def stream(
     until_idle: Annotated[Optional[float], typer.Option(
         "--until-idle", help="stop once no record arrived for this many seconds and nothing is left to read")] = None,
     master: Annotated[Optional[str], typer.Option(help="Spark master URL (default: settings.spark_master)")] = None,
+    rebuild: Annotated[bool, typer.Option(
+        "--rebuild", help="forget the stream's state and rebuild it from the topics' earliest offsets "
+        "(after the topics were deleted and created again)")] = False,
     config: ConfigOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Keep the online store current from Kafka: the same views, exact and decaying (Ctrl-C stops)."""
@@ -110,7 +113,8 @@ def stream(
             done[0] += report.applied
             bar.update(task, completed=done[0])
 
-        summary = run_stream(settings, views=views, until_idle=until_idle, master=master, on_batch=on_batch, stop=stop)
+        summary = run_stream(settings, views=views, until_idle=until_idle, master=master, on_batch=on_batch, stop=stop,
+                             rebuild=rebuild)
 
     def human() -> None:
         console.print(f"{summary['applied']:,} events applied in {summary['batches']} micro-batches "
@@ -118,6 +122,6 @@ def stream(
                       f"{summary['too_late']} past every window); {summary['rows_published']:,} rows published; "
                       f"lag {summary['lag']} records; {summary['seconds']}s on {summary['master']}")
         if summary["rebuilt"]:
-            console.print("the state had no Kafka offsets, or offsets past the topics' ends: rebuilt from the earliest")
+            console.print("the state was rebuilt from the earliest offsets (--rebuild, no offsets kept, or offsets past the topics' ends)")
 
     emit(summary, json_out, human)

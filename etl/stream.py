@@ -734,9 +734,10 @@ class _LatestOffsets:
 
 def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idle: float | None = None,
                master: str | None = None, on_batch: Callable[[BatchReport], None] | None = None,
-               stop: threading.Event | None = None) -> dict[str, Any]:
+               stop: threading.Event | None = None, rebuild: bool = False) -> dict[str, Any]:
     """Run the streaming job until ``stop`` is set, or until no record arrived for
-    ``until_idle`` seconds with nothing left to read; returns the summary."""
+    ``until_idle`` seconds with nothing left to read; returns the summary. ``rebuild``:
+    forget the state first (it is rebuilt from the earliest offsets)."""
     import shutil
 
     import redis
@@ -777,7 +778,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     # from before offsets were kept), or past a partition's end (the topics were recreated):
     # it starts again from the earliest offsets, which rebuilds it exactly.
     behind = [tp for tp, o in applied.items() if o > ends.get(tp, 0)]
-    rebuilt = bool(status is not None and status.batch is not None and not applied) or bool(behind)
+    rebuilt = rebuild or bool(status is not None and status.batch is not None and not applied) or bool(behind)
     if rebuilt:
         state.reset()
         applied = {}
