@@ -99,8 +99,7 @@ def _fresh(settings: Settings) -> None:
 
         from etl.stream_state import StreamState
 
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
-        client = redis.Redis.from_url(settings.redis_url, password=password, socket_timeout=10)
+        client = demo_live._redis(settings)
         try:
             StreamState(client, settings.feast_project).reset()
         except redis.RedisError as exc:

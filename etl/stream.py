@@ -801,6 +801,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
 
     frozen = [False]
     phases: dict[str, list[float]] = {"read_s": [], "parse_s": [], "compute_s": [], "commit_s": [], "publish_s": []}
+
     def apply(df, batch_id: int) -> None:
         t_read = time.perf_counter()
         # Arrow, not pandas: the records' bytes stay in Arrow buffers (``parse`` reads them

@@ -141,16 +141,9 @@ class StreamState:
     def load_coded(self, view: WindowedView, eids: list[str]) -> tuple["windows.Columns", np.ndarray]:
         """``load_columns``, and each row's entity as its position in ``eids``."""
         blobs = self.blobs(view.name, eids)
-        cols = decode_columns(view, eids, blobs)
-        present = np.array([b is not None for b in blobs], dtype=bool)
-        if not present.any():
-            return cols, np.array([], dtype=np.int64)
-        stored = [b for b in blobs if b is not None]
-        counts = np.frombuffer(b"".join([b[1:5] for b in stored]), dtype="<u4").astype(np.int64)
-        if any(b[:1] != _TAG_BYTE for b in stored):  # a blob of the former layout: count its rows
-            counts = np.array([windows.nrows(decode_columns(view, [e], [b])) for e, b in zip(eids, blobs)
-                               if b is not None], dtype=np.int64)
-        return cols, np.repeat(np.flatnonzero(present), counts)
+        cols, counts = _decode(view, eids, blobs)
+        present = np.flatnonzero(np.array([b is not None for b in blobs], dtype=bool))
+        return cols, np.repeat(present, counts)
 
     def blobs(self, view: str, eids: list[str]) -> list[bytes | None]:
         """The blobs of these entities (None: none stored): the memory's copy, and Redis for
@@ -224,7 +217,6 @@ class StreamState:
 # one ``b"".join`` and one ``np.frombuffer`` (no Python object per value).
 _HEAD = struct.Struct("<BII")
 _TAG = 1  # a blob's first byte (a blob of the former JSON layout starts with "{")
-_TAG_BYTE = bytes([_TAG])
 _HEAD_SIZE = _HEAD.size
 _LAYOUTS: dict[tuple, tuple[np.dtype, list[str]]] = {}
 
@@ -334,6 +326,11 @@ def decode_blobs(view: WindowedView, eids: list[str], blobs: list[bytes | None])
 def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> windows.Columns:
     """The partials of the entities whose blob is not None, as ``Columns``: grouped by entity
     in the order of ``eids``, each entity's buckets ascending."""
+    return _decode(view, eids, blobs)[0]
+
+
+def _decode(view: WindowedView, eids: list[str], blobs: list[bytes | None]) -> tuple[windows.Columns, np.ndarray]:
+    """``decode_columns``, and how many rows each entity with a blob has."""
     keys = view.join_keys
     dtype, others = _layout(view)
     size = dtype.itemsize
@@ -408,7 +405,7 @@ def decode_columns(view: WindowedView, eids: list[str], blobs: list[bytes | None
             flat[:] = values
             cols[name] = windows.Sets(flat, np.r_[0, np.cumsum(set_lens[name])].astype("int64"))
         out.update(cols)
-    return {c: out[c] for c in keys + ["_k"] + windows.partial_names(view)}
+    return {c: out[c] for c in keys + ["_k"] + windows.partial_names(view)}, counts
 
 
 def _from_json(view: WindowedView, eid: str, blob: bytes) -> bytes:
