@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import windows
-from etl.stream_state import StreamState, decode_columns, encode_columns, entity_ids
+from etl.stream_state import _NEEDS_ESCAPE, StreamState, decode_columns, encode_columns, entity_ids
 from skewless import event_checks
 from skewless.contract_columns import block_reader
 from skewless.contracts import CONTRACTS, INT, TIME, InvalidEvent
@@ -119,6 +119,40 @@ class _Fresh:
         return windows.take(self.partials, idx)
 
 
+class _BatchEnrich:
+    """A batch's own events that enrich others (a transaction's merchant, by its id), looked
+    up by id without a dict per event: most are never asked for (a label's transaction is
+    usually days older than the batch)."""
+
+    def __init__(self, ids: list[str], cols: tuple[str, ...], columns: list[list], before: "_BatchEnrich | None"):
+        self.at = dict(zip(ids, range(len(ids))))
+        self.cols, self.columns, self.before = cols, columns, before
+
+    def found(self, ids: list[str]) -> dict[str, dict]:
+        out = self.before.found(ids) if self.before is not None else {}
+        at = self.at
+        for i in ids:
+            j = at.get(i)
+            if j is not None:
+                out[i] = {c: v[j] for c, v in zip(self.cols, self.columns)}
+        return out
+
+
+def _json_objects(names: tuple[str, ...], columns: list[list]) -> list[bytes]:
+    """Per row, the JSON object {name: value, ...} of these columns (``orjson.dumps`` of the
+    row's dict; text that needs no escaping is joined directly, the same bytes)."""
+    n = len(columns[0]) if columns else 0
+    plain = all(all(type(v) is str for v in c) for c in columns) and not any(
+        _NEEDS_ESCAPE.search(x) for x in [*names, *("".join(c) for c in columns)])
+    if not plain:
+        return [orjson.dumps(dict(zip(names, t))) for t in zip(*columns)] if n else []
+    if len(columns) == 1:
+        head = '{"' + names[0] + '":"'
+        return [(head + v + '"}').encode() for v in columns[0]]
+    heads = ['"' + c + '":"' for c in names]
+    return [("{" + ",".join(h + v + '"' for h, v in zip(heads, t)) + "}").encode() for t in zip(*columns)]
+
+
 class Publisher:
     """The timers: writes a view's current row for every entity whose next change point
     (``due:<view>``) has passed, computed from its stored partials, then schedules its next one."""
@@ -157,15 +191,18 @@ class Publisher:
         r, st = self.state.r, self.state
         hop = windows.hop_us(view)
         b_now = int(round(now * 1_000_000)) // hop
+        # The partials, grouped by entity in the order of ``present`` (the entities that have some).
         if fresh is not None:
             hit = [fresh.at.get(e, -1) for e in eids]
-            others = [e for e, i in zip(eids, hit) if i < 0]
+            present = [e for e, i in zip(eids, hit) if i >= 0]
             partials = fresh.rows([i for i in hit if i >= 0])
-            if others:
-                partials = windows.concat([partials, decode_columns(view, others, st.blobs(view.name, others))])
+            others = [e for e, i in zip(eids, hit) if i < 0]
         else:
-            partials = decode_columns(view, eids, st.blobs(view.name, eids))
-        keys = view.join_keys
+            present, partials, others = [], {}, eids
+        if others:
+            blobs = st.blobs(view.name, others)
+            partials = windows.concat([partials, decode_columns(view, others, blobs)])
+            present += [e for e, b in zip(others, blobs) if b is not None]
         rows, scheduled, n_rows = None, {}, 0
         if windows.nrows(partials):
             rows = windows.rows_at(view, partials, b_now, frame=False)
@@ -175,7 +212,7 @@ class Publisher:
             nxt = windows.next_change(view, partials, b_now, frame=False)
             # b * hop / 1e6 as the timers were always computed (an exact product, one
             # rounding), not b * (hop / 1e6): a hop of 100 ms is no exact float.
-            scheduled = dict(zip(entity_ids([nxt[k] for k in keys]), (nxt["_next"] * hop / 1e6).tolist()))
+            scheduled = dict(zip([present[g] for g in nxt["_entity"].tolist()], (nxt["_next"] * hop / 1e6).tolist()))
         done = [e for e in eids if e not in scheduled]
         with r.pipeline(transaction=True) as pipe:
             if scheduled:
@@ -431,8 +468,8 @@ class Processor:
         replayed = int(len(keep) - keep.sum())
         return (table if not replayed else table.filter(pa.array(keep))), reached, replayed
 
-    def _dedupe_and_enrich(self, pipe, events: dict[str, pd.DataFrame], now: float) -> dict:
-        batch_enrich: dict[tuple[str, str], dict] = {}
+    def _dedupe_and_enrich(self, pipe, events: dict[str, pd.DataFrame], now: float) -> dict[str, "_BatchEnrich"]:
+        batch_enrich: dict[str, _BatchEnrich] = {}
         horizon = self.settings.stream.dedupe_horizon_s
         for name, ev in events.items():
             if ev.empty:
@@ -450,14 +487,20 @@ class Processor:
             ev = events.get(other)
             if ev is not None and not ev.empty:
                 days = windows.micros(ev[CONTRACTS[other].time_field]) // 10**6 // DAY_S
-                values = [dict(zip(cols, t)) for t in zip(*(ev[c].tolist() for c in cols))]
+                columns = [ev[c].tolist() for c in cols]
                 ids = ev[key_col].astype(str).tolist()
-                for day in np.unique(days):
+                docs = _json_objects(cols, columns)
+                day_list = np.unique(days).tolist()
+                for day in day_list:
                     k = self.state.enrich_key(other, int(day))
-                    pipe.hset(k, mapping={ids[j]: orjson.dumps(values[j]) for j in np.flatnonzero(days == day).tolist()})
+                    at = np.flatnonzero(days == day).tolist() if len(day_list) > 1 else range(len(ids))
+                    args: list = [None] * (2 * len(at))
+                    args[0::2] = [ids[j] for j in at]
+                    args[1::2] = [docs[j] for j in at]
+                    pipe.execute_command("HSET", k, *args)  # (redis-py's hset walks a mapping per field)
                     pipe.expire(k, max(1, int((int(day) + 1) * DAY_S + self.settings.stream.enrich_horizon_s - now)))
                 # lookups in this batch find the batch's own events first
-                batch_enrich.update({(other, i): v for i, v in zip(ids, values)})
+                batch_enrich[other] = _BatchEnrich(ids, cols, columns, batch_enrich.get(other))
         return batch_enrich
 
     def _source(self, pipe, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float,
@@ -495,7 +538,8 @@ class Processor:
         if ev.empty:
             return ev
         ids = ev[key_col].astype(str).tolist()
-        found = {i: enrich[(other, i)] for i in ids if (other, i) in enrich}
+        mine = enrich.get(other)
+        found = mine.found(ids) if mine is not None else {}
         missing = [i for i in ids if i not in found]
         if missing:
             now_day = int(now // DAY_S)
@@ -561,6 +605,10 @@ class Processor:
         keep = live | ~same_next | live_next  # a past bucket: the entity's last past one
         if not keep.all():
             merged = windows.take(merged, keep)
+        # Every row published from now on is at a boundary from now_b on: what none of them
+        # reads is forgotten (a distinct value seen again later, a selecting view's bucket
+        # that a later one dominates). A second's margin for a clock stepped back.
+        merged = windows.forget_dominated(view, merged, now_b - max(1, 1_000_000 // hop))
         # Its timer: now if a new event is before the current boundary (a late one changed the
         # current value), else when its first new bucket enters the windows. ZADD LT keeps an
         # earlier timer already set.

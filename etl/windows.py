@@ -363,6 +363,72 @@ def merge_columns(view: WindowedView, partials: Columns, entity_codes: np.ndarra
     return {c: out[c] for c in keys + names}
 
 
+def droppable_buckets(view: WindowedView) -> bool:
+    """Can a view's bucket be forgotten before it leaves its windows (``forget_dominated``)?
+    Only if every aggregation selects rather than adds: a count or a sum needs every bucket
+    (min and max could be dominated too; they are left alone: a view with them keeps its
+    buckets)."""
+    return all(a.function in ("distinct_count", "last", "last_time") for a in view.aggregations)
+
+
+def forget_dominated(view: WindowedView, partials: Columns, from_b: int) -> Columns:
+    """The partials without what no row at a boundary ``b >= from_b`` reads: those rows
+    equal the rows of ``partials`` (``rows_at``), and merging later events into the result
+    keeps it so (what is forgotten stays dominated: see below). ``partials``: one row per
+    (entity, bucket), grouped by entity, buckets ascending (``merge_columns``' output).
+
+    A bucket ``k < from_b`` is *settled*. A window at ``b >= from_b`` that holds a settled
+    bucket ``k`` holds every later settled bucket of its entity too (``b - w <= k < k' <
+    from_b <= b``). So a distinct value that occurs again in a later settled bucket is never
+    counted through ``k`` alone: it is removed from ``k``'s set. And where the view only
+    selects (``droppable_buckets``: distinct counts, last values and times), a settled bucket
+    with a later settled one and no value left in its sets is dropped whole: the later one
+    is always the latest in any window holding both. The entity's last settled bucket is
+    always kept. This is the monotonic-queue idea of a sliding max, on partials: the
+    stream's state for an entity then grows with its distinct values, not with its events."""
+    n = nrows(partials)
+    sets = [c for c in partials if c.startswith("_set_")]
+    drop = droppable_buckets(view)
+    if n < 2 or not (sets or drop):
+        return partials
+    gid, _ = _entity_runs(partials, view.join_keys)
+    k = partials["_k"]
+    settled = k < from_b
+    # A later settled bucket of the same entity (buckets ascend, so the next row is one if any is).
+    later = np.r_[(gid[1:] == gid[:-1]) & settled[1:], False] & settled
+    if not later.any():
+        return partials
+    out = dict(partials)
+    empty = later.copy()
+    for name in sets:
+        s = Sets.of(partials[name])
+        lens = s.lens
+        if not lens.sum():
+            continue
+        row = np.repeat(np.arange(n, dtype=np.int64), lens)
+        codes, uniq = pd.factorize(s.values, sort=False, use_na_sentinel=False)
+        # (entity, value) as one int64 code, then sorted by it and bucket: rows ascend by
+        # bucket within an entity, so a stable sort of the code alone does it
+        pair = gid[row] * len(uniq) + codes
+        order = np.argsort(pair, kind="stable")
+        p_s, set_s = pair[order], settled[row][order]
+        # an occurrence is dominated if the next one is the same value of the same entity,
+        # in a settled bucket
+        dominated = np.zeros(len(order), dtype=bool)
+        dominated[:-1] = set_s[:-1] & set_s[1:] & (p_s[1:] == p_s[:-1])
+        keep = np.empty(len(order), dtype=bool)
+        keep[order] = ~dominated
+        if keep.all():
+            empty &= lens == 0
+            continue
+        kept = np.bincount(row[keep], minlength=n)
+        out[name] = Sets(s.values[keep], np.r_[0, np.cumsum(kept)].astype("int64"))
+        empty &= kept == 0
+    if drop and empty.any():
+        out = take(out, ~empty)
+    return out
+
+
 def merge_partials(view: WindowedView, partials: pd.DataFrame) -> pd.DataFrame:
     """Partials of the same (entity, bucket) merged into one row: the partials of the union
     of their events (a stream's late event joins its bucket's stored partial here)."""
@@ -386,11 +452,14 @@ def change_points(view: WindowedView, partials: pd.DataFrame) -> np.ndarray:
 def next_change(view: WindowedView, partials: Any, after_b: int, frame: bool = True) -> Any:
     """Per entity of ``partials`` (grouped by entity, as the stream stores them): the first
     boundary after ``after_b`` where one of its values changes (``_next``, hop units), or
-    none when every bucket has left every window. A DataFrame, or ``Columns`` when not ``frame``."""
+    none when every bucket has left every window. A DataFrame, or ``Columns`` when not ``frame``
+    (with ``_entity``: the entity's position among those of ``partials``)."""
     keys = view.join_keys
     if not nrows(partials):
         out = {k: col(partials, k)[:0] for k in keys}
         out["_next"] = np.array([], dtype="int64")
+        if not frame:
+            out["_entity"] = np.array([], dtype="int64")
         return pd.DataFrame(out) if frame else out
     _gid, starts = _entity_runs(partials, keys)
     cps = change_points(view, partials)
@@ -399,7 +468,10 @@ def next_change(view: WindowedView, partials: Any, after_b: int, frame: bool = T
     keep = nxt < np.iinfo("int64").max
     out = {k: col(partials, k)[starts][keep] for k in keys}
     out["_next"] = nxt[keep]
-    return pd.DataFrame(out) if frame else out
+    if frame:
+        return pd.DataFrame(out)
+    out["_entity"] = np.flatnonzero(keep)
+    return out
 
 
 def view_rows(view: WindowedView, partials: pd.DataFrame, since_b: int | None = None, until_b: int | None = None,

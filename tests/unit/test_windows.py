@@ -222,3 +222,42 @@ def test_added_rows_equal_the_rows_of_the_union(old_events, new_events, cut):
     got = got[windows.micros(got[windows.TS]) // windows.hop_us(COUNTS) >= since_b]
     pd.testing.assert_frame_equal(got.sort_values(["user_id", windows.TS]).reset_index(drop=True),
                                   want.reset_index(drop=True), check_exact=True)
+
+
+SELECTS = WindowedView("s", (Entity("user", "user_id"),), EventSource("t", "transactions", "event_time"), hop="2s",
+                       aggregations=(A("distinct_count", "4s", "merchant_id", name="m4"),
+                                     A("distinct_count", "10s", "country", name="c10"),
+                                     A("last", "10s", "country", name="last_country", dtype="string"),
+                                     A("last_time", "20s", name="lt")))
+
+
+def _columns_of(view, df) -> dict:
+    return {c: windows.Sets.of(v) if c.startswith("_set_") else v.to_numpy()
+            for c, v in windows.bucket_partials(view, df).items()}
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from([VIEW, SELECTS]), st.lists(event, min_size=1, max_size=40),
+       st.lists(event, min_size=0, max_size=10), st.integers(0, 32))
+def test_forgetting_dominated_partials_changes_no_row_from_then_on(view, evs, later, cut):
+    """The stream forgets what no coming row reads (``forget_dominated``): at every boundary
+    from the cut on, the rows of the pruned partials equal those of the whole — also after
+    more events (late ones included, in buckets already pruned) are merged into them."""
+    from_b = int(T0 // 2) + cut // 2
+    df, more = frame(evs), frame(later)
+    whole = windows.merge_columns(view, _columns_of(view, pd.concat([df, more], ignore_index=True) if len(more) else df))
+    pruned = windows.forget_dominated(view, _columns_of(view, df), from_b)
+    if len(more):
+        pruned = windows.merge_columns(view, windows.concat([pruned, _columns_of(view, more)]))
+    assert windows.nrows(pruned) <= windows.nrows(whole)
+    for b in range(from_b, from_b + 16):
+        want = windows.rows_at(view, whole, b)
+        got = windows.rows_at(view, pruned, b)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_exact=True)
+    if view is SELECTS:
+        # it does forget: a user's settled buckets keep each distinct value once
+        p = windows.forget_dominated(view, _columns_of(view, df), 10**12)
+        for name in ("_set_m4", "_set_c10"):
+            sets = p[name]
+            pairs = list(zip(np.repeat(p["user_id"], sets.lens), sets.values))
+            assert len(pairs) == len(set(pairs))
