@@ -403,7 +403,7 @@ class Processor:
         # partials and sets timers under the lock, so it sees a batch whole or not at all.
         pipe = r.pipeline(transaction=True)
         enrich = self._dedupe_and_enrich(pipe, events, now)
-        written: dict[str, dict[str, tuple[float, bytes]]] = {}
+        written: dict[str, dict[str, bytes]] = {}
         fresh: dict[str, _Fresh] = {}
         self._sources = {}
         for view in self.views:
@@ -558,9 +558,9 @@ class Processor:
         return ev
 
     def _apply_view(self, pipe, view: WindowedView, events: dict[str, pd.DataFrame], enrich: dict, now: float,
-                    report: BatchReport, fresh: dict[str, _Fresh]) -> dict[str, tuple[float, bytes]]:
+                    report: BatchReport, fresh: dict[str, _Fresh]) -> dict[str, bytes]:
         """Queue the view's changes on ``pipe``; returns the blobs it writes (entity id ->
-        (TTL s, blob)), for the in-memory copy once the transaction is applied, and leaves
+        blob), for the in-memory copy once the transaction is applied, and leaves
         their partials as columns in ``fresh`` (the batch's own publication reads them)."""
         ev = self._source(pipe, view, events, enrich, now, report)
         if ev.empty:
@@ -617,20 +617,16 @@ class Processor:
         timers = dict(zip(eids, (np.where(k_first < now_b, now_b, k_first + 1) * hop_s).tolist()))
         m_eids, m_blobs, ends = encode_columns(view, merged)
         fresh[view.name] = _Fresh(m_eids, merged, ends)
-        # A backstop: an hour after its last change point (the publisher removes it then).
-        # An entity's last row holds its last bucket.
-        expires = np.maximum(1, np.trunc((merged["_k"][ends - 1] + wmax + 1) * hop_s - now).astype(np.int64)
-                             + 3600).tolist()
         prefix = self.state.blob_key(view.name, "")
-        keys_ = [prefix + e for e in m_eids]
-        args = [None] * (2 * len(m_blobs))
-        args[0::2] = m_blobs
-        args[1::2] = expires
-        written = dict(zip(m_eids, zip(expires, m_blobs)))
-        if keys_:
-            # One command for the view's blobs (SET key blob EX ttl each, in a script: a
-            # command per blob costs the client more than the rest of the batch).
-            pipe.eval(_SET_EX_ALL, len(keys_), *keys_, *args)
+        args: list = [None] * (2 * len(m_blobs))
+        args[0::2] = [prefix + e for e in m_eids]
+        args[1::2] = m_blobs
+        if m_blobs:
+            # One MSET for the view's blobs, without a TTL: the publisher deletes an entity's
+            # blob with its last change point. (A TTL each, by SET EX in a script, cost Redis
+            # twice the CPU: 8-10 µs a blob against 5, measured on 110k blobs.)
+            pipe.execute_command("MSET", *args)
+        written = dict(zip(m_eids, m_blobs))
         _zadd(pipe, self.state.due_key(view.name), list(timers), list(timers.values()), lt=True)
         report.timers += len(timers)
         if timers:
@@ -667,15 +663,6 @@ def _zadd(pipe, key: str, members: list, scores: list, lt: bool = False) -> None
     args[0::2] = scores
     args[1::2] = members
     pipe.execute_command("ZADD", key, *(("LT",) if lt else ()), *args)
-
-
-# SET KEYS[i] ARGV[2i-1] EX ARGV[2i] for every key.
-_SET_EX_ALL = """
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'EX', ARGV[2 * i])
-end
-return #KEYS
-"""
 
 
 def _plain(v: Any) -> Any:

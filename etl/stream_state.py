@@ -3,9 +3,11 @@
 
 * ``s:<view>:<entity>`` — one blob per view and entity (``encode_columns``): its per-hop partials
   (``etl.windows``) for the buckets that can still change a value (the longest window
-  back from now; at least the newest one). Removed once its last change point is
-  published: memory is bounded by the active entities and the longest window. The job
-  keeps a copy of the blobs it wrote or read in its own memory (``StreamState.cache``).
+  back from now; at least the newest one; less what no coming value reads:
+  ``windows.forget_dominated``). Removed, by the publisher, once its last change point is
+  published (no TTL: a key written by an older version has one, an hour past that point):
+  memory is bounded by the active entities and the longest window. The job keeps a copy
+  of the blobs it wrote or read in its own memory (``StreamState.cache``).
 * ``due:<view>`` — sorted set, entity -> the next boundary (unix s) where one of its values
   changes (a bucket enters or leaves a window), or "now" when a late event changed the
   current value: the publisher's timers.
@@ -31,7 +33,6 @@ import itertools
 import json
 import re
 import struct
-import time
 from typing import Any, Iterable
 
 import numpy as np
@@ -65,25 +66,22 @@ def entity_ids(columns: list) -> list[str]:
     return ['["' + '","'.join(kv) + '"]' for kv in zip(*texts)]
 
 
-READ_TRUST_S = 60.0  # how long a blob read from Redis (not written by this process) is trusted
-
-
 class StreamState:
     """The state in Redis, with the blobs this process wrote or read also kept in memory
     (``cache``): Redis stays the truth (a restart reads it back), the copy saves a round
     trip per (view, entity) on every batch and publication. Only the
     job writes its blobs, under its lock, and the copy is updated after each ``EXEC`` that
-    changed them (``remember``, ``forget``); an entry past its key's TTL is read again."""
+    changed them (``remember``, ``forget``)."""
 
     def __init__(self, client, project: str, cache_entities: int = 1_000_000):
         self.r = client
         self.project = project
         self.prefix = stream_status.prefix(project)
         self.meta = stream_status.meta_key(project)
-        # view -> entity id -> (monotonic expiry, blob). Bytes, not the decoded columns: the
+        # view -> entity id -> blob. Bytes, not the decoded columns: the
         # garbage collector does not walk bytes (decoding is a C call per blob). At most
         # ``cache_entities`` per view: the least recently written are dropped (read again).
-        self.cache: dict[str, dict[str, tuple[float, bytes]]] = {}
+        self.cache: dict[str, dict[str, bytes]] = {}
         self.cache_entities = cache_entities
 
     # -- keys
@@ -149,9 +147,7 @@ class StreamState:
         """The blobs of these entities (None: none stored): the memory's copy, and Redis for
         what it does not hold (then kept)."""
         cache = self.cache.setdefault(view, {})
-        now = time.monotonic()
-        hits = list(map(cache.get, eids))
-        out: list[bytes | None] = [h[1] if h is not None and h[0] > now else None for h in hits]
+        out: list[bytes | None] = list(map(cache.get, eids))
         missing = [i for i, b in enumerate(out) if b is None]
         if missing:
             raw = self.r.mget([self.blob_key(view, eids[i]) for i in missing])
@@ -160,9 +156,9 @@ class StreamState:
                     cache.pop(eids[i], None)
                     continue
                 out[i] = blob
-                # Its TTL is at least an hour past its last change point, when the job
-                # deletes it: a copy trusted for a minute cannot outlive it.
-                cache[eids[i]] = (now + READ_TRUST_S, blob)
+                # (A key an older version wrote has a TTL, an hour past its last change
+                # point, where the publisher deletes it: the copy cannot outlive it.)
+                cache[eids[i]] = blob
             self._bound(cache)
         return out
 
@@ -172,14 +168,13 @@ class StreamState:
             for e in list(itertools.islice(cache, over)):
                 del cache[e]
 
-    def remember(self, view: str, blobs: dict[str, tuple[float, bytes]]) -> None:
-        """Blobs just written (entity id -> (TTL s, blob)), after their ``EXEC``."""
-        now = time.monotonic()
+    def remember(self, view: str, blobs: dict[str, bytes]) -> None:
+        """Blobs just written (entity id -> blob), after their ``EXEC``."""
         cache = self.cache.setdefault(view, {})
         pop = cache.pop
         for e in blobs:
             pop(e, None)  # to the end: the least recently written go first
-        cache.update({e: (now + ttl, blob) for e, (ttl, blob) in blobs.items()})
+        cache.update(blobs)
         self._bound(cache)
 
     def forget(self, view: str, eids: Iterable[str]) -> None:
