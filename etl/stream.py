@@ -173,7 +173,7 @@ class Publisher:
                     if not due:
                         break
                     # Every entity published is scheduled after now, so this loop ends.
-                    written += self._publish(view, [d.decode() for d in due], now, (fresh or {}).get(view.name))
+                    written += self._publish(view, _texts(due), now, (fresh or {}).get(view.name))
                     if len(due) < limit:
                         break
             # The instant the online values are exact at (until the next boundary passes).
@@ -663,6 +663,11 @@ def _zadd(pipe, key: str, members: list, scores: list, lt: bool = False) -> None
     args[0::2] = scores
     args[1::2] = members
     pipe.execute_command("ZADD", key, *(("LT",) if lt else ()), *args)
+
+
+def _texts(members: list[bytes]) -> list[str]:
+    """Entity ids read from Redis as text (one decode: an id, JSON, holds no raw NUL)."""
+    return b"\x00".join(members).decode().split("\x00") if members else []
 
 
 def _plain(v: Any) -> Any:

@@ -80,7 +80,8 @@ class StreamState:
         self.meta = stream_status.meta_key(project)
         # view -> entity id -> blob. Bytes, not the decoded columns: the
         # garbage collector does not walk bytes (decoding is a C call per blob). At most
-        # ``cache_entities`` per view: the least recently written are dropped (read again).
+        # ``cache_entities`` per view: the least recently written are dropped (read again;
+        # the order is kept only near that bound: moving a key to the end costs a pop).
         self.cache: dict[str, dict[str, bytes]] = {}
         self.cache_entities = cache_entities
 
@@ -171,9 +172,10 @@ class StreamState:
     def remember(self, view: str, blobs: dict[str, bytes]) -> None:
         """Blobs just written (entity id -> blob), after their ``EXEC``."""
         cache = self.cache.setdefault(view, {})
-        pop = cache.pop
-        for e in blobs:
-            pop(e, None)  # to the end: the least recently written go first
+        if len(cache) + len(blobs) > self.cache_entities:
+            pop = cache.pop
+            for e in blobs:
+                pop(e, None)  # to the end: the least recently written go first
         cache.update(blobs)
         self._bound(cache)
 

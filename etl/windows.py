@@ -544,8 +544,10 @@ def _entity_runs(p: Any, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
         c = col(p, key)
         ne = c[1:] != c[:-1]
         if c.dtype == object or c.dtype.kind == "f":
-            na = pd.isna(c)
-            ne &= ~(na[1:] & na[:-1])
+            # NaN != NaN: two nulls in a row are no change (only where ``ne`` says one)
+            at = np.flatnonzero(ne)
+            if len(at):
+                ne[at[pd.isna(c[at]) & pd.isna(c[at + 1])]] = False
         change |= ne
     starts = np.r_[0, np.flatnonzero(change) + 1]
     gid = np.zeros(n, dtype="int64")
