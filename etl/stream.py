@@ -772,68 +772,6 @@ class _LatestOffsets:
                 pass
 
 
-class _SparkStart(threading.Thread):
-    """Spark's session, started on a thread while the job's Python set-up (Feast's registry,
-    topics, offsets) runs, then its read path warmed: the first action of a new JVM pays its
-    code generation and Arrow set-up (~5 s measured, 0.2 s once warm), and the first read of
-    Kafka its connector's (~3.5 s) — a cost the first micro-batch paid, a backlog's first
-    included. The warm-up reads at most one record per partition, which is not applied."""
-
-    def __init__(self, settings: Settings, master: str | None, kafka_options: dict[str, str]):
-        super().__init__(name="spark-start", daemon=True)
-        self.settings, self.master, self.kafka_options = settings, master, kafka_options
-        self._kafka: tuple[list[str], dict[tuple[str, int], int]] | None = None
-        self._kafka_known = threading.Event()
-        self._spark = None
-        self._error: BaseException | None = None
-        self._started = threading.Event()  # spark_session returned (or failed)
-
-    def warm_kafka(self, topics: list[str], ends: dict[tuple[str, int], int]) -> None:
-        self._kafka = (topics, ends)
-        self._kafka_known.set()
-
-    def session(self):
-        """The session (Spark's start-up error, if it failed), once the warm-up is done."""
-        self._kafka_known.set()  # no Kafka warm-up if it was not asked for by now
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._spark
-
-    def abandon(self) -> None:
-        """The job failed before it needed Spark: wait until the session's start no longer
-        points the process's stdout and stderr at Spark's log (``spark_session``), so the
-        error is seen; the warm-up is left to end with the process."""
-        self._kafka_known.set()
-        self._started.wait()
-
-    def run(self) -> None:
-        from skewless.spark import spark_session
-
-        try:
-            self._spark = spark_session(self.settings, self.master, app="skewless-stream", kafka=True)
-        except BaseException as exc:  # noqa: BLE001 - raised by session(), in the job's thread
-            self._error = exc
-            return
-        finally:
-            self._started.set()
-        try:
-            self._spark.range(16).selectExpr("id", "cast(cast(id as string) as binary) as b").toArrow()
-            self._kafka_known.wait()
-            if self._kafka is not None:
-                topics, ends = self._kafka
-                last = {t: {str(p): max(0, o - 1) for (tp, p), o in sorted(ends.items()) if tp == t} for t in topics}
-                end = {t: {str(p): o for (tp, p), o in sorted(ends.items()) if tp == t} for t in topics}
-                reader = self._spark.read.format("kafka")
-                for key, value in {**self.kafka_options, "subscribe": ",".join(topics),
-                                   "startingOffsets": json.dumps(last), "endingOffsets": json.dumps(end),
-                                   "kafka.isolation.level": "read_committed", "failOnDataLoss": "false"}.items():
-                    reader = reader.option(key, value)
-                reader.load().select("topic", "partition", "offset", "key", "value", "timestamp").toArrow()
-        except Exception:  # noqa: BLE001 - only a warm-up: the job's own read reports what is wrong
-            pass
-
-
 def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idle: float | None = None,
                master: str | None = None, on_batch: Callable[[BatchReport], None] | None = None,
                stop: threading.Event | None = None, rebuild: bool = False) -> dict[str, Any]:
@@ -849,6 +787,7 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     from skewless.features import watermark
     from skewless.lake_layout import LakeLayout
     from skewless.settings_checks import mask_url_password
+    from skewless.spark import spark_session
 
     if settings.online_store != "redis":
         raise ConfigError("the streaming job writes the Redis online store; online_store is sqlite",
@@ -860,42 +799,34 @@ def run_stream(settings: Settings, *, views: tuple[WindowedView, ...], until_idl
     except redis.RedisError as exc:
         raise ServiceError(f"Redis does not answer at {mask_url_password(settings.redis_url)}: {exc}",
                            "start it with: skewless services up") from exc
-    # Spark starts, and warms its read path, while the job's Python set-up runs.
-    starting = _SparkStart(settings, master, _kafka_options(settings))
-    starting.start()
-    try:
-        writer = OnlineWriter(settings)
-        for v in views:
-            writer._view(v.name)  # every view registered, or one clear error now
-        state = StreamState(client, settings.feast_project, settings.stream.state_cache_entities)
-        proc = Processor(settings, views, state, writer)
-        # Spark's Kafka source fails on a topic that does not exist yet (no label produced so
-        # far): create them as ingestion does, which also names a broker that does not answer.
-        from skewless.topics import ensure_topics
+    writer = OnlineWriter(settings)
+    for v in views:
+        writer._view(v.name)  # every view registered, or one clear error now
+    state = StreamState(client, settings.feast_project, settings.stream.state_cache_entities)
+    proc = Processor(settings, views, state, writer)
+    # Spark's Kafka source fails on a topic that does not exist yet (no label produced so
+    # far): create them as ingestion does, which also names a broker that does not answer.
+    from skewless.topics import ensure_topics
 
-        ensure_topics(settings, proc.topics)
-        latest_offsets = _LatestOffsets(settings, proc.topics)
-        ends = latest_offsets(force=True)
-        if ends is None:
-            raise ServiceError("Kafka does not answer for the stream's topics' offsets", "start it with: skewless services up")
-        starting.warm_kafka(proc.topics, ends)
-        status, applied = state.status(), state.offsets()
-        # The state says where in Kafka it stands (its offsets, committed with it). None (a state
-        # from before offsets were kept), or past a partition's end (the topics were recreated):
-        # it starts again from the earliest offsets, which rebuilds it exactly.
-        behind = [tp for tp, o in applied.items() if o > ends.get(tp, 0)]
-        rebuilt = rebuild or bool(status is not None and status.batch is not None and not applied) or bool(behind)
-        if rebuilt:
-            state.reset()
-            applied = {}
-        proc.applied = dict(applied)
-        # Spark's checkpoint only serves this run: where to start is the state's business.
-        checkpoint = LakeLayout.of(settings).stream_checkpoint
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    except BaseException:
-        starting.abandon()
-        raise
-    spark = starting.session()
+    ensure_topics(settings, proc.topics)
+    latest_offsets = _LatestOffsets(settings, proc.topics)
+    ends = latest_offsets(force=True)
+    if ends is None:
+        raise ServiceError("Kafka does not answer for the stream's topics' offsets", "start it with: skewless services up")
+    status, applied = state.status(), state.offsets()
+    # The state says where in Kafka it stands (its offsets, committed with it). None (a state
+    # from before offsets were kept), or past a partition's end (the topics were recreated):
+    # it starts again from the earliest offsets, which rebuilds it exactly.
+    behind = [tp for tp, o in applied.items() if o > ends.get(tp, 0)]
+    rebuilt = rebuild or bool(status is not None and status.batch is not None and not applied) or bool(behind)
+    if rebuilt:
+        state.reset()
+        applied = {}
+    proc.applied = dict(applied)
+    # Spark's checkpoint only serves this run: where to start is the state's business.
+    checkpoint = LakeLayout.of(settings).stream_checkpoint
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    spark = spark_session(settings, master, app="skewless-stream", kafka=True)
     reader = spark.readStream.format("kafka")
     for key, value in {**_kafka_options(settings), "subscribe": ",".join(proc.topics),
                        "startingOffsets": _starting_offsets(proc.topics, ends, applied),
