@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import windows
-from etl.stream_state import _NEEDS_ESCAPE, StreamState, decode_columns, encode_columns, entity_ids
+from etl.stream_state import NEEDS_ESCAPE, StreamState, decode_columns, encode_columns, entity_ids
 from skewless import event_checks
 from skewless.contract_columns import block_reader
 from skewless.contracts import CONTRACTS, INT, TIME, InvalidEvent
@@ -143,7 +143,7 @@ def _json_objects(names: tuple[str, ...], columns: list[list]) -> list[bytes]:
     row's dict; text that needs no escaping is joined directly, the same bytes)."""
     n = len(columns[0]) if columns else 0
     plain = all(all(type(v) is str for v in c) for c in columns) and not any(
-        _NEEDS_ESCAPE.search(x) for x in [*names, *("".join(c) for c in columns)])
+        NEEDS_ESCAPE.search(x) for x in [*names, *("".join(c) for c in columns)])
     if not plain:
         return [orjson.dumps(dict(zip(names, t))) for t in zip(*columns)] if n else []
     if len(columns) == 1:

@@ -49,7 +49,8 @@ def entity_id(values: Iterable[Any]) -> str:
     return orjson.dumps([str(v) for v in values]).decode()
 
 
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+# Text that JSON does not write as is: a quote, a backslash or a control character.
+NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
 def entity_ids(columns: list) -> list[str]:
@@ -59,7 +60,7 @@ def entity_ids(columns: list) -> list[str]:
     texts = [[v if type(v) is str else str(v) for v in col] for col in columns]
     if not texts or not texts[0]:
         return []
-    if any(_NEEDS_ESCAPE.search("".join(t)) for t in texts):
+    if any(NEEDS_ESCAPE.search("".join(t)) for t in texts):
         return [entity_id(kv) for kv in zip(*texts)]
     if len(texts) == 1:
         return ['["' + v + '"]' for v in texts[0]]

@@ -236,7 +236,7 @@ def _columns_of(view, df) -> dict:
             for c, v in windows.bucket_partials(view, df).items()}
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.sampled_from([VIEW, SELECTS]), st.lists(event, min_size=1, max_size=40),
        st.lists(event, min_size=0, max_size=10), st.integers(0, 32))
 def test_forgetting_dominated_partials_changes_no_row_from_then_on(view, evs, later, cut):
